@@ -1,0 +1,269 @@
+//! Materialization throughput: Quiver vs Feast's `materialize` into its default SQLite online
+//! store, on the same Parquet file, in one run.
+//!
+//! `cargo build --workspace --all-targets && $CARGO_TARGET_DIR/debug/materialize-bench --rows 10000000 --feast-rows 1000000`
+//!
+//! Quiver runs at `--rows`; both run at `--feast-rows` (Feast needs minutes per million rows),
+//! which gives the like-for-like ratio. Feast comes from PyPI into a venv
+//! (benches/python/venv.sh).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use clap::Parser;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use quiver_online::{RocksDbOptions, RocksDbStore, Window, materialize};
+use quiver_registry::{RepoConfig, load_definitions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Materialization benchmark.
+#[derive(Parser)]
+struct Args {
+    /// Source rows for Quiver's large run.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: usize,
+    /// Source rows for the side-by-side run with Feast (0 skips Feast).
+    #[arg(long, default_value_t = 1_000_000)]
+    feast_rows: usize,
+    /// Distinct entity keys, as a fraction of rows.
+    #[arg(long, default_value_t = 0.1)]
+    key_ratio: f64,
+    /// Features per row (half float64, half int64).
+    #[arg(long, default_value_t = 20)]
+    features: usize,
+}
+
+/// 2024-01-01T00:00:00Z in µs.
+const T0: i64 = 1_704_067_200_000_000;
+const DAY: i64 = 86_400_000_000;
+
+fn write_source(path: &Path, rows: usize, keys: i64, features: usize) -> Result<()> {
+    let tz: Option<Arc<str>> = Some("UTC".into());
+    let mut fields = vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            false,
+        ),
+        Field::new(
+            "created",
+            DataType::Timestamp(TimeUnit::Microsecond, tz),
+            false,
+        ),
+    ];
+    for i in 0..features {
+        let t = if i % 2 == 0 {
+            DataType::Float64
+        } else {
+            DataType::Int64
+        };
+        fields.push(Field::new(format!("f{i}"), t, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    let mut writer = ArrowWriter::try_new(File::create(path)?, schema.clone(), Some(props))?;
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(128 * 1024);
+        left -= n;
+        let events: Vec<i64> = (0..n).map(|_| T0 + rng.random_range(0..30 * DAY)).collect();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(
+                (0..n)
+                    .map(|_| rng.random_range(0..keys))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMicrosecondArray::from(events.clone()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    events
+                        .iter()
+                        .map(|e| e + rng.random_range(0..3_600_000_000))
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+        ];
+        for i in 0..features {
+            columns.push(if i % 2 == 0 {
+                Arc::new(Float64Array::from(
+                    (0..n)
+                        .map(|_| rng.random_bool(0.98).then(|| rng.random::<f64>()))
+                        .collect::<Vec<_>>(),
+                ))
+            } else {
+                Arc::new(Int64Array::from(
+                    (0..n)
+                        .map(|_| {
+                            rng.random_bool(0.98)
+                                .then(|| rng.random_range(0..1_000_000))
+                        })
+                        .collect::<Vec<_>>(),
+                ))
+            });
+        }
+        writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+    }
+    writer.close()?;
+    Ok(())
+}
+
+struct Run {
+    engine: &'static str,
+    rows: usize,
+    seconds: f64,
+    bytes: u64,
+}
+
+fn quiver_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
+    let repo = dir.join("quiver");
+    std::fs::create_dir_all(&repo)?;
+    std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
+    let feature_list: String = (0..features)
+        .map(|i| {
+            format!(
+                "      - {{name: f{i}, type: {}}}\n",
+                if i % 2 == 0 { "float64" } else { "int64" }
+            )
+        })
+        .collect();
+    std::fs::write(
+        repo.join("defs.yaml"),
+        format!(
+            "entities:\n  - name: driver\n    join_keys: [{{name: driver_id, type: int64}}]\nsources:\n  - name: src\n    path: {}\n    timestamp_field: event_timestamp\n    created_timestamp_column: created\nfeature_views:\n  - name: stats\n    entities: [driver]\n    source: src\n    features:\n{feature_list}",
+            parquet.display()
+        ),
+    )?;
+    let config = RepoConfig::load(&repo)?;
+    let defs = load_definitions(&repo, &config)?;
+    let store = RocksDbStore::open(&repo.join("online_store"), &RocksDbOptions::default())?;
+    let started = Instant::now();
+    let reports = materialize(
+        &store,
+        &defs,
+        &repo,
+        &[],
+        Window::Range {
+            start: i64::MIN,
+            end: i64::MAX,
+        },
+        &|_| {},
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Run {
+        engine: "quiver",
+        rows: usize::try_from(reports[0].rows_scanned)?,
+        seconds,
+        bytes: std::fs::metadata(parquet)?.len(),
+    })
+}
+
+fn feast_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+    let venv = Command::new(here.join("venv.sh"))
+        .output()
+        .context("creating the Feast venv")?;
+    if !venv.status.success() {
+        bail!(
+            "benches/python/venv.sh failed: {}",
+            String::from_utf8_lossy(&venv.stderr)
+        );
+    }
+    let python = PathBuf::from(String::from_utf8(venv.stdout)?.trim()).join("bin/python");
+    let out = Command::new(python)
+        .arg(here.join("feast_materialize.py"))
+        .arg(parquet)
+        .arg(dir.join("feast"))
+        .arg(features.to_string())
+        .arg("2023-12-01T00:00:00+00:00")
+        .arg("2024-03-01T00:00:00+00:00")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "feast_materialize.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    Ok(Run {
+        engine: "feast (sqlite)",
+        rows: json["rows"].as_u64().unwrap_or(0).try_into()?,
+        seconds: json["seconds"].as_f64().unwrap_or(f64::NAN),
+        bytes: std::fs::metadata(parquet)?.len(),
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let mut runs = Vec::new();
+    let keys = |rows: usize| ((rows as f64 * args.key_ratio) as i64).max(1);
+
+    let big = dir.path().join("big.parquet");
+    eprintln!(
+        "writing {} rows x {} features ...",
+        args.rows, args.features
+    );
+    write_source(&big, args.rows, keys(args.rows), args.features)?;
+    runs.push(quiver_run(&dir.path().join("big"), &big, args.features)?);
+
+    if args.feast_rows > 0 {
+        let small = dir.path().join("small.parquet");
+        write_source(
+            &small,
+            args.feast_rows,
+            keys(args.feast_rows),
+            args.features,
+        )?;
+        runs.push(quiver_run(
+            &dir.path().join("small"),
+            &small,
+            args.features,
+        )?);
+        eprintln!(
+            "running Feast's materialize on {} rows ...",
+            args.feast_rows
+        );
+        runs.push(feast_run(&dir.path().join("small"), &small, args.features)?);
+    }
+
+    println!(
+        "\nMaterialization, {} features, distinct keys = {} x rows",
+        args.features, args.key_ratio
+    );
+    println!("| engine | source rows | seconds | rows/s | MB/s (Parquet) |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &runs {
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.1} |",
+            r.engine,
+            r.rows,
+            r.seconds,
+            r.rows as f64 / r.seconds,
+            r.bytes as f64 / r.seconds / 1e6
+        );
+    }
+    if let [_, q, f] = &runs[..] {
+        println!(
+            "\nQuiver / Feast throughput at {} rows: {:.0}x",
+            f.rows,
+            f.seconds / q.seconds
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Terminal output: aligned tables, indented object trees, and plans.
+
+use std::fmt::Write;
+
+use quiver_registry::Plan;
+use serde_json::Value;
+
+/// Renders rows under a header as left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders a JSON value as indented `key: value` lines, lists as `- item`.
+pub fn tree(value: &Value) -> String {
+    let mut out = String::new();
+    render(value, 0, &mut out);
+    out
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => Some("-".into()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        Value::Array(a) if a.is_empty() => Some("[]".into()),
+        Value::Array(a) if a.iter().all(|x| matches!(x, Value::String(_))) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Value::Object(o) if o.is_empty() => Some("{}".into()),
+        _ => None,
+    }
+}
+
+fn render(value: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match scalar(v) {
+                    Some(s) => {
+                        let _ = writeln!(out, "{pad}{k}: {s}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{pad}{k}:");
+                        render(v, indent + 2, out);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match scalar(item) {
+                    Some(s) => {
+                        let _ = writeln!(out, "{pad}- {s}");
+                    }
+                    None => {
+                        // Put the first field on the dash line, like YAML.
+                        let mut nested = String::new();
+                        render(item, indent + 2, &mut nested);
+                        let _ = write!(out, "{pad}- {}", nested.trim_start());
+                    }
+                }
+            }
+        }
+        other => {
+            let _ = writeln!(out, "{pad}{}", scalar(other).unwrap_or_default());
+        }
+    }
+}
+
+/// Renders a plan: one line per change, details and breaking flags indented under it.
+pub fn plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    if plan.is_empty() {
+        out.push_str("No changes.\n");
+        return out;
+    }
+    let width = plan
+        .changes
+        .iter()
+        .map(|c| c.kind.label().len())
+        .max()
+        .unwrap_or(0);
+    for c in &plan.changes {
+        let _ = writeln!(
+            out,
+            "  {} {:<width$}  {}",
+            c.action.symbol(),
+            c.kind.label(),
+            c.name
+        );
+        for d in &c.details {
+            let _ = writeln!(out, "        {d}");
+        }
+        for b in &c.breaking {
+            let _ = writeln!(out, "        ! BREAKING: {b}");
+        }
+    }
+    let (added, changed, removed) = plan.counts();
+    let _ = writeln!(
+        out,
+        "{added} to add, {changed} to change, {removed} to remove{}.",
+        match plan.breaking().count() {
+            0 => String::new(),
+            n => format!(" ({n} breaking)"),
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(
+            &["NAME", "TTL"],
+            &[
+                vec!["a".into(), "1d".into()],
+                vec!["longer_name".into(), "0".into()],
+            ],
+        );
+        assert_eq!(t, "NAME         TTL\na            1d\nlonger_name  0\n");
+    }
+
+    #[test]
+    fn tree_nests_objects_and_lists() {
+        let v = serde_json::json!({"name": "v", "features": [{"name": "x", "type": "int64"}], "entities": ["a", "b"]});
+        assert_eq!(
+            tree(&v),
+            "name: v\nfeatures:\n  - name: x\n    type: int64\nentities: a, b\n"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! The error type of `quiver-core`.
+
+use crate::types::KeyType;
+
+/// Result alias with [`CoreError`].
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// Errors from parsing and resolving Quiver objects. Each names the offending value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CoreError {
+    /// A type name that is not one of Quiver's value types.
+    #[error(
+        "unknown type '{0}' (expected bool, int32, int64, float32, float64, string, bytes, timestamp or list<...> of one of these)"
+    )]
+    InvalidType(String),
+    /// A join-key type that is not int32, int64, string or bytes.
+    #[error("invalid join key type '{0}' (expected int32, int64, string or bytes)")]
+    InvalidKeyType(String),
+    /// A malformed duration.
+    #[error("invalid duration '{0}' (expected e.g. 0, 90s, 15m, 36h, 1d, 2w or 1d12h)")]
+    InvalidDuration(String),
+    /// A malformed time.
+    #[error(
+        "invalid time '{0}' (expected RFC 3339 like 2024-01-01T00:00:00Z, a date like 2024-01-01, or now)"
+    )]
+    InvalidTime(String),
+    /// A malformed feature reference.
+    #[error("invalid feature reference '{0}' (expected view:feature or view:*)")]
+    InvalidFeatureRef(String),
+    /// A feature view that does not exist.
+    #[error("unknown feature view '{0}'")]
+    UnknownFeatureView(String),
+    /// A feature service that does not exist.
+    #[error("unknown feature service '{0}'")]
+    UnknownFeatureService(String),
+    /// An entity that does not exist.
+    #[error("unknown entity '{0}'")]
+    UnknownEntity(String),
+    /// A feature that its view does not have.
+    #[error("unknown feature '{view}:{feature}'")]
+    UnknownFeature {
+        /// The view.
+        view: String,
+        /// The missing feature.
+        feature: String,
+    },
+    /// Two requested features would produce the same output column.
+    #[error(
+        "two requested features have the output name '{0}'; request full feature names (view__feature) or drop one"
+    )]
+    DuplicateOutputName(String),
+    /// An entity key with a value for a join key the view does not have.
+    #[error("unknown join key '{0}'")]
+    UnknownJoinKey(String),
+    /// An entity key without a value for one of the view's join keys.
+    #[error("missing join key '{0}'")]
+    MissingJoinKey(String),
+    /// An entity key with two values for one join key.
+    #[error("join key '{0}' given twice")]
+    DuplicateJoinKey(String),
+    /// A join-key value that cannot be converted to the declared type.
+    #[error("join key '{key}': expected {expected}, got {got}")]
+    JoinKeyType {
+        /// The join key.
+        key: String,
+        /// Its declared type.
+        expected: KeyType,
+        /// What was sent.
+        got: String,
+    },
+    /// A string or bytes key longer than 4 GiB.
+    #[error("join key '{0}' is too long")]
+    JoinKeyTooLong(String),
+}

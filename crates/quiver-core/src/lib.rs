@@ -1,0 +1,37 @@
+//! Quiver's object model, with no IO.
+//!
+//! - [`types`]: value types of features ([`ValueType`]) and join keys ([`KeyType`]), and their
+//!   Arrow mapping and compatibility rules.
+//! - [`duration`]: durations as written in definitions (`36h`, `1d12h`) and [`Ttl`].
+//! - [`model`]: the objects: [`Entity`], [`Source`], [`FeatureView`], [`FeatureService`],
+//!   [`FeatureRef`].
+//! - [`definitions`]: [`Definitions`], every object of a project at one registry version, and
+//!   feature resolution (`view:*`, output names).
+//! - [`entity_key`]: the canonical, order-independent, typed entity-key encoding.
+//! - [`time`]: times as written on the command line and in requests.
+//!
+//! ```
+//! use quiver_core::{FeatureRef, ValueType};
+//!
+//! let r = FeatureRef::parse("driver_hourly_stats:conv_rate").unwrap();
+//! assert_eq!(r.view, "driver_hourly_stats");
+//! assert_eq!("list<int64>".parse::<ValueType>().unwrap().to_string(), "list<int64>");
+//! ```
+
+pub mod definitions;
+pub mod duration;
+pub mod entity_key;
+pub mod error;
+pub mod model;
+pub mod time;
+pub mod types;
+
+pub use definitions::{Definitions, ResolvedFeature};
+pub use duration::{Ttl, format_duration, parse_duration};
+pub use entity_key::{KeyValue, encode_entity_key, push_bytes_key, push_int32_key, push_int64_key};
+pub use error::{CoreError, Result};
+pub use model::{
+    Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, ObjectKind, Source, Tags,
+};
+pub use time::parse_time;
+pub use types::{KeyType, ScalarType, ValueType};

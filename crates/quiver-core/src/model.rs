@@ -1,0 +1,219 @@
+//! The objects of a feature repository: entities, sources, feature views and feature services.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Ttl;
+use crate::error::{CoreError, Result};
+use crate::types::{KeyType, ValueType};
+
+/// Free-form labels attached to an object.
+pub type Tags = BTreeMap<String, String>;
+
+/// A typed join key of an entity, e.g. `driver_id: int64`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinKey {
+    /// Column name of the key in sources and entity tables.
+    pub name: String,
+    /// Declared type; requests are canonicalized to it.
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+}
+
+/// A named thing that features describe (a driver, a customer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    /// Unique name within the project.
+    pub name: String,
+    /// One or more join keys; several make a composite key.
+    pub join_keys: Vec<JoinKey>,
+    /// Human description.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Owner (a team or an e-mail).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+/// Batch data in Parquet: a file, a folder of files, or a glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Unique name within the project.
+    pub name: String,
+    /// Path of a Parquet file, folder or glob, relative to the repository's data root.
+    pub path: String,
+    /// Event-time column (after `field_mapping`).
+    pub timestamp_field: String,
+    /// Optional write-time column that breaks ties between equal event times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_timestamp_column: Option<String>,
+    /// Source column → feature or key name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub field_mapping: BTreeMap<String, String>,
+    /// Human description.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Owner (a team or an e-mail).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+/// A typed feature of a feature view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    /// Name, unique within its view.
+    pub name: String,
+    /// Declared type.
+    #[serde(rename = "type")]
+    pub value_type: ValueType,
+    /// Human description.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A set of typed features from one source, keyed by one or more entities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureView {
+    /// Unique name within the project.
+    pub name: String,
+    /// Entities whose join keys key this view (several give a composite key).
+    pub entities: Vec<String>,
+    /// Name of the source the features are read from.
+    pub source: String,
+    /// Features, in declaration order (the order of `view:*`).
+    pub features: Vec<Feature>,
+    /// Time to live; zero is no limit.
+    #[serde(default)]
+    pub ttl: Ttl,
+    /// Whether the view is materialized to and served from the online store.
+    pub online: bool,
+    /// Whether the view may be used in training sets.
+    pub offline: bool,
+    /// Human description.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Owner (a team or an e-mail).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+impl FeatureView {
+    /// The feature with this name.
+    pub fn feature(&self, name: &str) -> Option<&Feature> {
+        self.features.iter().find(|f| f.name == name)
+    }
+}
+
+/// A named list of feature references that a model consumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureService {
+    /// Unique name within the project.
+    pub name: String,
+    /// References, `view:feature` or `view:*`.
+    pub features: Vec<FeatureRef>,
+    /// Human description.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Owner (a team or an e-mail).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+/// A reference to a feature (`view:feature`) or to all features of a view (`view:*`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FeatureRef {
+    /// The feature view.
+    pub view: String,
+    /// The feature, or `*` for all of them.
+    pub feature: String,
+}
+
+impl FeatureRef {
+    /// Parses `view:feature` or `view:*`.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.split_once(':') {
+            Some((v, f)) if !v.is_empty() && !f.is_empty() && !f.contains(':') => Ok(Self {
+                view: v.to_owned(),
+                feature: f.to_owned(),
+            }),
+            _ => Err(CoreError::InvalidFeatureRef(text.to_owned())),
+        }
+    }
+
+    /// Whether this reference names every feature of its view.
+    pub fn is_wildcard(&self) -> bool {
+        self.feature == "*"
+    }
+}
+
+impl fmt::Display for FeatureRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.view, self.feature)
+    }
+}
+
+impl Serialize for FeatureRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FeatureRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Self::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The four kinds of objects in a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    /// An [`Entity`].
+    Entity,
+    /// A [`Source`].
+    Source,
+    /// A [`FeatureView`].
+    FeatureView,
+    /// A [`FeatureService`].
+    FeatureService,
+}
+
+impl ObjectKind {
+    /// All kinds, in dependency order.
+    pub const ALL: [ObjectKind; 4] = [
+        Self::Entity,
+        Self::Source,
+        Self::FeatureView,
+        Self::FeatureService,
+    ];
+
+    /// Human name, as used in messages ("feature view").
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Entity => "entity",
+            Self::Source => "source",
+            Self::FeatureView => "feature view",
+            Self::FeatureService => "feature service",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}

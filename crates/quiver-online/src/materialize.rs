@@ -1,0 +1,706 @@
+//! Materialization: the latest row per entity key of each online view, from Parquet into the
+//! online store.
+//!
+//! For each view, the source's row groups whose event-time statistics overlap the window are
+//! read by all cores at once, a bounded batch at a time (memory does not grow with the
+//! source). Each batch keeps its newest row per key and is written as one atomic batch; the
+//! store's newest-wins merge resolves keys across batches, files and runs, so windows may be
+//! re-run or run out of order. Rows with a null key or event time are skipped and counted.
+//! Incremental runs advance the view's watermark only after all its rows are durable.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array,
+    Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use quiver_core::{
+    Definitions, FeatureView, JoinKey, KeyType, ScalarType, Source, ValueType, push_bytes_key,
+    push_int32_key, push_int64_key,
+};
+use quiver_registry::source_files;
+
+use crate::error::{OnlineError, Result};
+use crate::row::{RowVersion, RowWriter, layout_fingerprint};
+use crate::store::{KeyedRows, OnlineStore};
+
+/// Rows per decoded batch: bounds memory per worker.
+const BATCH_ROWS: usize = 16 * 1024;
+
+/// Which rows to materialize.
+#[derive(Debug, Clone, Copy)]
+pub enum Window {
+    /// Rows with `start <= event_ts <= end` (µs); the watermark is not touched.
+    Range {
+        /// Inclusive start, µs.
+        start: i64,
+        /// Inclusive end, µs.
+        end: i64,
+    },
+    /// From each view's watermark (minus `lookback`) to `end`; the first run starts at
+    /// `end - ttl`, or at the earliest data when the ttl is 0. Advances the watermark to `end`.
+    Incremental {
+        /// Inclusive end, µs.
+        end: i64,
+        /// How far before the watermark to re-read, for late data.
+        lookback: Duration,
+    },
+}
+
+/// What materialization did for one view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ViewReport {
+    /// The feature view.
+    pub view: String,
+    /// Window start (µs, inclusive).
+    pub start: i64,
+    /// Window end (µs, inclusive).
+    pub end: i64,
+    /// Parquet files of the source.
+    pub files: usize,
+    /// Row groups read (others were skipped by their statistics).
+    pub row_groups_read: usize,
+    /// Rows decoded.
+    pub rows_scanned: u64,
+    /// Rows inside the window.
+    pub rows_in_window: u64,
+    /// Rows written (the newest per key of each batch).
+    pub rows_written: u64,
+    /// Bytes of encoded rows written.
+    pub bytes_written: u64,
+    /// Rows skipped because a join key was null.
+    pub skipped_null_key: u64,
+    /// Rows skipped because the event timestamp was null.
+    pub skipped_null_timestamp: u64,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Progress events, for progress bars.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    /// A view starts; `rows` is the number of rows in the row groups to read.
+    ViewStarted {
+        /// The view.
+        view: &'a str,
+        /// Rows to read.
+        rows: u64,
+    },
+    /// More rows were read.
+    Rows(u64),
+}
+
+/// Materializes the online views `views` (all online views when empty).
+pub fn materialize(
+    store: &dyn OnlineStore,
+    defs: &Definitions,
+    data_root: &Path,
+    views: &[String],
+    window: Window,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<Vec<ViewReport>> {
+    let selected: Vec<&FeatureView> = if views.is_empty() {
+        defs.feature_views.values().filter(|v| v.online).collect()
+    } else {
+        let mut out = Vec::new();
+        for name in views {
+            let view = defs.view(name)?;
+            if !view.online {
+                return Err(OnlineError::InvalidRequest(format!(
+                    "feature view '{name}' is not online (online: false)"
+                )));
+            }
+            out.push(view);
+        }
+        out
+    };
+    selected
+        .into_iter()
+        .map(|view| materialize_view(store, defs, data_root, view, window, progress))
+        .collect()
+}
+
+fn ttl_micros(view: &FeatureView) -> Option<i64> {
+    view.ttl
+        .limit()
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn materialize_view(
+    store: &dyn OnlineStore,
+    defs: &Definitions,
+    data_root: &Path,
+    view: &FeatureView,
+    window: Window,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<ViewReport> {
+    let started = Instant::now();
+    let source = defs
+        .sources
+        .get(&view.source)
+        .ok_or_else(|| quiver_core::CoreError::UnknownFeatureView(view.source.clone()))?;
+    let (start, end) = match window {
+        Window::Range { start, end } => (start, end),
+        Window::Incremental { end, lookback } => {
+            let lookback = i64::try_from(lookback.as_micros()).unwrap_or(i64::MAX);
+            let start = match store.watermark(&defs.project, &view.name)? {
+                Some(wm) => wm.saturating_sub(lookback),
+                None => ttl_micros(view).map_or(i64::MIN, |ttl| end.saturating_sub(ttl)),
+            };
+            (start, end)
+        }
+    };
+    if start > end {
+        return Err(OnlineError::InvalidRequest(format!(
+            "feature view '{}': window start {} is after its end {}",
+            view.name,
+            fmt_micros(start),
+            fmt_micros(end)
+        )));
+    }
+    let plan = ViewPlan::new(defs, data_root, view, source, start, end)?;
+    let total_rows: u64 = plan.tasks.iter().map(|t| t.rows).sum();
+    progress(Progress::ViewStarted {
+        view: &view.name,
+        rows: total_rows,
+    });
+
+    let counters = Counters::default();
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<OnlineError>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .min(plan.tasks.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(task) = plan.tasks.get(i) else { break };
+                    if failure.lock().map_or(true, |f| f.is_some()) {
+                        break;
+                    }
+                    if let Err(e) = plan.run(store, &defs.project, task, &counters, progress) {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    match window {
+        Window::Incremental { .. } => {
+            let previous = store
+                .watermark(&defs.project, &view.name)?
+                .unwrap_or(i64::MIN);
+            store.commit_watermark(&defs.project, &view.name, end.max(previous))?;
+        }
+        Window::Range { .. } => store.flush()?,
+    }
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    Ok(ViewReport {
+        view: view.name.clone(),
+        start,
+        end,
+        files: plan.files.len(),
+        row_groups_read: plan.tasks.len(),
+        rows_scanned: load(&counters.scanned),
+        rows_in_window: load(&counters.in_window),
+        rows_written: load(&counters.written),
+        bytes_written: load(&counters.bytes),
+        skipped_null_key: load(&counters.null_key),
+        skipped_null_timestamp: load(&counters.null_ts),
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+fn fmt_micros(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map_or_else(|| us.to_string(), |t| t.to_rfc3339())
+}
+
+#[derive(Default)]
+struct Counters {
+    scanned: AtomicU64,
+    in_window: AtomicU64,
+    written: AtomicU64,
+    bytes: AtomicU64,
+    null_key: AtomicU64,
+    null_ts: AtomicU64,
+}
+
+/// One row group to read.
+struct Task {
+    file: usize,
+    row_group: usize,
+    /// Index of the row group's first row in its file (for the tie-break sequence).
+    first_row: u64,
+    rows: u64,
+}
+
+/// Everything needed to turn a view's source row groups into online rows.
+struct ViewPlan<'a> {
+    view: &'a FeatureView,
+    source: &'a Source,
+    files: Vec<PathBuf>,
+    /// Each file's footer, decoded once and shared by the tasks reading its row groups.
+    metadata: Vec<ArrowReaderMetadata>,
+    tasks: Vec<Task>,
+    /// Join keys sorted by name (the canonical key order), with their source column names.
+    keys: Vec<(JoinKey, String)>,
+    /// Source column of each feature, in view order.
+    feature_columns: Vec<String>,
+    start: i64,
+    end: i64,
+    fingerprint: u32,
+}
+
+impl<'a> ViewPlan<'a> {
+    /// Checks every file's schema and picks the row groups that overlap the window, before
+    /// anything is written.
+    fn new(
+        defs: &Definitions,
+        data_root: &Path,
+        view: &'a FeatureView,
+        source: &'a Source,
+        start: i64,
+        end: i64,
+    ) -> Result<Self> {
+        let source_column = |name: &str| {
+            source
+                .field_mapping
+                .iter()
+                .find(|(_, to)| *to == name)
+                .map_or_else(|| name.to_owned(), |(from, _)| from.clone())
+        };
+        let mut keys: Vec<(JoinKey, String)> = defs
+            .join_keys(view)?
+            .into_iter()
+            .map(|k| {
+                let col = source_column(&k.name);
+                (k, col)
+            })
+            .collect();
+        keys.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let feature_columns: Vec<String> = view
+            .features
+            .iter()
+            .map(|f| source_column(&f.name))
+            .collect();
+        let ts_column = source_column(&source.timestamp_field);
+
+        let files = source_files(data_root, &source.path)?;
+        let mut tasks = Vec::new();
+        let mut footers = Vec::with_capacity(files.len());
+        for (fi, path) in files.iter().enumerate() {
+            let err = |message: String| OnlineError::Source {
+                source_name: source.name.clone(),
+                path: path.clone(),
+                message,
+            };
+            let file = File::open(path).map_err(|e| err(e.to_string()))?;
+            let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
+                .map_err(|e| err(format!("not a readable Parquet file: {e}")))?;
+            let schema = footer.schema().clone();
+            let expect = |column: &str,
+                          what: &str,
+                          ok: &dyn Fn(&DataType) -> bool,
+                          declared: String|
+             -> Result<()> {
+                match schema.field_with_name(column) {
+                    Err(_) => Err(err(format!("{what} column '{column}' is missing"))),
+                    Ok(f) if !ok(f.data_type()) => Err(err(format!(
+                        "{what} column '{column}' has type {}, expected {declared}",
+                        f.data_type()
+                    ))),
+                    Ok(_) => Ok(()),
+                }
+            };
+            let is_ts = |t: &DataType| matches!(t, DataType::Timestamp(_, _));
+            expect(&ts_column, "timestamp", &is_ts, "a timestamp".into())?;
+            if let Some(created) = &source.created_timestamp_column {
+                expect(
+                    &source_column(created),
+                    "created timestamp",
+                    &is_ts,
+                    "a timestamp".into(),
+                )?;
+            }
+            for (k, col) in &keys {
+                let t = k.key_type.value_type();
+                expect(col, "join key", &|d| t.accepts(d), t.to_string())?;
+            }
+            for (f, col) in view.features.iter().zip(&feature_columns) {
+                expect(
+                    col,
+                    "feature",
+                    &|d| f.value_type.accepts(d),
+                    f.value_type.to_string(),
+                )?;
+            }
+
+            // Row groups whose event-time range misses the window are never decoded.
+            let metadata = footer.metadata().clone();
+            let converter =
+                StatisticsConverter::try_new(&ts_column, &schema, footer.parquet_schema())
+                    .map_err(|e| err(e.to_string()))?;
+            let micros = |a: ArrayRef| -> Option<ArrayRef> {
+                cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()
+            };
+            let mins = converter
+                .row_group_mins(metadata.row_groups().iter())
+                .ok()
+                .and_then(micros);
+            let maxs = converter
+                .row_group_maxes(metadata.row_groups().iter())
+                .ok()
+                .and_then(micros);
+            let mut first_row = 0u64;
+            for (rg, meta) in metadata.row_groups().iter().enumerate() {
+                let rows = u64::try_from(meta.num_rows()).unwrap_or(0);
+                let bound = |a: &Option<ArrayRef>| {
+                    a.as_ref().and_then(|a| {
+                        let a = a.as_primitive::<TimestampMicrosecondType>();
+                        (a.is_valid(rg)).then(|| a.value(rg))
+                    })
+                };
+                let overlaps = match (bound(&mins), bound(&maxs)) {
+                    (Some(min), Some(max)) => max >= start && min <= end,
+                    _ => true,
+                };
+                if overlaps && rows > 0 {
+                    tasks.push(Task {
+                        file: fi,
+                        row_group: rg,
+                        first_row,
+                        rows,
+                    });
+                }
+                first_row += rows;
+            }
+            footers.push(footer);
+        }
+        Ok(Self {
+            view,
+            source,
+            files,
+            metadata: footers,
+            tasks,
+            keys,
+            feature_columns,
+            start,
+            end,
+            fingerprint: layout_fingerprint(&view.features),
+        })
+    }
+
+    fn source_error(&self, file: usize, message: String) -> OnlineError {
+        OnlineError::Source {
+            source_name: self.source.name.clone(),
+            path: self.files[file].clone(),
+            message,
+        }
+    }
+
+    /// Reads one row group and writes its newest row per key, a batch at a time.
+    fn run(
+        &self,
+        store: &dyn OnlineStore,
+        project: &str,
+        task: &Task,
+        counters: &Counters,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) -> Result<()> {
+        let err = |e: &dyn std::fmt::Display| self.source_error(task.file, e.to_string());
+        let file = File::open(&self.files[task.file]).map_err(|e| err(&e))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file,
+            self.metadata[task.file].clone(),
+        );
+        let mut wanted: Vec<&str> = self.keys.iter().map(|(_, c)| c.as_str()).collect();
+        wanted.extend(self.feature_columns.iter().map(String::as_str));
+        let ts_col = self.column_name(&self.source.timestamp_field);
+        wanted.push(&ts_col);
+        let created_col = self
+            .source
+            .created_timestamp_column
+            .as_deref()
+            .map(|c| self.column_name(c));
+        if let Some(c) = &created_col {
+            wanted.push(c);
+        }
+        let indices: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(vec![task.row_group])
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| err(&e))?;
+        let mut offset = task.first_row;
+        for batch in reader {
+            let batch = batch.map_err(|e| err(&e))?;
+            let n = batch.num_rows() as u64;
+            let rows = self
+                .encode_batch(
+                    &batch,
+                    task.file,
+                    offset,
+                    &ts_col,
+                    created_col.as_deref(),
+                    counters,
+                )
+                .map_err(|e| err(&e))?;
+            offset += n;
+            if !rows.is_empty() {
+                let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+                store.write(project, &self.view.name, &rows, false)?;
+                counters
+                    .written
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
+            counters.scanned.fetch_add(n, Ordering::Relaxed);
+            progress(Progress::Rows(n));
+        }
+        Ok(())
+    }
+
+    fn column_name(&self, name: &str) -> String {
+        self.source
+            .field_mapping
+            .iter()
+            .find(|(_, to)| *to == name)
+            .map_or_else(|| name.to_owned(), |(from, _)| from.clone())
+    }
+
+    /// The newest row per entity key of one batch, encoded.
+    fn encode_batch(
+        &self,
+        batch: &RecordBatch,
+        file: usize,
+        first_row: u64,
+        ts_col: &str,
+        created_col: Option<&str>,
+        counters: &Counters,
+    ) -> std::result::Result<KeyedRows, arrow::error::ArrowError> {
+        let column =
+            |name: &str, t: &DataType| -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+                let col = batch.column_by_name(name).ok_or_else(|| {
+                    arrow::error::ArrowError::SchemaError(format!("column '{name}' is missing"))
+                })?;
+                cast(col, t)
+            };
+        let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let ts = column(ts_col, &micros)?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let created = created_col.map(|c| column(c, &micros)).transpose()?;
+        let created = created
+            .as_ref()
+            .map(AsArray::as_primitive::<TimestampMicrosecondType>);
+        let key_arrays: Vec<ArrayRef> = self
+            .keys
+            .iter()
+            .map(|(k, col)| column(col, &k.key_type.value_type().to_arrow()))
+            .collect::<std::result::Result<_, _>>()?;
+        let feature_arrays: Vec<ArrayRef> = self
+            .view
+            .features
+            .iter()
+            .zip(&self.feature_columns)
+            .map(|(f, col)| column(col, &f.value_type.to_arrow()))
+            .collect::<std::result::Result<_, _>>()?;
+        let features: Vec<Col<'_>> = self
+            .view
+            .features
+            .iter()
+            .zip(&feature_arrays)
+            .map(|(f, a)| Col::new(f.value_type, a))
+            .collect();
+
+        // Newest row per key within the batch: key -> (version, row).
+        let mut newest: HashMap<Vec<u8>, (RowVersion, usize)> = HashMap::new();
+        let mut key = Vec::new();
+        let (mut in_window, mut null_key, mut null_ts) = (0u64, 0u64, 0u64);
+        'rows: for i in 0..batch.num_rows() {
+            if ts.is_null(i) {
+                null_ts += 1;
+                continue;
+            }
+            let event = ts.value(i);
+            if event < self.start || event > self.end {
+                continue;
+            }
+            key.clear();
+            for ((k, _), array) in self.keys.iter().zip(&key_arrays) {
+                if array.is_null(i) {
+                    null_key += 1;
+                    continue 'rows;
+                }
+                let bytes = match k.key_type {
+                    KeyType::Int32 => {
+                        push_int32_key(array.as_primitive::<Int32Type>().value(i), &mut key);
+                        continue;
+                    }
+                    KeyType::Int64 => {
+                        push_int64_key(array.as_primitive::<Int64Type>().value(i), &mut key);
+                        continue;
+                    }
+                    KeyType::String => array.as_string::<i32>().value(i).as_bytes(),
+                    KeyType::Bytes => array.as_binary::<i32>().value(i),
+                };
+                push_bytes_key(bytes, &mut key, &k.name)
+                    .map_err(|e| arrow::error::ArrowError::InvalidArgumentError(e.to_string()))?;
+            }
+            in_window += 1;
+            let created_ts =
+                created.map_or(
+                    i64::MIN,
+                    |c| if c.is_null(i) { i64::MIN } else { c.value(i) },
+                );
+            let seq = ((file as u64) << 40) | (first_row + i as u64);
+            let version = (event, created_ts, seq);
+            match newest.get_mut(key.as_slice()) {
+                Some(slot) if slot.0 <= version => *slot = (version, i),
+                Some(_) => {}
+                None => {
+                    newest.insert(key.clone(), (version, i));
+                }
+            }
+        }
+        counters.in_window.fetch_add(in_window, Ordering::Relaxed);
+        counters.null_key.fetch_add(null_key, Ordering::Relaxed);
+        counters.null_ts.fetch_add(null_ts, Ordering::Relaxed);
+
+        let mut out = Vec::with_capacity(newest.len());
+        for (key, (version, i)) in newest {
+            let mut row = RowWriter::new(self.fingerprint, version, features.len());
+            for col in &features {
+                col.write(i, &mut row);
+            }
+            out.push((key, row.finish()));
+        }
+        Ok(out)
+    }
+}
+
+/// A feature column, downcast once per batch.
+enum Col<'a> {
+    Scalar(Scalar<'a>),
+    List(&'a ListArray, Scalar<'a>),
+}
+
+enum Scalar<'a> {
+    Bool(&'a BooleanArray),
+    Int32(&'a Int32Array),
+    Int64(&'a Int64Array),
+    Float32(&'a Float32Array),
+    Float64(&'a Float64Array),
+    String(&'a StringArray),
+    Bytes(&'a BinaryArray),
+    Timestamp(&'a TimestampMicrosecondArray),
+}
+
+impl<'a> Scalar<'a> {
+    fn new(t: ScalarType, a: &'a dyn Array) -> Self {
+        match t {
+            ScalarType::Bool => Self::Bool(a.as_boolean()),
+            ScalarType::Int32 => Self::Int32(a.as_primitive::<Int32Type>()),
+            ScalarType::Int64 => Self::Int64(a.as_primitive::<Int64Type>()),
+            ScalarType::Float32 => Self::Float32(a.as_primitive::<Float32Type>()),
+            ScalarType::Float64 => Self::Float64(a.as_primitive::<Float64Type>()),
+            ScalarType::String => Self::String(a.as_string::<i32>()),
+            ScalarType::Bytes => Self::Bytes(a.as_binary::<i32>()),
+            ScalarType::Timestamp => Self::Timestamp(a.as_primitive::<TimestampMicrosecondType>()),
+        }
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        match self {
+            Self::Bool(a) => a.is_null(i),
+            Self::Int32(a) => a.is_null(i),
+            Self::Int64(a) => a.is_null(i),
+            Self::Float32(a) => a.is_null(i),
+            Self::Float64(a) => a.is_null(i),
+            Self::String(a) => a.is_null(i),
+            Self::Bytes(a) => a.is_null(i),
+            Self::Timestamp(a) => a.is_null(i),
+        }
+    }
+
+    /// Appends value `i`; strings and bytes get a `u32` length prefix when `prefixed`.
+    /// A null list element is written as the type's zero value.
+    fn push(&self, i: usize, prefixed: bool, out: &mut Vec<u8>) {
+        fn var(b: &[u8], prefixed: bool, out: &mut Vec<u8>) {
+            if prefixed {
+                out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+            }
+            out.extend_from_slice(b);
+        }
+        match self {
+            Self::String(a) => var(a.value(i).as_bytes(), prefixed, out),
+            Self::Bytes(a) => var(a.value(i), prefixed, out),
+            Self::Bool(a) => out.push(u8::from(a.value(i))),
+            Self::Int32(a) => out.extend_from_slice(&a.value(i).to_le_bytes()),
+            Self::Int64(a) => out.extend_from_slice(&a.value(i).to_le_bytes()),
+            Self::Float32(a) => out.extend_from_slice(&a.value(i).to_le_bytes()),
+            Self::Float64(a) => out.extend_from_slice(&a.value(i).to_le_bytes()),
+            Self::Timestamp(a) => out.extend_from_slice(&a.value(i).to_le_bytes()),
+        }
+    }
+}
+
+impl<'a> Col<'a> {
+    fn new(t: ValueType, a: &'a ArrayRef) -> Self {
+        match t {
+            ValueType::Scalar(s) => Self::Scalar(Scalar::new(s, a.as_ref())),
+            ValueType::List(s) => {
+                let list = a.as_list::<i32>();
+                Self::List(list, Scalar::new(s, list.values().as_ref()))
+            }
+        }
+    }
+
+    fn write(&self, i: usize, row: &mut RowWriter) {
+        match self {
+            Self::Scalar(s) if s.is_null(i) => row.null(),
+            Self::Scalar(s) => row.value(|out| s.push(i, false, out)),
+            Self::List(l, _) if l.is_null(i) => row.null(),
+            Self::List(l, items) => row.value(|out| {
+                let offsets = l.value_offsets();
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                out.extend_from_slice(
+                    &u32::try_from(end - start).unwrap_or(u32::MAX).to_le_bytes(),
+                );
+                for j in start..end {
+                    items.push(j, true, out);
+                }
+            }),
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Materialization: windows, newest-wins across runs, watermarks, late data, bad input.
+
+use std::time::Duration;
+
+use quiver_online::{FieldStatus, OnlineStore, Window, materialize};
+
+use crate::support::{HOUR, Repo, StatRow, T0, stat, write_stats};
+
+/// Hourly rows for drivers 1..=3 over 10 hours, rate = driver + hour / 100, in two files with
+/// small row groups.
+fn hourly() -> Vec<Vec<StatRow>> {
+    let rows: Vec<StatRow> = (0..10)
+        .flat_map(|h| {
+            (1..=3).map(move |d| stat(d, T0 + h * HOUR, T0 + h * HOUR, d as f64 + h as f64 / 100.0))
+        })
+        .collect();
+    let (a, b) = rows.split_at(15);
+    vec![a.to_vec(), b.to_vec()]
+}
+
+#[test]
+fn latest_row_per_key_within_the_window() {
+    let repo = Repo::new(&hourly());
+    let reports = repo.materialize(
+        &["driver_stats"],
+        Window::Range {
+            start: T0,
+            end: T0 + 4 * HOUR,
+        },
+    );
+    let r = &reports[0];
+    assert_eq!((r.rows_in_window, r.files), (15, 2));
+    assert!(
+        r.row_groups_read < 8,
+        "row groups past the window are skipped: {r:?}"
+    );
+    let got = repo.rates(&[1, 2, 3], T0 + 4 * HOUR);
+    assert_eq!(
+        got.iter().map(|g| g.0.unwrap()).collect::<Vec<_>>(),
+        [1.04, 2.04, 3.04]
+    );
+}
+
+#[test]
+fn out_of_order_and_repeated_windows_give_the_same_store() {
+    let ordered = Repo::new(&hourly());
+    ordered.materialize(
+        &[],
+        Window::Range {
+            start: T0,
+            end: T0 + 4 * HOUR,
+        },
+    );
+    ordered.materialize(
+        &[],
+        Window::Range {
+            start: T0 + 5 * HOUR,
+            end: T0 + 9 * HOUR,
+        },
+    );
+
+    let shuffled = Repo::new(&hourly());
+    shuffled.materialize(
+        &[],
+        Window::Range {
+            start: T0 + 5 * HOUR,
+            end: T0 + 9 * HOUR,
+        },
+    );
+    shuffled.materialize(
+        &[],
+        Window::Range {
+            start: T0,
+            end: T0 + 4 * HOUR,
+        },
+    );
+    shuffled.materialize(
+        &[],
+        Window::Range {
+            start: T0 + 5 * HOUR,
+            end: T0 + 9 * HOUR,
+        },
+    );
+
+    let now = T0 + 9 * HOUR;
+    assert_eq!(
+        ordered.rates(&[1, 2, 3], now),
+        shuffled.rates(&[1, 2, 3], now)
+    );
+    assert_eq!(
+        shuffled.rates(&[2], now)[0],
+        (Some(2.09), FieldStatus::Present, Some(T0 + 9 * HOUR))
+    );
+}
+
+#[test]
+fn ties_go_to_the_greater_created_time_then_to_the_later_row() {
+    let repo = Repo::new(&[
+        vec![
+            stat(1, T0, T0 + 5, 0.5),
+            stat(1, T0, T0 + 9, 0.9),
+            stat(1, T0, T0 + 1, 0.1),
+        ],
+        vec![stat(2, T0, T0, 0.1), stat(2, T0, T0, 0.2)],
+        vec![stat(2, T0, T0, 0.3)],
+    ]);
+    repo.materialize(&[], Window::Range { start: T0, end: T0 });
+    let got = repo.rates(&[1, 2], T0);
+    assert_eq!(got[0].0, Some(0.9));
+    assert_eq!(
+        got[1].0,
+        Some(0.3),
+        "equal (event, created): the last row in file order wins"
+    );
+}
+
+#[test]
+fn incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data() {
+    let repo = Repo::new(&hourly());
+    // First run: from end - ttl (1h).
+    let r = repo.materialize(
+        &["driver_stats"],
+        Window::Incremental {
+            end: T0 + 4 * HOUR,
+            lookback: Duration::ZERO,
+        },
+    );
+    assert_eq!((r[0].start, r[0].end), (T0 + 3 * HOUR, T0 + 4 * HOUR));
+    assert_eq!(
+        repo.store.watermark("p", "driver_stats").unwrap(),
+        Some(T0 + 4 * HOUR)
+    );
+    let r = repo.materialize(
+        &["driver_stats"],
+        Window::Incremental {
+            end: T0 + 6 * HOUR,
+            lookback: Duration::ZERO,
+        },
+    );
+    assert_eq!((r[0].start, r[0].end), (T0 + 4 * HOUR, T0 + 6 * HOUR));
+    assert_eq!(repo.rates(&[1], T0 + 6 * HOUR)[0].0, Some(1.06));
+
+    // A late row for hour 5 of driver 1 lands in a new file after the watermark passed it.
+    write_stats(
+        &repo.stats_file(2),
+        &[stat(1, T0 + 5 * HOUR + 30 * 60_000_000, T0 + 7 * HOUR, 7.0)],
+        4,
+    );
+    let r = repo.materialize(
+        &["driver_stats"],
+        Window::Incremental {
+            end: T0 + 6 * HOUR,
+            lookback: Duration::ZERO,
+        },
+    );
+    assert_eq!(r[0].rows_in_window, 3, "only rows at the watermark itself");
+    assert_eq!(
+        repo.rates(&[1], T0 + 6 * HOUR)[0].0,
+        Some(1.06),
+        "the late row is older than the stored one"
+    );
+
+    write_stats(
+        &repo.stats_file(3),
+        &[stat(3, T0 + 6 * HOUR, T0 + 8 * HOUR, 9.0)],
+        4,
+    );
+    let r = repo.materialize(
+        &["driver_stats"],
+        Window::Incremental {
+            end: T0 + 6 * HOUR,
+            lookback: Duration::from_secs(7200),
+        },
+    );
+    assert_eq!(r[0].start, T0 + 4 * HOUR);
+    assert_eq!(
+        repo.rates(&[3], T0 + 6 * HOUR)[0].0,
+        Some(9.0),
+        "a correction with a later created time wins"
+    );
+    assert_eq!(
+        repo.store.watermark("p", "driver_stats").unwrap(),
+        Some(T0 + 6 * HOUR)
+    );
+}
+
+#[test]
+fn null_keys_and_timestamps_are_skipped_and_counted() {
+    let repo = Repo::new(&[vec![
+        stat(1, T0, T0, 0.1),
+        StatRow {
+            driver: None,
+            ..stat(0, T0, T0, 0.2)
+        },
+        StatRow {
+            event: None,
+            ..stat(2, T0, T0, 0.3)
+        },
+    ]]);
+    let r = repo.materialize(&["driver_stats"], Window::Range { start: T0, end: T0 });
+    assert_eq!(
+        (
+            r[0].rows_in_window,
+            r[0].skipped_null_key,
+            r[0].skipped_null_timestamp
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(repo.rates(&[2], T0)[0].1, FieldStatus::NotFound);
+}
+
+#[test]
+fn bad_source_data_fails_clearly_and_keeps_the_watermark() {
+    let repo = Repo::new(&hourly());
+    let run = |repo: &Repo| {
+        materialize(
+            &repo.store,
+            &repo.defs,
+            &repo.data_root(),
+            &["driver_stats".into()],
+            Window::Incremental {
+                end: T0 + 9 * HOUR,
+                lookback: Duration::ZERO,
+            },
+            &|_| {},
+        )
+    };
+    run(&repo).unwrap();
+
+    // A file whose `rate` column is a string.
+    let bad = repo.stats_file(1);
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("driver_id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new(
+            "event_timestamp",
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            false,
+        ),
+        arrow::datatypes::Field::new(
+            "created",
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            false,
+        ),
+        arrow::datatypes::Field::new("rate", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("trips", arrow::datatypes::DataType::Int64, false),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])),
+            std::sync::Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+                T0 + 20 * HOUR,
+            ])),
+            std::sync::Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+                T0 + 20 * HOUR,
+            ])),
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["high"])),
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])),
+        ],
+    )
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&bad).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let err = run(&repo).unwrap_err().to_string();
+    assert!(
+        err.contains("part-1.parquet")
+            && err.contains("feature column 'rate' has type Utf8, expected float64"),
+        "{err}"
+    );
+    assert_eq!(
+        repo.store.watermark("p", "driver_stats").unwrap(),
+        Some(T0 + 9 * HOUR)
+    );
+
+    // A source whose files vanished.
+    std::fs::remove_dir_all(repo.dir.path().join("data/stats")).unwrap();
+    let err = run(&repo).unwrap_err().to_string();
+    assert!(
+        err.contains("data/stats") && err.contains("not found"),
+        "{err}"
+    );
+    assert_eq!(
+        repo.store.watermark("p", "driver_stats").unwrap(),
+        Some(T0 + 9 * HOUR)
+    );
+}
+
+#[test]
+fn offline_only_views_are_refused_by_name() {
+    let mut repo = Repo::new(&hourly());
+    repo.defs
+        .feature_views
+        .get_mut("driver_stats")
+        .unwrap()
+        .online = false;
+    let err = materialize(
+        &repo.store,
+        &repo.defs,
+        &repo.data_root(),
+        &["driver_stats".into()],
+        Window::Range { start: T0, end: T0 },
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("feature view 'driver_stats' is not online"),
+        "{err}"
+    );
+    let all = materialize(
+        &repo.store,
+        &repo.defs,
+        &repo.data_root(),
+        &[],
+        Window::Range { start: T0, end: T0 },
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.view.as_str()).collect::<Vec<_>>(),
+        ["driver_zone"]
+    );
+}
+
+#[test]
+fn concurrent_readers_never_see_a_torn_row() {
+    const DRIVERS: i64 = 5_000;
+    let rows: Vec<StatRow> = (0..20)
+        .flat_map(|h| {
+            (1..=DRIVERS).map(move |d| stat(d, T0 + h * HOUR, T0, d as f64 + h as f64 / 100.0))
+        })
+        .collect();
+    let files: Vec<Vec<StatRow>> = rows.chunks(20_000).map(<[StatRow]>::to_vec).collect();
+    let repo = Repo::new(&files);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut checked = 0;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            repo.materialize(
+                &["driver_stats"],
+                Window::Range {
+                    start: i64::MIN,
+                    end: i64::MAX,
+                },
+            );
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let drivers: Vec<i64> = (1..=DRIVERS).step_by(7).collect();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            for (d, (rate, _, event)) in drivers.iter().zip(repo.rates(&drivers, T0)) {
+                if let (Some(rate), Some(event)) = (rate, event) {
+                    let hour = ((rate - *d as f64) * 100.0).round() as i64;
+                    assert_eq!(
+                        event,
+                        T0 + hour * HOUR,
+                        "driver {d}: value and event time from different rows"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    });
+    assert!(checked > 0, "the reader ran while rows were being written");
+    assert_eq!(repo.rates(&[DRIVERS], T0)[0].0, Some(DRIVERS as f64 + 0.19));
+}

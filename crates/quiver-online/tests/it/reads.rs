@@ -1,0 +1,115 @@
+//! Online reads: statuses, composite and mixed-type keys, request errors.
+
+use quiver_core::{FeatureRef, KeyValue};
+use quiver_online::{FeatureValue, FieldStatus, Window, read_online_features};
+
+use crate::support::{HOUR, Repo, StatRow, T0, stat};
+
+#[test]
+fn statuses_present_null_not_found_and_outside_max_age() {
+    let repo = Repo::new(&[vec![
+        stat(1, T0, T0, 0.1),
+        StatRow {
+            rate: None,
+            ..stat(2, T0, T0, 0.0)
+        },
+        stat(3, T0 - 2 * HOUR, T0, 0.3),
+    ]]);
+    repo.materialize(
+        &[],
+        Window::Range {
+            start: i64::MIN,
+            end: T0,
+        },
+    );
+    let got = repo.rates(&[1, 2, 3, 4, 1], T0 + 10);
+    assert_eq!(got[0], (Some(0.1), FieldStatus::Present, Some(T0)));
+    assert_eq!(got[1], (None, FieldStatus::NullValue, Some(T0)));
+    assert_eq!(
+        got[2],
+        (Some(0.3), FieldStatus::OutsideMaxAge, Some(T0 - 2 * HOUR)),
+        "value still returned"
+    );
+    assert_eq!(got[3], (None, FieldStatus::NotFound, None));
+    assert_eq!(
+        got[4], got[0],
+        "duplicate keys are answered twice, in order"
+    );
+    // Exactly at the ttl boundary the row is still fresh.
+    assert_eq!(repo.rates(&[1], T0 + HOUR)[0].1, FieldStatus::Present);
+    assert_eq!(
+        repo.rates(&[1], T0 + HOUR + 1)[0].1,
+        FieldStatus::OutsideMaxAge
+    );
+}
+
+#[test]
+fn composite_mixed_type_keys_in_any_order() {
+    let repo = Repo::new(&[vec![stat(1, T0, T0, 0.1)]]);
+    repo.materialize(&["driver_zone"], Window::Range { start: T0, end: T0 });
+    let features = repo
+        .defs
+        .resolve(&[FeatureRef::parse("driver_zone:demand").unwrap()], true)
+        .unwrap();
+    // Keys in another order than declared; zone_id (int32) sent as a plain integer.
+    let keys = vec![
+        (
+            "city".to_owned(),
+            vec![
+                KeyValue::String("paris".into()),
+                KeyValue::String("rome".into()),
+                KeyValue::String("rome".into()),
+            ],
+        ),
+        (
+            "zone_id".to_owned(),
+            vec![KeyValue::Int(7), KeyValue::Int(7), KeyValue::Int(8)],
+        ),
+        (
+            "driver_id".to_owned(),
+            vec![KeyValue::Int(1), KeyValue::Int(2), KeyValue::Int(2)],
+        ),
+    ];
+    let result = read_online_features(&repo.store, &repo.defs, &features, &keys, T0).unwrap();
+    assert_eq!(
+        result.features().next().unwrap().output_name,
+        "driver_zone__demand"
+    );
+    assert_eq!(result.cell(0, 0).unwrap().value, FeatureValue::Float64(1.5));
+    assert_eq!(result.cell(0, 1).unwrap().status, FieldStatus::NullValue);
+    assert_eq!(result.cell(0, 2).unwrap().status, FieldStatus::NotFound);
+}
+
+#[test]
+fn bad_requests_are_errors_naming_the_key() {
+    let repo = Repo::new(&[vec![stat(1, T0, T0, 0.1)]]);
+    let features = repo
+        .defs
+        .resolve(&[FeatureRef::parse("driver_stats:*").unwrap()], false)
+        .unwrap();
+    let read = |keys: Vec<(String, Vec<KeyValue>)>| {
+        read_online_features(&repo.store, &repo.defs, &features, &keys, T0)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = read(vec![(
+        "driver_id".into(),
+        vec![KeyValue::String("1".into())],
+    )]);
+    assert!(
+        err.contains("join key 'driver_id': expected int64, got string"),
+        "{err}"
+    );
+    let err = read(vec![("rider_id".into(), vec![KeyValue::Int(1)])]);
+    assert!(err.contains("missing join key 'driver_id'"), "{err}");
+    let err = read(vec![
+        ("driver_id".into(), vec![KeyValue::Int(1)]),
+        ("zone_id".into(), vec![KeyValue::Int(1)]),
+    ]);
+    assert!(err.contains("unknown join key 'zone_id'"), "{err}");
+    let err = read(vec![
+        ("driver_id".into(), vec![KeyValue::Int(1)]),
+        ("driver_id".into(), vec![KeyValue::Int(1)]),
+    ]);
+    assert!(err.contains("given twice"), "{err}");
+}

@@ -1,0 +1,226 @@
+//! A temporary repository with a driver view (int64 key, ttl 1h) and a composite-key view
+//! (int32 + string keys), data written by the tests, and an open store.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use quiver_core::{Definitions, FeatureRef, KeyValue};
+use quiver_online::{
+    FeatureValue, FieldStatus, RocksDbOptions, RocksDbStore, Window, materialize,
+    read_online_features,
+};
+use quiver_registry::{RepoConfig, load_definitions};
+use tempfile::TempDir;
+
+pub const HOUR: i64 = 3_600_000_000;
+/// 2024-01-01T00:00:00Z in µs.
+pub const T0: i64 = 1_704_067_200_000_000;
+
+const DEFINITIONS: &str = r#"
+entities:
+  - name: driver
+    join_keys: [{name: driver_id, type: int64}]
+  - name: zone
+    join_keys: [{name: zone_id, type: int32}, {name: city, type: string}]
+sources:
+  - name: stats
+    path: data/stats
+    timestamp_field: event_timestamp
+    created_timestamp_column: created
+    field_mapping: {rate: conv_rate}
+  - name: zones
+    path: data/zones.parquet
+    timestamp_field: ts
+feature_views:
+  - name: driver_stats
+    entities: [driver]
+    source: stats
+    ttl: 1h
+    features:
+      - {name: conv_rate, type: float64}
+      - {name: trips, type: int64}
+  - name: driver_zone
+    entities: [driver, zone]
+    source: zones
+    features:
+      - {name: demand, type: float64}
+"#;
+
+/// One source row of `stats`: driver, event time, created time, rate, trips.
+#[derive(Clone, Copy, Debug)]
+pub struct StatRow {
+    pub driver: Option<i64>,
+    pub event: Option<i64>,
+    pub created: i64,
+    pub rate: Option<f64>,
+    pub trips: i64,
+}
+
+pub fn stat(driver: i64, event: i64, created: i64, rate: f64) -> StatRow {
+    StatRow {
+        driver: Some(driver),
+        event: Some(event),
+        created,
+        rate: Some(rate),
+        trips: driver * 10,
+    }
+}
+
+pub struct Repo {
+    pub dir: TempDir,
+    pub defs: Definitions,
+    pub store: RocksDbStore,
+}
+
+impl Repo {
+    /// A repository whose `stats` source is `files` (each a list of rows, in about four row
+    /// groups) and whose `zones` source has one row per driver 1..=3.
+    pub fn new(files: &[Vec<StatRow>]) -> Self {
+        let dir = TempDir::new().unwrap();
+        std::fs::write(dir.path().join("quiver.yaml"), "project: p\n").unwrap();
+        std::fs::write(dir.path().join("defs.yaml"), DEFINITIONS).unwrap();
+        std::fs::create_dir_all(dir.path().join("data/stats")).unwrap();
+        for (i, rows) in files.iter().enumerate() {
+            write_stats(
+                &dir.path().join(format!("data/stats/part-{i}.parquet")),
+                rows,
+                (rows.len() / 4).max(4),
+            );
+        }
+        write_zones(&dir.path().join("data/zones.parquet"));
+        let config = RepoConfig::load(dir.path()).unwrap();
+        let defs = load_definitions(dir.path(), &config).unwrap();
+        let store =
+            RocksDbStore::open(&dir.path().join("online"), &RocksDbOptions::default()).unwrap();
+        Self { dir, defs, store }
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn stats_file(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("data/stats/part-{i}.parquet"))
+    }
+
+    pub fn materialize(&self, views: &[&str], window: Window) -> Vec<quiver_online::ViewReport> {
+        let views: Vec<String> = views.iter().map(|v| (*v).to_owned()).collect();
+        materialize(
+            &self.store,
+            &self.defs,
+            &self.data_root(),
+            &views,
+            window,
+            &|_| {},
+        )
+        .unwrap()
+    }
+
+    /// `(conv_rate, status, event time)` of drivers at time `now`.
+    pub fn rates(&self, drivers: &[i64], now: i64) -> Vec<(Option<f64>, FieldStatus, Option<i64>)> {
+        let features = self
+            .defs
+            .resolve(
+                &[FeatureRef::parse("driver_stats:conv_rate").unwrap()],
+                false,
+            )
+            .unwrap();
+        let keys = vec![(
+            "driver_id".to_owned(),
+            drivers.iter().map(|d| KeyValue::Int(*d)).collect(),
+        )];
+        let result = read_online_features(&self.store, &self.defs, &features, &keys, now).unwrap();
+        (0..drivers.len())
+            .map(|row| {
+                let cell = result.cell(0, row).unwrap();
+                let value = match cell.value {
+                    FeatureValue::Float64(v) => Some(v),
+                    FeatureValue::Null => None,
+                    other => panic!("unexpected {other:?}"),
+                };
+                (value, cell.status, cell.event_ts)
+            })
+            .collect()
+    }
+}
+
+fn ts(values: Vec<Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+}
+
+pub fn write_stats(path: &Path, rows: &[StatRow], group: usize) {
+    let tz = Some("UTC".into());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, true),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            true,
+        ),
+        Field::new(
+            "created",
+            DataType::Timestamp(TimeUnit::Microsecond, tz),
+            false,
+        ),
+        Field::new("rate", DataType::Float64, true),
+        Field::new("trips", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.driver).collect::<Vec<_>>(),
+            )),
+            ts(rows.iter().map(|r| r.event).collect()),
+            ts(rows.iter().map(|r| Some(r.created)).collect()),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.rate).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.trips).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(group))
+        .build();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn write_zones(path: &Path) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("zone_id", DataType::Int32, false),
+        Field::new("city", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+        Field::new("demand", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(Int32Array::from(vec![7, 7, 8])),
+            Arc::new(StringArray::from(vec!["paris", "rome", "paris"])),
+            Arc::new(arrow::array::TimestampNanosecondArray::from(vec![
+                T0 * 1000;
+                3
+            ])),
+            Arc::new(Float64Array::from(vec![Some(1.5), None, Some(3.5)])),
+        ],
+    )
+    .unwrap();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}

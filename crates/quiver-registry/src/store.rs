@@ -1,0 +1,276 @@
+//! The versioned registry: an append-only log of immutable, numbered versions.
+//!
+//! Layout (the same on a local folder and, later, in an object store):
+//!
+//! ```text
+//! <registry>/projects/<project>/versions/00000000000000000001.json
+//! <registry>/projects/<project>/versions/00000000000000000002.json
+//! ```
+//!
+//! Each version file holds the project's complete definitions plus time, author and the list
+//! of changes from its parent. Files are written once with *create-if-absent* and never
+//! modified, so:
+//! - `apply` is atomic: a version appears whole or not at all;
+//! - two concurrent applies based on version N both try to create N+1 and exactly one
+//!   succeeds; the other gets [`RegistryError::Conflict`] (no lost update);
+//! - any number of processes read concurrently without locks;
+//! - every version stays readable for `log`, `show` and `diff`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use quiver_core::Definitions;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RegistryError, Result};
+use crate::plan::{Change, Plan};
+
+/// Immutable blobs with create-if-absent writes: what the registry needs from storage.
+///
+/// A local folder implements it with hard links; an object store would use conditional
+/// `PUT` (`If-None-Match: *`).
+pub trait BlobStore: Send + Sync {
+    /// Writes `bytes` at `key` unless it exists. Returns `false` if it already existed.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool>;
+    /// Reads the blob at `key`, or `None` if absent.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Lists the names of the blobs directly under `prefix` (a folder-like key ending in `/`).
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+}
+
+/// A [`BlobStore`] on a local folder. Needs no setup: folders are created on first write.
+#[derive(Debug, Clone)]
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalBlobStore {
+    /// A store rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+impl BlobStore for LocalBlobStore {
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let target = self.root.join(key);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(RegistryError::io(&dir))?;
+        if target.exists() {
+            return Ok(false);
+        }
+        // Write the whole blob to a private temporary file, make it durable, then publish it
+        // with link(2), which fails if the target exists: readers never see a partial file.
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        write().map_err(RegistryError::io(&tmp))?;
+        let linked = fs::hard_link(&tmp, &target);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(RegistryError::io(&dir))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(RegistryError::Io {
+                path: target,
+                source: e,
+            }),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.root.join(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RegistryError::Io { path, source: e }),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.root.join(prefix);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(RegistryError::Io {
+                    path: dir,
+                    source: e,
+                });
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(RegistryError::io(&dir))?;
+            if let Some(name) = entry.file_name().to_str()
+                && !name.starts_with('.')
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// One registry version: the project's complete definitions and how they came to be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryVersion {
+    /// Version number, starting at 1.
+    pub version: u64,
+    /// When it was applied.
+    pub created_at: DateTime<Utc>,
+    /// Who applied it.
+    pub author: String,
+    /// The changes from the previous version.
+    pub changes: Vec<Change>,
+    /// The project's complete definitions at this version.
+    pub definitions: Definitions,
+}
+
+/// The registry of one project.
+pub struct Registry {
+    store: Box<dyn BlobStore>,
+    project: String,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// The registry of `project` in a local folder.
+    pub fn open_local(path: &Path, project: &str) -> Self {
+        Self::new(Box::new(LocalBlobStore::new(path)), project)
+    }
+
+    /// The registry of `project` on any blob store.
+    pub fn new(store: Box<dyn BlobStore>, project: &str) -> Self {
+        Self {
+            store,
+            project: project.to_owned(),
+        }
+    }
+
+    /// The project this registry belongs to.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    fn prefix(&self) -> String {
+        format!("projects/{}/versions/", self.project)
+    }
+
+    fn key(&self, version: u64) -> String {
+        format!("{}{version:020}.json", self.prefix())
+    }
+
+    /// All version numbers, ascending.
+    pub fn versions(&self) -> Result<Vec<u64>> {
+        let mut versions: Vec<u64> = self
+            .store
+            .list(&self.prefix())?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".json")?.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// The newest version number, or `None` if nothing was ever applied.
+    pub fn latest_version(&self) -> Result<Option<u64>> {
+        Ok(self.versions()?.last().copied())
+    }
+
+    /// The newest version, or `None` if nothing was ever applied.
+    pub fn latest(&self) -> Result<Option<RegistryVersion>> {
+        self.latest_version()?.map(|v| self.get(v)).transpose()
+    }
+
+    /// The newest version's definitions, or an error if nothing was ever applied.
+    pub fn current(&self) -> Result<RegistryVersion> {
+        self.latest()?
+            .ok_or_else(|| RegistryError::Empty(self.project.clone()))
+    }
+
+    /// One version.
+    pub fn get(&self, version: u64) -> Result<RegistryVersion> {
+        let key = self.key(version);
+        let bytes = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| RegistryError::UnknownVersion {
+                project: self.project.clone(),
+                version,
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| RegistryError::Corrupt {
+            path: key.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every version, oldest first.
+    pub fn history(&self) -> Result<Vec<RegistryVersion>> {
+        self.versions()?.into_iter().map(|v| self.get(v)).collect()
+    }
+
+    /// Commits `definitions` as the version after `based_on` (`None`: the first version).
+    ///
+    /// Fails with [`RegistryError::Conflict`] if any other version was committed after
+    /// `based_on`, so an apply never overwrites changes it did not see.
+    pub fn commit(
+        &self,
+        based_on: Option<u64>,
+        definitions: Definitions,
+        author: &str,
+    ) -> Result<RegistryVersion> {
+        let parent = based_on.map(|v| self.get(v)).transpose()?;
+        let empty = Definitions::default();
+        let plan = Plan::between(
+            parent.as_ref().map_or(&empty, |p| &p.definitions),
+            &definitions,
+        );
+        let version = RegistryVersion {
+            version: based_on.unwrap_or(0) + 1,
+            created_at: Utc::now(),
+            author: author.to_owned(),
+            changes: plan.changes,
+            definitions,
+        };
+        let bytes = serde_json::to_vec_pretty(&version).map_err(|e| RegistryError::Corrupt {
+            path: self.key(version.version).into(),
+            message: e.to_string(),
+        })?;
+        if self
+            .store
+            .put_if_absent(&self.key(version.version), &bytes)?
+        {
+            Ok(version)
+        } else {
+            Err(RegistryError::Conflict {
+                project: self.project.clone(),
+                based_on: based_on.unwrap_or(0),
+                current: self.latest_version()?.unwrap_or(0),
+            })
+        }
+    }
+}

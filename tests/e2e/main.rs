@@ -1,0 +1,7 @@
+//! End-to-end tests of the `quiver` binary.
+
+// Helpers outside #[test] functions unwrap too: a panic is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod online_cli;
+mod registry_cli;
