@@ -191,7 +191,10 @@ pub fn value_json(v: &FeatureValue<'_>) -> Value {
         FeatureValue::Int32(x) => json!(x),
         FeatureValue::Int64(x) => json!(x),
         // The shortest decimal that round-trips the f32, not its widened f64 digits.
-        FeatureValue::Float32(x) => x.to_string().parse::<f64>().map_or(Value::Null, |v| json!(v)),
+        FeatureValue::Float32(x) => x
+            .to_string()
+            .parse::<f64>()
+            .map_or(Value::Null, |v| json!(v)),
         FeatureValue::Float64(x) => json!(x),
         FeatureValue::String(s) => json!(s),
         FeatureValue::Bytes(b) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
