@@ -32,6 +32,9 @@ struct Args {
     /// Measured 100-key batches per case.
     #[arg(long, default_value_t = 5_000)]
     batches: usize,
+    /// Skip the cold-cache cases (e.g. to profile the warm path alone).
+    #[arg(long)]
+    warm_only: bool,
 }
 
 fn definitions(n: usize) -> Definitions {
@@ -131,6 +134,44 @@ fn measure(
     })
 }
 
+/// Times single-key `OnlineStore::read` calls alone (pre-encoded keys, no decoding).
+fn measure_raw(name: &str, store: &RocksDbStore, keys: i64, reads: usize) -> Result<Case> {
+    let join_keys = [JoinKey {
+        name: "driver_id".into(),
+        key_type: KeyType::Int64,
+    }];
+    let mut rng = StdRng::seed_from_u64(9);
+    let encoded: Vec<Vec<u8>> = (0..reads)
+        .map(|_| {
+            quiver_core::encode_entity_key(
+                &join_keys,
+                [("driver_id", &KeyValue::Int(rng.random_range(0..keys)))],
+            )
+            .expect("key")
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(reads);
+    let mut bytes = 0;
+    let started = Instant::now();
+    for key in &encoded {
+        let t = Instant::now();
+        store.read("bench", "stats", &[key.as_slice()], &mut |_, v| {
+            bytes += v.map_or(0, <[u8]>::len);
+            Ok(())
+        })?;
+        latencies.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+    let total = started.elapsed().as_secs_f64();
+    assert!(bytes > 0);
+    latencies.sort_unstable();
+    Ok(Case {
+        name: name.to_owned(),
+        p50_us: percentile(&latencies, 0.5),
+        p99_us: percentile(&latencies, 0.99),
+        keys_per_sec: reads as f64 / total,
+    })
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
@@ -169,7 +210,12 @@ fn main() -> Result<()> {
     }
 
     let mut cases = Vec::new();
-    for (label, cache) in [("warm", 4usize << 30), ("cold", 8 << 20)] {
+    let caches: &[(&str, usize)] = if args.warm_only {
+        &[("warm", 4 << 30)]
+    } else {
+        &[("warm", 4 << 30), ("cold", 8 << 20)]
+    };
+    for &(label, cache) in caches {
         let store = RocksDbStore::open(
             dir.path(),
             &RocksDbOptions {
@@ -188,6 +234,12 @@ fn main() -> Result<()> {
                 (args.keys / 1000 * 3).max(1) as usize,
             )?;
         }
+        cases.push(measure_raw(
+            &format!("1 key, {label} cache, store read only"),
+            &store,
+            args.keys,
+            args.reads,
+        )?);
         cases.push(measure(
             &format!("1 key, {label} cache"),
             &store,

@@ -33,6 +33,8 @@ pub struct ResolvedFeature {
     pub view: String,
     /// The feature's definition.
     pub feature: Feature,
+    /// Position of the feature in its view's feature list.
+    pub index: usize,
     /// Output column name: `feature`, or `view__feature` with full feature names.
     pub output_name: String,
 }
@@ -78,18 +80,20 @@ impl Definitions {
         let mut seen = HashSet::new();
         for r in refs {
             let view = self.view(&r.view)?;
-            let features: Vec<&Feature> = if r.is_wildcard() {
-                view.features.iter().collect()
+            let features: Vec<(usize, &Feature)> = if r.is_wildcard() {
+                view.features.iter().enumerate().collect()
             } else {
-                vec![
-                    view.feature(&r.feature)
-                        .ok_or_else(|| CoreError::UnknownFeature {
-                            view: r.view.clone(),
-                            feature: r.feature.clone(),
-                        })?,
-                ]
+                let index = view
+                    .features
+                    .iter()
+                    .position(|f| f.name == r.feature)
+                    .ok_or_else(|| CoreError::UnknownFeature {
+                        view: r.view.clone(),
+                        feature: r.feature.clone(),
+                    })?;
+                vec![(index, &view.features[index])]
             };
-            for feature in features {
+            for (index, feature) in features {
                 let output_name = if full_feature_names {
                     format!("{}__{}", view.name, feature.name)
                 } else {
@@ -101,6 +105,7 @@ impl Definitions {
                 out.push(ResolvedFeature {
                     view: view.name.clone(),
                     feature: feature.clone(),
+                    index,
                     output_name,
                 });
             }

@@ -8,7 +8,6 @@
 //! re-run or run out of order. Rows with a null key or event time are skipped and counted.
 //! Incremental runs advance the view's watermark only after all its rows are durable.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -247,6 +246,15 @@ struct Counters {
     null_ts: AtomicU64,
 }
 
+/// The source column that `field_mapping` renames to `name` (or `name` itself).
+fn source_column(source: &Source, name: &str) -> String {
+    source
+        .field_mapping
+        .iter()
+        .find(|(_, to)| *to == name)
+        .map_or_else(|| name.to_owned(), |(from, _)| from.clone())
+}
+
 /// One row group to read.
 struct Task {
     file: usize,
@@ -284,28 +292,19 @@ impl<'a> ViewPlan<'a> {
         start: i64,
         end: i64,
     ) -> Result<Self> {
-        let source_column = |name: &str| {
-            source
-                .field_mapping
-                .iter()
-                .find(|(_, to)| *to == name)
-                .map_or_else(|| name.to_owned(), |(from, _)| from.clone())
-        };
+        let column_of = |name: &str| source_column(source, name);
         let mut keys: Vec<(JoinKey, String)> = defs
             .join_keys(view)?
             .into_iter()
             .map(|k| {
-                let col = source_column(&k.name);
+                let col = column_of(&k.name);
                 (k, col)
             })
             .collect();
         keys.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let feature_columns: Vec<String> = view
-            .features
-            .iter()
-            .map(|f| source_column(&f.name))
-            .collect();
-        let ts_column = source_column(&source.timestamp_field);
+        let feature_columns: Vec<String> =
+            view.features.iter().map(|f| column_of(&f.name)).collect();
+        let ts_column = column_of(&source.timestamp_field);
 
         let files = source_files(data_root, &source.path)?;
         let mut tasks = Vec::new();
@@ -338,7 +337,7 @@ impl<'a> ViewPlan<'a> {
             expect(&ts_column, "timestamp", &is_ts, "a timestamp".into())?;
             if let Some(created) = &source.created_timestamp_column {
                 expect(
-                    &source_column(created),
+                    &column_of(created),
                     "created timestamp",
                     &is_ts,
                     "a timestamp".into(),
@@ -437,13 +436,13 @@ impl<'a> ViewPlan<'a> {
         );
         let mut wanted: Vec<&str> = self.keys.iter().map(|(_, c)| c.as_str()).collect();
         wanted.extend(self.feature_columns.iter().map(String::as_str));
-        let ts_col = self.column_name(&self.source.timestamp_field);
+        let ts_col = source_column(self.source, &self.source.timestamp_field);
         wanted.push(&ts_col);
         let created_col = self
             .source
             .created_timestamp_column
             .as_deref()
-            .map(|c| self.column_name(c));
+            .map(|c| source_column(self.source, c));
         if let Some(c) = &created_col {
             wanted.push(c);
         }
@@ -491,14 +490,6 @@ impl<'a> ViewPlan<'a> {
         Ok(())
     }
 
-    fn column_name(&self, name: &str) -> String {
-        self.source
-            .field_mapping
-            .iter()
-            .find(|(_, to)| *to == name)
-            .map_or_else(|| name.to_owned(), |(from, _)| from.clone())
-    }
-
     /// The newest row per entity key of one batch, encoded.
     fn encode_batch(
         &self,
@@ -543,9 +534,12 @@ impl<'a> ViewPlan<'a> {
             .map(|(f, a)| Col::new(f.value_type, a))
             .collect();
 
-        // Newest row per key within the batch: key -> (version, row).
-        let mut newest: HashMap<Vec<u8>, (RowVersion, usize)> = HashMap::new();
-        let mut key = Vec::new();
+        // Every in-window row as (key range in `keys`, version, row); sorted below so that
+        // the newest row of each key is the last of its run, and rows are written in key
+        // order (RocksDB's memtable inserts sorted keys far faster than random ones).
+        let mut entries: Vec<(usize, usize, RowVersion, usize)> =
+            Vec::with_capacity(batch.num_rows());
+        let mut key = Vec::with_capacity(batch.num_rows() * 9);
         let (mut in_window, mut null_key, mut null_ts) = (0u64, 0u64, 0u64);
         'rows: for i in 0..batch.num_rows() {
             if ts.is_null(i) {
@@ -556,10 +550,11 @@ impl<'a> ViewPlan<'a> {
             if event < self.start || event > self.end {
                 continue;
             }
-            key.clear();
+            let start = key.len();
             for ((k, _), array) in self.keys.iter().zip(&key_arrays) {
                 if array.is_null(i) {
                     null_key += 1;
+                    key.truncate(start);
                     continue 'rows;
                 }
                 let bytes = match k.key_type {
@@ -584,26 +579,25 @@ impl<'a> ViewPlan<'a> {
                     |c| if c.is_null(i) { i64::MIN } else { c.value(i) },
                 );
             let seq = ((file as u64) << 40) | (first_row + i as u64);
-            let version = (event, created_ts, seq);
-            match newest.get_mut(key.as_slice()) {
-                Some(slot) if slot.0 <= version => *slot = (version, i),
-                Some(_) => {}
-                None => {
-                    newest.insert(key.clone(), (version, i));
-                }
-            }
+            entries.push((start, key.len(), (event, created_ts, seq), i));
         }
+        entries.sort_unstable_by(|a, b| key[a.0..a.1].cmp(&key[b.0..b.1]).then(a.2.cmp(&b.2)));
         counters.in_window.fetch_add(in_window, Ordering::Relaxed);
         counters.null_key.fetch_add(null_key, Ordering::Relaxed);
         counters.null_ts.fetch_add(null_ts, Ordering::Relaxed);
 
-        let mut out = Vec::with_capacity(newest.len());
-        for (key, (version, i)) in newest {
-            let mut row = RowWriter::new(self.fingerprint, version, features.len());
-            for col in &features {
-                col.write(i, &mut row);
+        let mut out = Vec::new();
+        for (j, &(start, end, version, i)) in entries.iter().enumerate() {
+            let newest_of_key = entries
+                .get(j + 1)
+                .is_none_or(|next| key[next.0..next.1] != key[start..end]);
+            if newest_of_key {
+                let mut row = RowWriter::new(self.fingerprint, version, features.len());
+                for col in &features {
+                    col.write(i, &mut row);
+                }
+                out.push((key[start..end].to_vec(), row.finish()));
             }
-            out.push((key, row.finish()));
         }
         Ok(out)
     }

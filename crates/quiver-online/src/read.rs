@@ -1,6 +1,6 @@
 //! Online reads: features for many entity rows, each value with a status and event time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use quiver_core::{Definitions, KeyValue, ResolvedFeature, encode_entity_key};
 
@@ -43,27 +43,29 @@ struct ViewRows {
 
 /// The answer to an online read: the requested features for every entity row, in order.
 #[derive(Debug)]
-pub struct OnlineFeatures {
-    features: Vec<(ResolvedFeature, usize, usize)>,
+pub struct OnlineFeatures<'f> {
+    features: &'f [ResolvedFeature],
+    /// For each requested feature, the index of its view in `views`.
+    view_of: Vec<usize>,
     views: Vec<ViewRows>,
     num_rows: usize,
 }
 
-impl OnlineFeatures {
+impl<'f> OnlineFeatures<'f> {
     /// Number of entity rows.
     pub fn num_rows(&self) -> usize {
         self.num_rows
     }
 
     /// The requested features, in output order.
-    pub fn features(&self) -> impl Iterator<Item = &ResolvedFeature> {
-        self.features.iter().map(|(f, _, _)| f)
+    pub fn features(&self) -> &'f [ResolvedFeature] {
+        self.features
     }
 
     /// The cell of feature column `col` for entity row `row`.
     pub fn cell(&self, col: usize, row: usize) -> Result<Cell<'_>> {
-        let (feature, view, index) = &self.features[col];
-        let rows = &self.views[*view];
+        let feature = &self.features[col];
+        let rows = &self.views[self.view_of[col]];
         let Some(bytes) = rows.rows[row].as_deref() else {
             return Ok(Cell {
                 value: FeatureValue::Null,
@@ -72,7 +74,10 @@ impl OnlineFeatures {
             });
         };
         let stored = Row::parse(bytes)?;
-        let value = decode_value(feature.feature.value_type, stored.feature_bytes(*index)?)?;
+        let value = decode_value(
+            feature.feature.value_type,
+            stored.feature_bytes(feature.index)?,
+        )?;
         let status = if value == FeatureValue::Null {
             FieldStatus::NullValue
         } else if stored.event_ts() < rows.fresh_after {
@@ -93,13 +98,13 @@ impl OnlineFeatures {
 /// Every join key of every requested view must be given, all columns must have the same
 /// length, and a column that no requested view uses is an error. Values are converted to each
 /// key's declared type (`1001` finds an int64 key whether sent as int32 or int64).
-pub fn read_online_features(
+pub fn read_online_features<'f>(
     store: &dyn OnlineStore,
     defs: &Definitions,
-    features: &[ResolvedFeature],
+    features: &'f [ResolvedFeature],
     entities: &[(String, Vec<KeyValue>)],
     now_micros: i64,
-) -> Result<OnlineFeatures> {
+) -> Result<OnlineFeatures<'f>> {
     let num_rows = entities.first().map_or(0, |(_, v)| v.len());
     if let Some((name, col)) = entities.iter().find(|(_, v)| v.len() != num_rows) {
         return Err(OnlineError::InvalidRequest(format!(
@@ -108,17 +113,17 @@ pub fn read_online_features(
             entities[0].0
         )));
     }
-    let mut seen = HashMap::new();
+    let mut seen = HashSet::new();
     for (name, _) in entities {
-        if seen.insert(name.as_str(), ()).is_some() {
+        if !seen.insert(name.as_str()) {
             return Err(quiver_core::CoreError::DuplicateJoinKey(name.clone()).into());
         }
     }
 
     let mut view_index: HashMap<&str, usize> = HashMap::new();
     let mut views = Vec::new();
-    let mut used_keys: HashMap<&str, ()> = HashMap::new();
-    let mut out_features = Vec::with_capacity(features.len());
+    let mut used_keys: HashSet<&str> = HashSet::new();
+    let mut view_of = Vec::with_capacity(features.len());
     for f in features {
         let view = defs.view(&f.view)?;
         if !view.online {
@@ -140,7 +145,7 @@ pub fn read_online_features(
                                 k.name, view.name
                             ))
                         })?;
-                    used_keys.insert(name.as_str(), ());
+                    used_keys.insert(name.as_str());
                     columns.push((name.as_str(), values));
                 }
                 let mut encoded = Vec::with_capacity(num_rows);
@@ -168,26 +173,26 @@ pub fn read_online_features(
                 views.len() - 1
             }
         };
-        let index = view
-            .features
-            .iter()
-            .position(|x| x.name == f.feature.name)
-            .ok_or_else(|| quiver_core::CoreError::UnknownFeature {
+        if view.features.get(f.index).map(|x| &x.name) != Some(&f.feature.name) {
+            return Err(quiver_core::CoreError::UnknownFeature {
                 view: view.name.clone(),
                 feature: f.feature.name.clone(),
-            })?;
-        out_features.push((f.clone(), vi, index));
+            }
+            .into());
+        }
+        view_of.push(vi);
     }
     if let Some((name, _)) = entities
         .iter()
-        .find(|(n, _)| !used_keys.contains_key(n.as_str()))
+        .find(|(n, _)| !used_keys.contains(n.as_str()))
     {
         return Err(OnlineError::InvalidRequest(format!(
             "unknown join key '{name}': none of the requested feature views is keyed by it"
         )));
     }
     Ok(OnlineFeatures {
-        features: out_features,
+        features,
+        view_of,
         views,
         num_rows,
     })

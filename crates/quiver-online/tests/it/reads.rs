@@ -71,10 +71,7 @@ fn composite_mixed_type_keys_in_any_order() {
         ),
     ];
     let result = read_online_features(&repo.store, &repo.defs, &features, &keys, T0).unwrap();
-    assert_eq!(
-        result.features().next().unwrap().output_name,
-        "driver_zone__demand"
-    );
+    assert_eq!(result.features()[0].output_name, "driver_zone__demand");
     assert_eq!(result.cell(0, 0).unwrap().value, FeatureValue::Float64(1.5));
     assert_eq!(result.cell(0, 1).unwrap().status, FieldStatus::NullValue);
     assert_eq!(result.cell(0, 2).unwrap().status, FieldStatus::NotFound);
