@@ -9,17 +9,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
-use quiver_e2e::{quiver, quiver_bin, quiver_ok};
-use tempfile::TempDir;
-
-fn example_repo() -> TempDir {
-    let dir = TempDir::new().unwrap();
-    quiver_ok(
-        dir.path(),
-        &["init", dir.path().to_str().unwrap(), "--project", "demo"],
-    );
-    dir
-}
+use quiver_e2e::{example_repo, quiver, quiver_bin, quiver_ok};
 
 #[test]
 fn materialize_then_read_backup_and_restore() {
@@ -33,19 +23,7 @@ fn materialize_then_read_backup_and_restore() {
         assert!(v["rows_written"].as_u64().unwrap() > 0, "{v}");
     }
 
-    let got = quiver_ok(
-        repo,
-        &[
-            "--json",
-            "online",
-            "get",
-            "--view",
-            "driver_hourly_stats",
-            "--key",
-            "driver_id=1001",
-        ],
-    )
-    .json();
+    let got = driver_1001(repo);
     let features = got["features"].as_array().unwrap();
     assert_eq!(features.len(), 3);
     assert!(
@@ -135,23 +113,17 @@ fn materialize_then_read_backup_and_restore() {
     );
     std::fs::write(repo.join("features.yaml"), features).unwrap();
     quiver_ok(repo, &["apply"]);
-    let gone = quiver_ok(
-        repo,
-        &[
-            "--json",
-            "online",
-            "get",
-            "--view",
-            "driver_hourly_stats",
-            "--key",
-            "driver_id=1001",
-        ],
-    )
-    .json();
+    let gone = driver_1001(repo);
     assert_eq!(gone["features"][0]["status"], "NOT_FOUND");
 
     quiver_ok(repo, &["online", "restore", backup.to_str().unwrap()]);
-    let back = quiver_ok(
+    let back = driver_1001(repo);
+    assert_eq!(back, got);
+}
+
+/// `quiver online get` of driver 1001's hourly stats, as JSON.
+fn driver_1001(repo: &Path) -> serde_json::Value {
+    quiver_ok(
         repo,
         &[
             "--json",
@@ -163,8 +135,7 @@ fn materialize_then_read_backup_and_restore() {
             "driver_id=1001",
         ],
     )
-    .json();
-    assert_eq!(back, got);
+    .json()
 }
 
 const DRIVERS: i64 = 50_000;

@@ -1,16 +1,7 @@
 //! init → plan → apply → list/describe → remove → history, through the real binary.
 
-use quiver_e2e::{quiver, quiver_ok};
+use quiver_e2e::{example_repo, quiver, quiver_ok};
 use tempfile::TempDir;
-
-fn example_repo() -> TempDir {
-    let dir = TempDir::new().unwrap();
-    quiver_ok(
-        dir.path(),
-        &["init", dir.path().to_str().unwrap(), "--project", "demo"],
-    );
-    dir
-}
 
 #[test]
 fn init_plan_apply_list_describe() {

@@ -72,3 +72,11 @@ pub fn quiver_ok(repo: &Path, args: &[&str]) -> Run {
     );
     run
 }
+
+/// A new example repository made by `quiver init` (project `demo`) in a temporary folder.
+pub fn example_repo() -> tempfile::TempDir {
+    let dir = tempfile::TempDir::new().expect("temporary folder");
+    let path = dir.path().to_str().expect("UTF-8 path").to_owned();
+    quiver_ok(dir.path(), &["init", &path, "--project", "demo"]);
+    dir
+}
