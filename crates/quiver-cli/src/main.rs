@@ -274,8 +274,20 @@ fn run(cli: &Cli) -> Result<()> {
             let author = author.clone().unwrap_or_else(default_author);
             let old = current.map(|v| v.definitions).unwrap_or_default();
             let version = repo.registry.commit(based_on, definitions, &author)?;
-            let deleted =
-                online::delete_stale_views(&repo.path, &repo.config, &old, &version.definitions)?;
+            // The new version is registered; failing to free old online data (e.g. a server
+            // holds the store) must not make the apply look failed.
+            let deleted = online::delete_stale_views(
+                &repo.path,
+                &repo.config,
+                &old,
+                &version.definitions,
+            )
+            .unwrap_or_else(|e| {
+                eprintln!(
+                    "warning: the online data of removed or changed views was not deleted: {e:#}"
+                );
+                Vec::new()
+            });
             if cli.json {
                 return print_json(
                     &json!({"version": version.version, "changes": version.changes, "online_views_deleted": deleted}),
