@@ -139,7 +139,7 @@ fn driver_1001(repo: &Path) -> serde_json::Value {
 }
 
 const DRIVERS: i64 = 50_000;
-const HOURS: i64 = 48;
+const HOURS: i64 = 96;
 
 /// Replaces the example's driver data with DRIVERS x HOURS rows whose features are functions
 /// of (driver, event time), so a torn or mixed row is detectable.
@@ -257,7 +257,7 @@ fn a_killed_materialization_resumes_to_the_same_store() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(250));
     assert!(
         child.try_wait().unwrap().is_none(),
         "materialization finished before it could be killed; grow the data"

@@ -2,12 +2,16 @@
 //! online store.
 //!
 //! For each view, the source's row groups whose event-time statistics overlap the window are
-//! read by all cores at once, a bounded batch at a time (memory does not grow with the
-//! source). Each batch keeps its newest row per key and is written as one atomic batch; the
-//! store's newest-wins merge resolves keys across batches, files and runs, so windows may be
-//! re-run or run out of order. Rows with a null key or event time are skipped and counted.
-//! Incremental runs advance the view's watermark only after all its rows are durable.
+//! read by all cores at once, a bounded batch at a time. A first pass over the key and
+//! timestamp columns finds the newest version of every key in the window (memory: about 100
+//! bytes per distinct key, up to [`MAX_TRACKED_KEYS`]; beyond that the pass is dropped); the
+//! second pass encodes and writes only those rows, in key order, one atomic batch per source
+//! batch. The store's newest-wins merge resolves keys across batches, files and runs either
+//! way, so windows may be re-run or run out of order. Rows with a null key or event time are
+//! skipped and counted. Incremental runs advance the view's watermark only after all its rows
+//! are durable.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -133,6 +137,40 @@ pub fn materialize(
         .collect()
 }
 
+/// Above this many distinct keys in a window, pass 1 is skipped (its map would hold about
+/// 100 bytes per key) and newest-wins is left to the store's merge alone.
+const MAX_TRACKED_KEYS: usize = 10_000_000;
+
+/// Runs `work` on every task with one worker per core; the first error stops the rest.
+fn in_parallel(tasks: &[Task], work: impl Fn(&Task) -> Result<()> + Sync) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<OnlineError>> = Mutex::new(None);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .min(tasks.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if failure.lock().map_or(true, |f| f.is_some()) {
+                        break;
+                    }
+                    if let Err(e) = work(task) {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn ttl_micros(view: &FeatureView) -> Option<i64> {
     view.ttl
         .limit()
@@ -178,34 +216,27 @@ fn materialize_view(
         rows: total_rows,
     });
 
+    // Pass 1 (keys and timestamps only): the newest version of every key in the window, so
+    // pass 2 writes each key once instead of once per batch it appears in. Skipped when the
+    // window has too many keys to track in memory.
+    let newest = Mutex::new(NewestVersions::new());
+    in_parallel(&plan.tasks, |task| plan.scan_versions(task, &newest))?;
+    let newest = newest
+        .into_inner()
+        .ok()
+        .filter(|m| m.len() <= MAX_TRACKED_KEYS);
+
     let counters = Counters::default();
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<OnlineError>> = Mutex::new(None);
-    let workers = std::thread::available_parallelism()
-        .map_or(2, std::num::NonZero::get)
-        .min(plan.tasks.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(task) = plan.tasks.get(i) else { break };
-                    if failure.lock().map_or(true, |f| f.is_some()) {
-                        break;
-                    }
-                    if let Err(e) = plan.run(store, &defs.project, task, &counters, progress) {
-                        if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(e);
-                        }
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    in_parallel(&plan.tasks, |task| {
+        plan.run(
+            store,
+            &defs.project,
+            task,
+            newest.as_ref(),
+            &counters,
+            progress,
+        )
+    })?;
     match window {
         Window::Incremental { .. } => {
             let previous = store
@@ -276,6 +307,9 @@ struct ViewPlan<'a> {
     keys: Vec<(JoinKey, String)>,
     /// Source column of each feature, in view order.
     feature_columns: Vec<String>,
+    /// Source columns of the event and created timestamps.
+    ts_column: String,
+    created_column: Option<String>,
     start: i64,
     end: i64,
     fingerprint: u32,
@@ -405,6 +439,8 @@ impl<'a> ViewPlan<'a> {
             tasks,
             keys,
             feature_columns,
+            created_column: source.created_timestamp_column.as_deref().map(column_of),
+            ts_column,
             start,
             end,
             fingerprint: layout_fingerprint(&view.features),
@@ -425,56 +461,17 @@ impl<'a> ViewPlan<'a> {
         store: &dyn OnlineStore,
         project: &str,
         task: &Task,
+        newest: Option<&NewestVersions>,
         counters: &Counters,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<()> {
-        let err = |e: &dyn std::fmt::Display| self.source_error(task.file, e.to_string());
-        let file = File::open(&self.files[task.file]).map_err(|e| err(&e))?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            file,
-            self.metadata[task.file].clone(),
-        );
-        let mut wanted: Vec<&str> = self.keys.iter().map(|(_, c)| c.as_str()).collect();
-        wanted.extend(self.feature_columns.iter().map(String::as_str));
-        let ts_col = source_column(self.source, &self.source.timestamp_field);
-        wanted.push(&ts_col);
-        let created_col = self
-            .source
-            .created_timestamp_column
-            .as_deref()
-            .map(|c| source_column(self.source, c));
-        if let Some(c) = &created_col {
-            wanted.push(c);
-        }
-        let indices: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let reader = builder
-            .with_projection(mask)
-            .with_row_groups(vec![task.row_group])
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| err(&e))?;
         let mut offset = task.first_row;
-        for batch in reader {
-            let batch = batch.map_err(|e| err(&e))?;
+        for batch in self.reader(task, true)? {
+            let batch = batch.map_err(|e| self.source_error(task.file, e.to_string()))?;
             let n = batch.num_rows() as u64;
             let rows = self
-                .encode_batch(
-                    &batch,
-                    task.file,
-                    offset,
-                    &ts_col,
-                    created_col.as_deref(),
-                    counters,
-                )
-                .map_err(|e| err(&e))?;
+                .encode_batch(&batch, task.file, offset, newest, counters)
+                .map_err(|e| self.source_error(task.file, e.to_string()))?;
             offset += n;
             if !rows.is_empty() {
                 let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -490,55 +487,35 @@ impl<'a> ViewPlan<'a> {
         Ok(())
     }
 
-    /// The newest row per entity key of one batch, encoded.
-    fn encode_batch(
+    /// The in-window rows of a batch with a non-null key, reduced to the newest per key and
+    /// sorted by key: `(key bytes in the returned buffer, version, row)`.
+    fn newest_in_batch(
         &self,
         batch: &RecordBatch,
         file: usize,
         first_row: u64,
-        ts_col: &str,
-        created_col: Option<&str>,
-        counters: &Counters,
-    ) -> std::result::Result<KeyedRows, arrow::error::ArrowError> {
-        let column =
-            |name: &str, t: &DataType| -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
-                let col = batch.column_by_name(name).ok_or_else(|| {
-                    arrow::error::ArrowError::SchemaError(format!("column '{name}' is missing"))
-                })?;
-                cast(col, t)
-            };
+        counters: Option<&Counters>,
+    ) -> ArrowResult<(Vec<u8>, Vec<Entry>)> {
         let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
-        let ts = column(ts_col, &micros)?;
+        let ts = column(batch, &self.ts_column, &micros)?;
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
-        let created = created_col.map(|c| column(c, &micros)).transpose()?;
+        let created = self
+            .created_column
+            .as_deref()
+            .map(|c| column(batch, c, &micros))
+            .transpose()?;
         let created = created
             .as_ref()
             .map(AsArray::as_primitive::<TimestampMicrosecondType>);
         let key_arrays: Vec<ArrayRef> = self
             .keys
             .iter()
-            .map(|(k, col)| column(col, &k.key_type.value_type().to_arrow()))
-            .collect::<std::result::Result<_, _>>()?;
-        let feature_arrays: Vec<ArrayRef> = self
-            .view
-            .features
-            .iter()
-            .zip(&self.feature_columns)
-            .map(|(f, col)| column(col, &f.value_type.to_arrow()))
-            .collect::<std::result::Result<_, _>>()?;
-        let features: Vec<Col<'_>> = self
-            .view
-            .features
-            .iter()
-            .zip(&feature_arrays)
-            .map(|(f, a)| Col::new(f.value_type, a))
-            .collect();
+            .map(|(k, col)| column(batch, col, &k.key_type.value_type().to_arrow()))
+            .collect::<ArrowResult<_>>()?;
 
-        // Every in-window row as (key range in `keys`, version, row); sorted below so that
-        // the newest row of each key is the last of its run, and rows are written in key
-        // order (RocksDB's memtable inserts sorted keys far faster than random ones).
-        let mut entries: Vec<(usize, usize, RowVersion, usize)> =
-            Vec::with_capacity(batch.num_rows());
+        // Sorted so that the newest row of each key is the last of its run, and rows are
+        // written in key order (RocksDB's memtable inserts sorted keys far faster).
+        let mut entries: Vec<Entry> = Vec::with_capacity(batch.num_rows());
         let mut key = Vec::with_capacity(batch.num_rows() * 9);
         let (mut in_window, mut null_key, mut null_ts) = (0u64, 0u64, 0u64);
         'rows: for i in 0..batch.num_rows() {
@@ -582,25 +559,154 @@ impl<'a> ViewPlan<'a> {
             entries.push((start, key.len(), (event, created_ts, seq), i));
         }
         entries.sort_unstable_by(|a, b| key[a.0..a.1].cmp(&key[b.0..b.1]).then(a.2.cmp(&b.2)));
-        counters.in_window.fetch_add(in_window, Ordering::Relaxed);
-        counters.null_key.fetch_add(null_key, Ordering::Relaxed);
-        counters.null_ts.fetch_add(null_ts, Ordering::Relaxed);
-
-        let mut out = Vec::new();
-        for (j, &(start, end, version, i)) in entries.iter().enumerate() {
-            let newest_of_key = entries
+        let mut newest: Vec<Entry> = Vec::with_capacity(entries.len());
+        for (j, e) in entries.iter().enumerate() {
+            let last_of_key = entries
                 .get(j + 1)
-                .is_none_or(|next| key[next.0..next.1] != key[start..end]);
-            if newest_of_key {
-                let mut row = RowWriter::new(self.fingerprint, version, features.len());
-                for col in &features {
-                    col.write(i, &mut row);
-                }
-                out.push((key[start..end].to_vec(), row.finish()));
+                .is_none_or(|next| key[next.0..next.1] != key[e.0..e.1]);
+            if last_of_key {
+                newest.push(*e);
             }
+        }
+        if let Some(c) = counters {
+            c.in_window.fetch_add(in_window, Ordering::Relaxed);
+            c.null_key.fetch_add(null_key, Ordering::Relaxed);
+            c.null_ts.fetch_add(null_ts, Ordering::Relaxed);
+        }
+        Ok((key, newest))
+    }
+
+    /// Encodes the batch's newest row per key, skipping rows that `newest` (the window's
+    /// newest version of every key, when known) says are superseded.
+    fn encode_batch(
+        &self,
+        batch: &RecordBatch,
+        file: usize,
+        first_row: u64,
+        newest: Option<&NewestVersions>,
+        counters: &Counters,
+    ) -> ArrowResult<KeyedRows> {
+        let (keys, entries) = self.newest_in_batch(batch, file, first_row, Some(counters))?;
+        let feature_arrays: Vec<ArrayRef> = self
+            .view
+            .features
+            .iter()
+            .zip(&self.feature_columns)
+            .map(|(f, col)| column(batch, col, &f.value_type.to_arrow()))
+            .collect::<ArrowResult<_>>()?;
+        let features: Vec<Col<'_>> = self
+            .view
+            .features
+            .iter()
+            .zip(&feature_arrays)
+            .map(|(f, a)| Col::new(f.value_type, a))
+            .collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for (start, end, version, i) in entries {
+            let key = &keys[start..end];
+            // Skip only rows known to be superseded: a key pass 1 did not see (a file that
+            // changed in between) is still written, and the store's merge decides.
+            if newest.is_some_and(|n| n.get(key).is_some_and(|v| *v > version)) {
+                continue;
+            }
+            let mut row = RowWriter::new(self.fingerprint, version, features.len());
+            for col in &features {
+                col.write(i, &mut row);
+            }
+            out.push((key.to_vec(), row.finish()));
         }
         Ok(out)
     }
+
+    /// Folds the newest version of every key of one row group into `newest`; stops once it
+    /// holds more than [`MAX_TRACKED_KEYS`] keys.
+    fn scan_versions(&self, task: &Task, newest: &Mutex<NewestVersions>) -> Result<()> {
+        let full = |m: &NewestVersions| m.len() > MAX_TRACKED_KEYS;
+        if newest.lock().map_or(true, |m| full(&m)) {
+            return Ok(());
+        }
+        let mut local = NewestVersions::new();
+        for batch in self.reader(task, false)? {
+            let batch = batch.map_err(|e| self.source_error(task.file, e.to_string()))?;
+            let (keys, entries) = self
+                .newest_in_batch(&batch, task.file, task.first_row, None)
+                .map_err(|e| self.source_error(task.file, e.to_string()))?;
+            for (start, end, version, _) in entries {
+                merge_version(&mut local, &keys[start..end], version);
+            }
+        }
+        let mut shared = newest
+            .lock()
+            .map_err(|_| OnlineError::Corrupt("poisoned lock".into()))?;
+        if !full(&shared) {
+            for (key, version) in local {
+                merge_version(&mut shared, &key, version);
+            }
+        }
+        Ok(())
+    }
+
+    /// A reader of one row group: the key and timestamp columns, plus the features when
+    /// `with_features`.
+    fn reader(
+        &self,
+        task: &Task,
+        with_features: bool,
+    ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+        let err = |e: &dyn std::fmt::Display| self.source_error(task.file, e.to_string());
+        let file = File::open(&self.files[task.file]).map_err(|e| err(&e))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file,
+            self.metadata[task.file].clone(),
+        );
+        let mut wanted: Vec<&str> = self.keys.iter().map(|(_, c)| c.as_str()).collect();
+        if with_features {
+            wanted.extend(self.feature_columns.iter().map(String::as_str));
+        }
+        wanted.push(&self.ts_column);
+        wanted.extend(self.created_column.as_deref());
+        let indices: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        builder
+            .with_projection(mask)
+            .with_row_groups(vec![task.row_group])
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| err(&e))
+    }
+}
+
+/// `(start, end)` of a key in a batch's key buffer, its version, and its row in the batch.
+type Entry = (usize, usize, RowVersion, usize);
+
+/// The newest version of every key of a window.
+type NewestVersions = HashMap<Vec<u8>, RowVersion>;
+
+type ArrowResult<T> = std::result::Result<T, arrow::error::ArrowError>;
+
+fn merge_version(map: &mut NewestVersions, key: &[u8], version: RowVersion) {
+    match map.get_mut(key) {
+        Some(v) if *v < version => *v = version,
+        Some(_) => {}
+        None => {
+            map.insert(key.to_vec(), version);
+        }
+    }
+}
+
+/// A column of `batch` cast to `t`.
+fn column(batch: &RecordBatch, name: &str, t: &DataType) -> ArrowResult<ArrayRef> {
+    let col = batch.column_by_name(name).ok_or_else(|| {
+        arrow::error::ArrowError::SchemaError(format!("column '{name}' is missing"))
+    })?;
+    cast(col, t)
 }
 
 /// A feature column, downcast once per batch.
