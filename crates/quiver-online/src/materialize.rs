@@ -29,7 +29,7 @@ use arrow::datatypes::{
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use quiver_core::{
     Definitions, FeatureView, JoinKey, KeyType, ScalarType, Source, ValueType, push_bytes_key,
@@ -211,31 +211,36 @@ fn materialize_view(
     }
     let plan = ViewPlan::new(defs, data_root, view, source, start, end)?;
     let total_rows: u64 = plan.tasks.iter().map(|t| t.rows).sum();
+    // Both passes report every row group they finish.
     progress(Progress::ViewStarted {
         view: &view.name,
-        rows: total_rows,
+        rows: 2 * total_rows,
     });
 
     // Pass 1 (keys and timestamps only): the newest version of every key in the window, so
-    // pass 2 writes each key once instead of once per batch it appears in. Skipped when the
-    // window has too many keys to track in memory.
-    let newest = Mutex::new(NewestVersions::new());
-    in_parallel(&plan.tasks, |task| plan.scan_versions(task, &newest))?;
-    let newest = newest
+    // pass 2 decodes and writes only those rows. Dropped when the window has more keys than
+    // can be tracked in memory: pass 2 then reads everything and keeps each batch's newest.
+    let pass1 = Counters::default();
+    let newest = Mutex::new(NewestVersions::default());
+    in_parallel(&plan.tasks, |task| {
+        plan.scan_versions(task, &newest, &pass1)?;
+        progress(Progress::Rows(task.rows));
+        Ok(())
+    })?;
+    let winners = newest
         .into_inner()
         .ok()
-        .filter(|m| m.len() <= MAX_TRACKED_KEYS);
-
-    let counters = Counters::default();
+        .filter(|m| m.len() <= MAX_TRACKED_KEYS)
+        .map(|m| winners_by_task(&plan.tasks, &m));
+    let counters = match winners {
+        Some(_) => pass1,
+        None => Counters::default(),
+    };
     in_parallel(&plan.tasks, |task| {
-        plan.run(
-            store,
-            &defs.project,
-            task,
-            newest.as_ref(),
-            &counters,
-            progress,
-        )
+        let task_winners = winners.as_ref().map(|w| w[task.index].as_slice());
+        plan.run(store, &defs.project, task, task_winners, &counters)?;
+        progress(Progress::Rows(task.rows));
+        Ok(())
     })?;
     match window {
         Window::Incremental { .. } => {
@@ -288,6 +293,8 @@ fn source_column(source: &Source, name: &str) -> String {
 
 /// One row group to read.
 struct Task {
+    /// Position in the plan's task list.
+    index: usize,
     file: usize,
     row_group: usize,
     /// Index of the row group's first row in its file (for the tie-break sequence).
@@ -421,6 +428,7 @@ impl<'a> ViewPlan<'a> {
                 };
                 if overlaps && rows > 0 {
                     tasks.push(Task {
+                        index: tasks.len(),
                         file: fi,
                         row_group: rg,
                         first_row,
@@ -455,25 +463,37 @@ impl<'a> ViewPlan<'a> {
         }
     }
 
-    /// Reads one row group and writes its newest row per key, a batch at a time.
+    /// Reads one row group and writes its newest row per key, a batch at a time: only the
+    /// `winners` (offsets in the row group) when pass 1 found them, else every row, keeping
+    /// the newest per key of each batch.
     fn run(
         &self,
         store: &dyn OnlineStore,
         project: &str,
         task: &Task,
-        newest: Option<&NewestVersions>,
+        winners: Option<&[u64]>,
         counters: &Counters,
-        progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<()> {
-        let mut offset = task.first_row;
-        for batch in self.reader(task, true)? {
+        if winners.is_some_and(<[u64]>::is_empty) {
+            return Ok(());
+        }
+        let mut done = 0usize;
+        for batch in self.reader(task, true, winners)? {
             let batch = batch.map_err(|e| self.source_error(task.file, e.to_string()))?;
-            let n = batch.num_rows() as u64;
-            let rows = self
-                .encode_batch(&batch, task.file, offset, newest, counters)
+            let n = batch.num_rows();
+            let row_of =
+                |i: usize| task.first_row + winners.map_or((done + i) as u64, |w| w[done + i]);
+            // Without pass 1, this pass counts what pass 1 would have.
+            let counting = winners.is_none().then_some(counters);
+            let mut rows = self
+                .encode_batch(&batch, task.file, &row_of, counting)
                 .map_err(|e| self.source_error(task.file, e.to_string()))?;
-            offset += n;
+            done += n;
+            if counting.is_some() {
+                counters.scanned.fetch_add(n as u64, Ordering::Relaxed);
+            }
             if !rows.is_empty() {
+                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
                 store.write(project, &self.view.name, &rows, false)?;
                 counters
@@ -481,19 +501,19 @@ impl<'a> ViewPlan<'a> {
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
                 counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
             }
-            counters.scanned.fetch_add(n, Ordering::Relaxed);
-            progress(Progress::Rows(n));
         }
         Ok(())
     }
 
     /// The in-window rows of a batch with a non-null key, reduced to the newest per key and
     /// sorted by key: `(key bytes in the returned buffer, version, row)`.
+    ///
+    /// `row_of(i)` is the position in its file of the batch's row `i` (the tie-break).
     fn newest_in_batch(
         &self,
         batch: &RecordBatch,
         file: usize,
-        first_row: u64,
+        row_of: &dyn Fn(usize) -> u64,
         counters: Option<&Counters>,
     ) -> ArrowResult<(Vec<u8>, Vec<Entry>)> {
         let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
@@ -555,7 +575,7 @@ impl<'a> ViewPlan<'a> {
                     i64::MIN,
                     |c| if c.is_null(i) { i64::MIN } else { c.value(i) },
                 );
-            let seq = ((file as u64) << 40) | (first_row + i as u64);
+            let seq = ((file as u64) << 40) | row_of(i);
             entries.push((start, key.len(), (event, created_ts, seq), i));
         }
         entries.sort_unstable_by(|a, b| key[a.0..a.1].cmp(&key[b.0..b.1]).then(a.2.cmp(&b.2)));
@@ -576,17 +596,15 @@ impl<'a> ViewPlan<'a> {
         Ok((key, newest))
     }
 
-    /// Encodes the batch's newest row per key, skipping rows that `newest` (the window's
-    /// newest version of every key, when known) says are superseded.
+    /// Encodes the batch's newest row per key.
     fn encode_batch(
         &self,
         batch: &RecordBatch,
         file: usize,
-        first_row: u64,
-        newest: Option<&NewestVersions>,
-        counters: &Counters,
+        row_of: &dyn Fn(usize) -> u64,
+        counters: Option<&Counters>,
     ) -> ArrowResult<KeyedRows> {
-        let (keys, entries) = self.newest_in_batch(batch, file, first_row, Some(counters))?;
+        let (keys, entries) = self.newest_in_batch(batch, file, row_of, counters)?;
         let feature_arrays: Vec<ArrayRef> = self
             .view
             .features
@@ -604,11 +622,6 @@ impl<'a> ViewPlan<'a> {
         let mut out = Vec::with_capacity(entries.len());
         for (start, end, version, i) in entries {
             let key = &keys[start..end];
-            // Skip only rows known to be superseded: a key pass 1 did not see (a file that
-            // changed in between) is still written, and the store's merge decides.
-            if newest.is_some_and(|n| n.get(key).is_some_and(|v| *v > version)) {
-                continue;
-            }
             let mut row = RowWriter::new(self.fingerprint, version, features.len());
             for col in &features {
                 col.write(i, &mut row);
@@ -620,20 +633,30 @@ impl<'a> ViewPlan<'a> {
 
     /// Folds the newest version of every key of one row group into `newest`; stops once it
     /// holds more than [`MAX_TRACKED_KEYS`] keys.
-    fn scan_versions(&self, task: &Task, newest: &Mutex<NewestVersions>) -> Result<()> {
+    fn scan_versions(
+        &self,
+        task: &Task,
+        newest: &Mutex<NewestVersions>,
+        counters: &Counters,
+    ) -> Result<()> {
         let full = |m: &NewestVersions| m.len() > MAX_TRACKED_KEYS;
         if newest.lock().map_or(true, |m| full(&m)) {
             return Ok(());
         }
-        let mut local = NewestVersions::new();
-        for batch in self.reader(task, false)? {
+        let mut local = NewestVersions::default();
+        let mut offset = task.first_row;
+        for batch in self.reader(task, false, None)? {
             let batch = batch.map_err(|e| self.source_error(task.file, e.to_string()))?;
             let (keys, entries) = self
-                .newest_in_batch(&batch, task.file, task.first_row, None)
+                .newest_in_batch(&batch, task.file, &|i| offset + i as u64, Some(counters))
                 .map_err(|e| self.source_error(task.file, e.to_string()))?;
             for (start, end, version, _) in entries {
                 merge_version(&mut local, &keys[start..end], version);
             }
+            offset += batch.num_rows() as u64;
+            counters
+                .scanned
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         }
         let mut shared = newest
             .lock()
@@ -652,6 +675,7 @@ impl<'a> ViewPlan<'a> {
         &self,
         task: &Task,
         with_features: bool,
+        rows: Option<&[u64]>,
     ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
         let err = |e: &dyn std::fmt::Display| self.source_error(task.file, e.to_string());
         let file = File::open(&self.files[task.file]).map_err(|e| err(&e))?;
@@ -674,6 +698,14 @@ impl<'a> ViewPlan<'a> {
             .map(|(i, _)| i)
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+        let builder = match rows {
+            // Only these rows (offsets in the row group, ascending) are decoded.
+            Some(rows) => builder.with_row_selection(RowSelection::from_consecutive_ranges(
+                rows.iter().map(|&r| r as usize..r as usize + 1),
+                usize::try_from(task.rows).unwrap_or(usize::MAX),
+            )),
+            None => builder,
+        };
         builder
             .with_projection(mask)
             .with_row_groups(vec![task.row_group])
@@ -686,10 +718,33 @@ impl<'a> ViewPlan<'a> {
 /// `(start, end)` of a key in a batch's key buffer, its version, and its row in the batch.
 type Entry = (usize, usize, RowVersion, usize);
 
-/// The newest version of every key of a window.
-type NewestVersions = HashMap<Vec<u8>, RowVersion>;
+/// The newest version of every key of a window (foldhash: SipHash dominated this pass).
+type NewestVersions = HashMap<Vec<u8>, RowVersion, foldhash::fast::RandomState>;
 
 type ArrowResult<T> = std::result::Result<T, arrow::error::ArrowError>;
+
+/// For each task, the offsets in its row group of the rows that are some key's newest.
+fn winners_by_task(tasks: &[Task], newest: &NewestVersions) -> Vec<Vec<u64>> {
+    let mut by_file: HashMap<usize, Vec<u64>> = HashMap::new();
+    for (_, _, seq) in newest.values() {
+        by_file
+            .entry(usize::try_from(seq >> 40).unwrap_or(usize::MAX))
+            .or_default()
+            .push(seq & ((1 << 40) - 1));
+    }
+    for rows in by_file.values_mut() {
+        rows.sort_unstable();
+    }
+    tasks
+        .iter()
+        .map(|t| {
+            let rows = by_file.get(&t.file).map_or(&[][..], Vec::as_slice);
+            let from = rows.partition_point(|&r| r < t.first_row);
+            let to = rows.partition_point(|&r| r < t.first_row + t.rows);
+            rows[from..to].iter().map(|r| r - t.first_row).collect()
+        })
+        .collect()
+}
 
 fn merge_version(map: &mut NewestVersions, key: &[u8], version: RowVersion) {
     match map.get_mut(key) {
