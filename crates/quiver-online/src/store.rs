@@ -212,6 +212,8 @@ impl RocksDbStore {
         );
 
         let mut db_opts = Options::default();
+        // Hot keys are answered from a cache of rows, without touching blocks at all.
+        db_opts.set_row_cache(&Cache::new_lru_cache(options.block_cache_bytes / 4));
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(
