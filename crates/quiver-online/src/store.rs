@@ -422,15 +422,36 @@ impl OnlineStore for RocksDbStore {
 
     fn delete_view(&self, project: &str, view: &str) -> Result<()> {
         let prefix = view_prefix(project, view);
+        let end = prefix_end(&prefix);
+        let (rows, meta) = (self.cf(ROWS)?, self.cf(META)?);
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        // The watermark goes first: a delete interrupted half-way never leaves a watermark
+        // that claims the view's data is there.
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(ROWS)?, &prefix, &prefix_end(&prefix));
-        batch.delete_cf(self.cf(META)?, &prefix);
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.write_opt(batch, &opts).map_err(|e| self.err(e))?;
-        // Reclaim the space now rather than at some later compaction.
+        batch.delete_cf(meta, &prefix);
+        self.db.write_opt(batch, &sync).map_err(|e| self.err(e))?;
+        // Whole SST files inside the range are dropped at once; the rest is deleted key by key
+        // (RocksDB's DeleteRange is incompatible with the row cache).
         self.db
-            .compact_range_cf(self.cf(ROWS)?, Some(&prefix), Some(&prefix_end(&prefix)));
+            .delete_file_in_range_cf(rows, &prefix, &end)
+            .map_err(|e| self.err(e))?;
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_iterate_upper_bound(end.clone());
+        let mode = rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf_opt(rows, read, mode) {
+            let (key, _) = item.map_err(|e| self.err(e))?;
+            batch.delete_cf(rows, key);
+            if batch.len() >= 10_000 {
+                self.db
+                    .write_opt(std::mem::take(&mut batch), &sync)
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        self.db.write_opt(batch, &sync).map_err(|e| self.err(e))?;
+        // Reclaim the space now rather than at some later compaction.
+        self.db.compact_range_cf(rows, Some(&prefix), Some(&end));
         Ok(())
     }
 
