@@ -505,11 +505,11 @@ impl<'a> ViewPlan<'a> {
         Ok(())
     }
 
-    /// The in-window rows of a batch with a non-null key, reduced to the newest per key and
-    /// sorted by key: `(key bytes in the returned buffer, version, row)`.
+    /// The in-window rows of a batch with a non-null key, in batch order:
+    /// `(key bytes in the returned buffer, version, row)`.
     ///
     /// `row_of(i)` is the position in its file of the batch's row `i` (the tie-break).
-    fn newest_in_batch(
+    fn batch_entries(
         &self,
         batch: &RecordBatch,
         file: usize,
@@ -578,6 +578,23 @@ impl<'a> ViewPlan<'a> {
             let seq = ((file as u64) << 40) | row_of(i);
             entries.push((start, key.len(), (event, created_ts, seq), i));
         }
+        if let Some(c) = counters {
+            c.in_window.fetch_add(in_window, Ordering::Relaxed);
+            c.null_key.fetch_add(null_key, Ordering::Relaxed);
+            c.null_ts.fetch_add(null_ts, Ordering::Relaxed);
+        }
+        Ok((key, entries))
+    }
+
+    /// [`Self::batch_entries`] reduced to the newest row per key and sorted by key.
+    fn newest_in_batch(
+        &self,
+        batch: &RecordBatch,
+        file: usize,
+        row_of: &dyn Fn(usize) -> u64,
+        counters: Option<&Counters>,
+    ) -> ArrowResult<(Vec<u8>, Vec<Entry>)> {
+        let (key, mut entries) = self.batch_entries(batch, file, row_of, counters)?;
         entries.sort_unstable_by(|a, b| key[a.0..a.1].cmp(&key[b.0..b.1]).then(a.2.cmp(&b.2)));
         let mut newest: Vec<Entry> = Vec::with_capacity(entries.len());
         for (j, e) in entries.iter().enumerate() {
@@ -587,11 +604,6 @@ impl<'a> ViewPlan<'a> {
             if last_of_key {
                 newest.push(*e);
             }
-        }
-        if let Some(c) = counters {
-            c.in_window.fetch_add(in_window, Ordering::Relaxed);
-            c.null_key.fetch_add(null_key, Ordering::Relaxed);
-            c.null_ts.fetch_add(null_ts, Ordering::Relaxed);
         }
         Ok((key, newest))
     }
@@ -643,27 +655,24 @@ impl<'a> ViewPlan<'a> {
         if newest.lock().map_or(true, |m| full(&m)) {
             return Ok(());
         }
-        let mut local = NewestVersions::default();
         let mut offset = task.first_row;
         for batch in self.reader(task, false, None)? {
             let batch = batch.map_err(|e| self.source_error(task.file, e.to_string()))?;
             let (keys, entries) = self
-                .newest_in_batch(&batch, task.file, &|i| offset + i as u64, Some(counters))
+                .batch_entries(&batch, task.file, &|i| offset + i as u64, Some(counters))
                 .map_err(|e| self.source_error(task.file, e.to_string()))?;
-            for (start, end, version, _) in entries {
-                merge_version(&mut local, &keys[start..end], version);
-            }
             offset += batch.num_rows() as u64;
             counters
                 .scanned
                 .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        }
-        let mut shared = newest
-            .lock()
-            .map_err(|_| OnlineError::Corrupt("poisoned lock".into()))?;
-        if !full(&shared) {
-            for (key, version) in local {
-                merge_version(&mut shared, &key, version);
+            let mut shared = newest
+                .lock()
+                .map_err(|_| OnlineError::Corrupt("poisoned lock".into()))?;
+            if full(&shared) {
+                return Ok(());
+            }
+            for (start, end, version, _) in entries {
+                merge_version(&mut shared, &keys[start..end], version);
             }
         }
         Ok(())
