@@ -137,8 +137,8 @@ pub fn materialize(
         .collect()
 }
 
-/// Above this many distinct keys in a window, pass 1 is skipped (its map would hold about
-/// 100 bytes per key) and newest-wins is left to the store's merge alone.
+/// Above this many distinct keys in a window, pass 1 gives up (its map holds about 100 bytes
+/// per key) and pass 2 reads every row, leaving newest-wins to each batch and the store.
 const MAX_TRACKED_KEYS: usize = 10_000_000;
 
 /// Runs `work` on every task with one worker per core; the first error stops the rest.
@@ -186,10 +186,12 @@ fn materialize_view(
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<ViewReport> {
     let started = Instant::now();
-    let source = defs
-        .sources
-        .get(&view.source)
-        .ok_or_else(|| quiver_core::CoreError::UnknownFeatureView(view.source.clone()))?;
+    let source = defs.sources.get(&view.source).ok_or_else(|| {
+        OnlineError::InvalidRequest(format!(
+            "feature view '{}' names unknown source '{}'",
+            view.name, view.source
+        ))
+    })?;
     let (start, end) = match window {
         Window::Range { start, end } => (start, end),
         Window::Incremental { end, lookback } => {
