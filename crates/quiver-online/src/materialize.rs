@@ -535,8 +535,6 @@ impl<'a> ViewPlan<'a> {
             .map(|(k, col)| column(batch, col, &k.key_type.value_type().to_arrow()))
             .collect::<ArrowResult<_>>()?;
 
-        // Sorted so that the newest row of each key is the last of its run, and rows are
-        // written in key order (RocksDB's memtable inserts sorted keys far faster).
         let mut entries: Vec<Entry> = Vec::with_capacity(batch.num_rows());
         let mut key = Vec::with_capacity(batch.num_rows() * 9);
         let (mut in_window, mut null_key, mut null_ts) = (0u64, 0u64, 0u64);
@@ -588,28 +586,6 @@ impl<'a> ViewPlan<'a> {
         Ok((key, entries))
     }
 
-    /// [`Self::batch_entries`] reduced to the newest row per key and sorted by key.
-    fn newest_in_batch(
-        &self,
-        batch: &RecordBatch,
-        file: usize,
-        row_of: &dyn Fn(usize) -> u64,
-        counters: Option<&Counters>,
-    ) -> ArrowResult<(Vec<u8>, Vec<Entry>)> {
-        let (key, mut entries) = self.batch_entries(batch, file, row_of, counters)?;
-        entries.sort_unstable_by(|a, b| key[a.0..a.1].cmp(&key[b.0..b.1]).then(a.2.cmp(&b.2)));
-        let mut newest: Vec<Entry> = Vec::with_capacity(entries.len());
-        for (j, e) in entries.iter().enumerate() {
-            let last_of_key = entries
-                .get(j + 1)
-                .is_none_or(|next| key[next.0..next.1] != key[e.0..e.1]);
-            if last_of_key {
-                newest.push(*e);
-            }
-        }
-        Ok((key, newest))
-    }
-
     /// Encodes the batch's newest row per key.
     fn encode_batch(
         &self,
@@ -618,7 +594,8 @@ impl<'a> ViewPlan<'a> {
         row_of: &dyn Fn(usize) -> u64,
         counters: Option<&Counters>,
     ) -> ArrowResult<KeyedRows> {
-        let (keys, entries) = self.newest_in_batch(batch, file, row_of, counters)?;
+        let (keys, entries) = self.batch_entries(batch, file, row_of, counters)?;
+        let entries = newest_per_key(&keys, entries);
         let feature_arrays: Vec<ArrayRef> = self
             .view
             .features
@@ -755,6 +732,23 @@ fn winners_by_task(tasks: &[Task], newest: &NewestVersions) -> Vec<Vec<u64>> {
             rows[from..to].iter().map(|r| r - t.first_row).collect()
         })
         .collect()
+}
+
+/// `entries` reduced to the newest row of each key, sorted by key: sorting puts each key's
+/// newest row last in its run, and rows are then written in key order (RocksDB's memtable
+/// inserts sorted keys far faster).
+fn newest_per_key(keys: &[u8], mut entries: Vec<Entry>) -> Vec<Entry> {
+    entries.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]).then(a.2.cmp(&b.2)));
+    let mut newest: Vec<Entry> = Vec::with_capacity(entries.len());
+    for (j, e) in entries.iter().enumerate() {
+        let last_of_key = entries
+            .get(j + 1)
+            .is_none_or(|next| keys[next.0..next.1] != keys[e.0..e.1]);
+        if last_of_key {
+            newest.push(*e);
+        }
+    }
+    newest
 }
 
 fn merge_version(map: &mut NewestVersions, key: &[u8], version: RowVersion) {
