@@ -3,5 +3,6 @@
 // Helpers outside #[test] functions unwrap too: a panic is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod flight;
 mod online_cli;
 mod registry_cli;

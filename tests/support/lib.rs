@@ -80,3 +80,103 @@ pub fn example_repo() -> tempfile::TempDir {
     quiver_ok(dir.path(), &["init", &path, "--project", "demo"]);
     dir
 }
+
+/// A running `quiver serve` on free loopback ports, stopped with SIGTERM when dropped.
+pub struct Server {
+    child: std::process::Child,
+    /// The Arrow Flight address, `grpc://127.0.0.1:PORT`.
+    pub flight: String,
+    /// Everything the server printed before it was ready.
+    pub banner: String,
+}
+
+impl Server {
+    /// Starts `quiver serve` for `repo` with every port picked by the OS.
+    pub fn start(repo: &Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(quiver_bin())
+            .arg("--repo")
+            .arg(repo)
+            .args([
+                "serve",
+                "--flight-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+            ])
+            .env_remove("QUIVER_REPO")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start quiver serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        let flight = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("quiver serve exited early:\n{banner}"))
+                .expect("read server output");
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(address) = line.strip_prefix("Arrow Flight: ") {
+                break address.to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            flight,
+            banner,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+        }
+    }
+}
+
+/// The Python interpreter of a venv with `examples/python/requirements.txt` installed
+/// (created on first use by `examples/python/venv.sh`).
+pub fn examples_python() -> PathBuf {
+    static VENV: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut venv = VENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if venv.is_none() {
+        let script = examples_dir().join("python/venv.sh");
+        let out = Command::new(&script).output().expect("run venv.sh");
+        assert!(
+            out.status.success(),
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        *venv = Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    venv.as_ref()
+        .map(|v| v.join("bin/python"))
+        .unwrap_or_default()
+}
+
+/// The repository's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}

@@ -1,6 +1,7 @@
 //! `quiver`: the command-line tool of the Quiver feature store.
 
 mod init;
+mod offline;
 mod online;
 mod output;
 
@@ -94,6 +95,57 @@ enum Command {
         /// Re-read this far before the watermark, for late data (e.g. 2h).
         #[arg(long)]
         lookback: Option<String>,
+    },
+    /// Build a point-in-time-correct training set from an entity table, in-process.
+    ///
+    /// The entity table (Parquet) holds every join key of the requested views, an event time
+    /// (`event_timestamp`, else its only timestamp column) and any label columns.
+    TrainingSet {
+        /// Parquet file of entity rows.
+        #[arg(long)]
+        entities: PathBuf,
+        /// Feature references, view:feature or view:* (comma-separated).
+        #[arg(long, value_delimiter = ',', conflicts_with = "service")]
+        features: Vec<String>,
+        /// A feature service instead of --features.
+        #[arg(long)]
+        service: Option<String>,
+        /// Name output columns view__feature.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// Ignore rows created after the entity row's time (no backfill leakage).
+        #[arg(long)]
+        as_of_created: bool,
+        /// Memory for the join before it spills to disk, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        memory_limit_mb: usize,
+        /// Output Parquet file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Serve online features (gRPC, HTTP), training sets (Arrow Flight) and the registry.
+    ///
+    /// Addresses come from quiver.yaml's `server:` section, then environment variables, then
+    /// flags (later sources win); 0 picks a free port.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1].
+        #[arg(long, env = "QUIVER_HOST")]
+        host: Option<std::net::IpAddr>,
+        /// Online gRPC port, Quiver's and Feast's services [default: 6565].
+        #[arg(long, env = "QUIVER_GRPC_PORT")]
+        grpc_port: Option<u16>,
+        /// Arrow Flight port [default: 8815].
+        #[arg(long, env = "QUIVER_FLIGHT_PORT")]
+        flight_port: Option<u16>,
+        /// HTTP/JSON port, Feast's feature-server endpoints [default: 6566].
+        #[arg(long, env = "QUIVER_HTTP_PORT")]
+        http_port: Option<u16>,
+        /// Most entity rows in one online read or push.
+        #[arg(long, default_value_t = 10_000)]
+        max_rows: usize,
+        /// Memory for each training-set join before it spills to disk, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        memory_limit_mb: usize,
     },
     /// Read, back up and restore the online store directly (no server).
     Online {
@@ -324,6 +376,65 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Registry { command } => {
             let repo = Repo::open(&cli.repo)?;
             registry_command(&repo.registry, command, cli.json)
+        }
+        Command::TrainingSet {
+            entities,
+            features,
+            service,
+            full_feature_names,
+            as_of_created,
+            memory_limit_mb,
+            out,
+        } => {
+            let repo = Repo::open(&cli.repo)?;
+            let defs = repo.registry.current()?.definitions;
+            let resolved = offline::resolve_features(
+                &defs,
+                features,
+                service.as_deref(),
+                *full_feature_names,
+            )?;
+            let options = quiver_offline::JoinOptions {
+                as_of_created: *as_of_created,
+                memory_limit: memory_limit_mb << 20,
+                ..Default::default()
+            };
+            offline::training_set(
+                &repo.config.data_root(&repo.path),
+                &defs,
+                resolved,
+                entities,
+                out,
+                options,
+                cli.json,
+            )
+        }
+        Command::Serve {
+            host,
+            grpc_port,
+            flight_port,
+            http_port,
+            max_rows,
+            memory_limit_mb,
+        } => {
+            let repo = Repo::open(&cli.repo)?;
+            let file = &repo.config.server;
+            let mut options = quiver_server::ServeOptions::new(repo.config.data_root(&repo.path));
+            if let Some(h) = host {
+                options.host = *h;
+            } else if let Some(h) = &file.host {
+                options.host = h.parse().with_context(|| {
+                    format!("quiver.yaml: server.host '{h}' is not an IP address")
+                })?;
+            }
+            options.grpc_port = grpc_port.or(file.grpc_port).unwrap_or(options.grpc_port);
+            options.flight_port = flight_port
+                .or(file.flight_port)
+                .unwrap_or(options.flight_port);
+            options.http_port = http_port.or(file.http_port).unwrap_or(options.http_port);
+            options.limits.max_rows = *max_rows;
+            options.join.memory_limit = memory_limit_mb << 20;
+            offline::serve_repo(&repo.path, &repo.config, options)
         }
         Command::Materialize { start, end, views } => {
             let repo = Repo::open(&cli.repo)?;

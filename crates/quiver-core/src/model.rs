@@ -160,6 +160,14 @@ impl FeatureRef {
     }
 }
 
+impl std::str::FromStr for FeatureRef {
+    type Err = CoreError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        Self::parse(text)
+    }
+}
+
 impl fmt::Display for FeatureRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.view, self.feature)

@@ -24,6 +24,27 @@ pub struct RepoConfig {
     /// Online store settings.
     #[serde(default)]
     pub online_store: OnlineStoreConfig,
+    /// `quiver serve` settings (environment variables and flags override them).
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// Where `quiver serve` listens; unset values take the built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default loopback).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Online gRPC port.
+    #[serde(default)]
+    pub grpc_port: Option<u16>,
+    /// Arrow Flight port.
+    #[serde(default)]
+    pub flight_port: Option<u16>,
+    /// HTTP/JSON port.
+    #[serde(default)]
+    pub http_port: Option<u16>,
 }
 
 /// Settings of the embedded online store.
@@ -123,6 +144,9 @@ mod tests {
         let c = RepoConfig::parse("project: demo\n").unwrap();
         assert_eq!(c.registry, "registry");
         assert_eq!(c.online_store.block_cache_mb, 256);
+        assert_eq!(c.server, ServerConfig::default());
+        let c = RepoConfig::parse("project: demo\nserver: {grpc_port: 7000}\n").unwrap();
+        assert_eq!(c.server.grpc_port, Some(7000));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub mod plan;
 pub mod source;
 pub mod store;
 
-pub use config::{CONFIG_FILE, OnlineStoreConfig, RepoConfig};
+pub use config::{CONFIG_FILE, OnlineStoreConfig, RepoConfig, ServerConfig};
 pub use definitions::{definition_files, is_valid_name, load_definitions};
 pub use error::{Diagnostic, RegistryError, Result};
 pub use plan::{Action, Change, Plan};

@@ -1,0 +1,454 @@
+//! Training-set (point-in-time join) benchmark: Quiver vs DuckDB's `ASOF LEFT JOIN` on the same
+//! Parquet files, in one run, checking that both produce the same rows.
+//!
+//! `cargo build --workspace --all-targets && $CARGO_TARGET_DIR/debug/training-set-bench --entity-rows 1000000 --view-rows 10000000`
+//!
+//! Three views: `driver_stats` (int64 key, 10 features), `customer_profile` (string key, 5
+//! features) and `driver_customer` (composite int64 + string key, 5 features), each with
+//! `--view-rows` rows over 30 days; an entity table of `--entity-rows` rows. Every engine runs
+//! in its own process, so peak memory (VmHWM / ru_maxrss) is its own. DuckDB comes from PyPI
+//! into a venv (benches/python/venv.sh). Data is cached in `--data` per scale.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use clap::Parser;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use quiver_offline::{JoinOptions, PointInTimeJoin};
+use quiver_registry::{RepoConfig, load_definitions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Training-set benchmark.
+#[derive(Parser)]
+struct Args {
+    /// Entity-table sizes to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    entity_rows: Vec<usize>,
+    /// Rows per view.
+    #[arg(long, default_value_t = 10_000_000)]
+    view_rows: usize,
+    /// Distinct drivers (customers: 5×, pairs drawn from both).
+    #[arg(long, default_value_t = 100_000)]
+    drivers: i64,
+    /// Where generated data is cached.
+    #[arg(long, default_value = "/var/tmp/quiver-training-bench")]
+    data: PathBuf,
+    /// Skip DuckDB.
+    #[arg(long)]
+    no_duckdb: bool,
+    /// Internal: run Quiver's join on DATA, writing OUT (used in a child process).
+    #[arg(long, hide = true, num_args = 2, value_names = ["DATA", "OUT"])]
+    run_quiver: Vec<PathBuf>,
+}
+
+/// 2024-01-01T00:00:00Z in µs.
+const T0: i64 = 1_704_067_200_000_000;
+const DAY: i64 = 86_400_000_000;
+const SPAN: i64 = 30 * DAY;
+
+const DEFINITIONS: &str = r"
+entities:
+  - name: driver
+    join_keys: [{name: driver_id, type: int64}]
+  - name: customer
+    join_keys: [{name: customer_id, type: string}]
+sources:
+  - {name: driver_stats, path: driver_stats.parquet, timestamp_field: event_timestamp, created_timestamp_column: created}
+  - {name: customer_profile, path: customer_profile.parquet, timestamp_field: event_timestamp, created_timestamp_column: created}
+  - {name: driver_customer, path: driver_customer.parquet, timestamp_field: event_timestamp, created_timestamp_column: created}
+feature_views:
+";
+
+fn definitions() -> String {
+    let mut d = DEFINITIONS.to_owned();
+    for (view, entities, prefix, n) in VIEWS {
+        d.push_str(&format!(
+            "  - name: {view}\n    entities: [{}]\n    source: {view}\n    features:\n",
+            entities.join(", ")
+        ));
+        for i in 0..*n {
+            let t = if i % 2 == 0 { "float64" } else { "int64" };
+            d.push_str(&format!("      - {{name: {prefix}_f{i}, type: {t}}}\n"));
+        }
+    }
+    d
+}
+
+const VIEWS: &[(&str, &[&str], &str, usize)] = &[
+    ("driver_stats", &["driver"], "ds", 10),
+    ("customer_profile", &["customer"], "cp", 5),
+    ("driver_customer", &["driver", "customer"], "dc", 5),
+];
+
+fn customer(rng: &mut StdRng, drivers: i64) -> String {
+    format!("C{:07}", rng.random_range(0..drivers * 5))
+}
+
+/// Writes one view's source: keys, event and created times (unique per key and time with high
+/// probability, so the tie rule is exercised but never ambiguous), features.
+fn write_view(
+    path: &Path,
+    keys: &[&str],
+    prefix: &str,
+    features: usize,
+    rows: usize,
+    drivers: i64,
+    seed: u64,
+) -> Result<()> {
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let mut fields = Vec::new();
+    if keys.contains(&"driver") {
+        fields.push(Field::new("driver_id", DataType::Int64, false));
+    }
+    if keys.contains(&"customer") {
+        fields.push(Field::new("customer_id", DataType::Utf8, false));
+    }
+    fields.push(Field::new("event_timestamp", utc.clone(), false));
+    fields.push(Field::new("created", utc, false));
+    for i in 0..features {
+        let t = if i % 2 == 0 {
+            DataType::Float64
+        } else {
+            DataType::Int64
+        };
+        fields.push(Field::new(format!("{prefix}_f{i}"), t, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    let mut writer = ArrowWriter::try_new(File::create(path)?, schema.clone(), Some(props))?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut left = rows;
+    // Rows arrive roughly in time order, as logs do (row groups then cover time slices).
+    let mut written = 0usize;
+    while left > 0 {
+        let n = left.min(128 * 1024);
+        left -= n;
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        if keys.contains(&"driver") {
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|_| rng.random_range(0..drivers)),
+            )));
+        }
+        if keys.contains(&"customer") {
+            columns.push(Arc::new(StringArray::from_iter_values(
+                (0..n).map(|_| customer(&mut rng, drivers)),
+            )));
+        }
+        let events: Vec<i64> = (0..n)
+            .map(|i| {
+                let base = SPAN / rows as i64 * (written + i) as i64;
+                // Whole seconds, so equal event times happen and ties are resolved.
+                (T0 + base + rng.random_range(0..DAY / 4)) / 1_000_000 * 1_000_000
+            })
+            .collect();
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(events.clone()).with_timezone("UTC"),
+        ));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                events
+                    .iter()
+                    .map(|e| e + rng.random_range(0..3_600_000_000)),
+            )
+            .with_timezone("UTC"),
+        ));
+        for i in 0..features {
+            columns.push(if i % 2 == 0 {
+                Arc::new(Float64Array::from_iter(
+                    (0..n).map(|_| rng.random_bool(0.98).then(|| rng.random::<f64>())),
+                ))
+            } else {
+                Arc::new(Int64Array::from_iter((0..n).map(|_| {
+                    rng.random_bool(0.98)
+                        .then(|| rng.random_range(0..1_000_000))
+                })))
+            });
+        }
+        writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+        written += n;
+    }
+    writer.close()?;
+    Ok(())
+}
+
+fn write_entities(path: &Path, rows: usize, drivers: i64) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(rows as u64);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("label", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows).map(|_| rng.random_range(0..drivers)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                (0..rows).map(|_| customer(&mut rng, drivers)),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    (0..rows).map(|_| T0 + rng.random_range(0..SPAN + DAY)),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+        ],
+    )?;
+    let mut writer = ArrowWriter::try_new(File::create(path)?, schema, None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
+}
+
+/// The data folder of one scale, generated on first use.
+fn dataset(args: &Args, entity_rows: usize) -> Result<PathBuf> {
+    let views = args
+        .data
+        .join(format!("views-{}-{}", args.view_rows, args.drivers));
+    std::fs::create_dir_all(&views)?;
+    for (i, (view, entities, prefix, n)) in VIEWS.iter().enumerate() {
+        let path = views.join(format!("{view}.parquet"));
+        if !path.exists() {
+            eprintln!("generating {} rows of {view}...", args.view_rows);
+            let tmp = path.with_extension("tmp");
+            write_view(
+                &tmp,
+                entities,
+                prefix,
+                *n,
+                args.view_rows,
+                args.drivers,
+                i as u64,
+            )?;
+            std::fs::rename(&tmp, &path)?;
+        }
+    }
+    let dir = args.data.join(format!(
+        "set-{}-{}-{}",
+        args.view_rows, args.drivers, entity_rows
+    ));
+    std::fs::create_dir_all(&dir)?;
+    for (view, ..) in VIEWS {
+        let link = dir.join(format!("{view}.parquet"));
+        if !link.exists() {
+            std::os::unix::fs::symlink(views.join(format!("{view}.parquet")), &link)?;
+        }
+    }
+    let entities = dir.join("entities.parquet");
+    if !entities.exists() {
+        write_entities(&entities, entity_rows, args.drivers)?;
+    }
+    std::fs::write(dir.join("quiver.yaml"), "project: bench\n")?;
+    std::fs::write(dir.join("definitions.yaml"), definitions())?;
+    Ok(dir)
+}
+
+fn read_parquet(path: &Path) -> Result<RecordBatch> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.build()?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The child process: Parquet entity table in, the whole training set as Arrow out.
+fn run_quiver(data: &Path, out: &Path) -> Result<()> {
+    let config = RepoConfig::load(data)?;
+    let defs = load_definitions(data, &config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let refs: Vec<String> = VIEWS.iter().map(|(v, ..)| format!("{v}:*")).collect();
+    let refs = refs
+        .iter()
+        .map(|r| r.parse())
+        .collect::<Result<Vec<_>, _>>()?;
+    let features = defs.resolve(&refs, false)?;
+    let start = Instant::now();
+    let entities = read_parquet(&data.join("entities.parquet"))?;
+    let join = PointInTimeJoin::new(&defs, data, features, JoinOptions::default())?;
+    let set = join.run(entities, &|_| {})?;
+    let schema = set.schema();
+    let batches = set.collect::<quiver_offline::Result<Vec<_>>>()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let peak = peak_rss_mb();
+    let mut writer = ArrowWriter::try_new(File::create(out)?, schema, None)?;
+    for b in &batches {
+        writer.write(b)?;
+    }
+    writer.close()?;
+    println!(
+        "{}",
+        serde_json::json!({"seconds": seconds, "rows": rows, "peak_rss_mb": peak})
+    );
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Measured {
+    seconds: f64,
+    rows: u64,
+    peak_rss_mb: f64,
+}
+
+fn measured(out: &std::process::Output, what: &str) -> Result<Measured> {
+    if !out.status.success() {
+        bail!("{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().context("no output")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    Ok(Measured {
+        seconds: v["seconds"].as_f64().context("seconds")?,
+        rows: v["rows"].as_u64().context("rows")?,
+        peak_rss_mb: v["peak_rss_mb"].as_f64().context("peak")?,
+    })
+}
+
+/// Both results sorted by label, compared column by column (features by name).
+fn compare(quiver: &Path, duckdb: &Path) -> Result<()> {
+    let sorted = |b: RecordBatch| -> Result<RecordBatch> {
+        let label = b.column_by_name("label").context("label column")?;
+        let idx = sort_to_indices(label, Some(SortOptions::default()), None)?;
+        Ok(take_record_batch(&b, &idx)?)
+    };
+    let q = sorted(read_parquet(quiver)?)?;
+    let d = sorted(read_parquet(duckdb)?)?;
+    if q.num_rows() != d.num_rows() {
+        bail!(
+            "row counts differ: quiver {} duckdb {}",
+            q.num_rows(),
+            d.num_rows()
+        );
+    }
+    for (view, _, prefix, n) in VIEWS {
+        for i in 0..*n {
+            let name = format!("{prefix}_f{i}");
+            let a = q.column_by_name(&name).context("quiver column")?;
+            let b = d.column_by_name(&name).context("duckdb column")?;
+            let b = arrow::compute::cast(b, a.data_type())?;
+            if a.to_data() != b.to_data() {
+                let diff = (0..a.len())
+                    .find(|&r| {
+                        arrow::array::make_comparator(
+                            a.as_ref(),
+                            b.as_ref(),
+                            SortOptions::default(),
+                        )
+                        .map(|cmp| cmp(r, r).is_ne())
+                        .unwrap_or(true)
+                    })
+                    .unwrap_or(0);
+                bail!("{view}:{name} differs, first at label {diff}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let [data, out] = args.run_quiver.as_slice() {
+        return run_quiver(data, out);
+    }
+    let venv = if args.no_duckdb {
+        None
+    } else {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/venv.sh");
+        let out = Command::new(&script).output()?;
+        if !out.status.success() {
+            bail!(
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Some(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+    };
+    let me = std::env::current_exe()?;
+    println!(
+        "| entity rows | view rows | Quiver s | Quiver rows/s | Quiver peak MB | DuckDB s | DuckDB rows/s | DuckDB peak MB | DuckDB/Quiver time | same rows |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &rows in &args.entity_rows {
+        let data = dataset(&args, rows)?;
+        let q_out = data.join("quiver-result.parquet");
+        let q = measured(
+            &Command::new(&me)
+                .arg("--run-quiver")
+                .arg(&data)
+                .arg(&q_out)
+                .output()?,
+            "quiver",
+        )?;
+        let (d, same) = match &venv {
+            Some(venv) => {
+                let d_out = data.join("duckdb-result.parquet");
+                let d = measured(
+                    &Command::new(venv.join("bin/python"))
+                        .arg(
+                            Path::new(env!("CARGO_MANIFEST_DIR"))
+                                .join("python/duckdb_training_set.py"),
+                        )
+                        .arg(&data)
+                        .arg(&d_out)
+                        .output()?,
+                    "duckdb",
+                )?;
+                let same = match compare(&q_out, &d_out) {
+                    Ok(()) => "yes".to_owned(),
+                    Err(e) => format!("NO: {e}"),
+                };
+                (Some(d), same)
+            }
+            None => (None, "-".into()),
+        };
+        let fmt = |m: &Option<Measured>, f: &dyn Fn(&Measured) -> String| {
+            m.as_ref().map_or("-".into(), f)
+        };
+        println!(
+            "| {rows} | {} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {same} |",
+            args.view_rows,
+            q.seconds,
+            q.rows as f64 / q.seconds,
+            q.peak_rss_mb,
+            fmt(&d, &|d| format!("{:.2}", d.seconds)),
+            fmt(&d, &|d| format!("{:.0}", d.rows as f64 / d.seconds)),
+            fmt(&d, &|d| format!("{:.0}", d.peak_rss_mb)),
+            fmt(&d, &|d| format!("{:.2}×", d.seconds / q.seconds)),
+        );
+    }
+    Ok(())
+}

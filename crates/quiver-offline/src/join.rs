@@ -1,0 +1,718 @@
+//! [`PointInTimeJoin`]: the training-set engine.
+//!
+//! For each requested view, the entity rows are grouped by canonical key and sorted by event
+//! time. The view's source is then streamed once (key and time columns only, row groups
+//! outside `[min(T) - ttl, max(T)]` never decoded): each source row is offered to the first
+//! entity row of its key whose time `T` is not before it (binary search), keeping the greatest
+//! `(event_ts, created_ts, sequence)` there. A running maximum over each key's rows then gives
+//! every entity row the newest source row at or before its `T` — an as-of join in time linear
+//! in the source and `n log n` in the entity table, never a product. The ttl is checked on the
+//! winner, and only winning rows have their features decoded (Parquet row selection).
+//!
+//! Memory is the per-entity-row state plus the result columns. When that would exceed
+//! [`JoinOptions::memory_limit`], the entity rows of a view are split by key hash into
+//! partitions processed one after another, each partition's result spilled to a temporary
+//! Arrow IPC file and merged back in input order as the result is read.
+//!
+//! Tie-break: equal event and created times go to the later row in source order (files sorted
+//! by path, then row position), as in materialization.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, new_null_array};
+use arrow::compute::{cast, concat, concat_batches, filter_record_batch, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType};
+use foldhash::fast::FixedState;
+use quiver_core::{Definitions, Feature, FeatureView, JoinKey, ResolvedFeature};
+
+use crate::entities::{EVENT_TIMESTAMP, event_timestamp_column};
+use crate::error::{OfflineError, Result};
+use crate::keys::{KeyColumns, column_fits_key, sorted_keys};
+use crate::scan::{SourceScan, Task, feature_array, in_parallel};
+use crate::spill::{SpillWriter, SpilledColumns};
+use crate::timestamp::nanos;
+
+/// How a join runs.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Also require `created_ts <= T` of a candidate row (no backfill leakage).
+    pub as_of_created: bool,
+    /// Memory for the join state and result columns, in bytes; beyond it, partitions spill.
+    pub memory_limit: usize,
+    /// Where spill files go (the system's temporary folder by default).
+    pub spill_dir: Option<PathBuf>,
+    /// Worker threads (the number of cores by default).
+    pub threads: usize,
+    /// Rows per output batch.
+    pub batch_rows: usize,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        Self {
+            as_of_created: false,
+            memory_limit: 2 << 30,
+            spill_dir: None,
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
+            batch_rows: 64 * 1024,
+        }
+    }
+}
+
+/// Progress of a join, for progress bars.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// A pass over this many more source rows is planned.
+    Planned(u64),
+    /// This many more source rows were scanned.
+    Scanned(u64),
+}
+
+/// The features requested of one view, with their positions among all requested features.
+struct ViewRequest<'a> {
+    view: &'a FeatureView,
+    features: Vec<(usize, &'a Feature)>,
+}
+
+/// A point-in-time join of requested features onto entity tables.
+pub struct PointInTimeJoin<'a> {
+    defs: &'a Definitions,
+    data_root: PathBuf,
+    features: Vec<ResolvedFeature>,
+    views: Vec<ViewRequest<'a>>,
+    options: JoinOptions,
+}
+
+/// The version of a source row: `(event_ts, created_ts, sequence)`, compared as a tuple.
+type Version = (i64, i64, u64);
+const NO_VERSION: Version = (i64::MIN, i64::MIN, 0);
+
+/// `sequence` = file index << 40 | row in file.
+const ROW_BITS: u32 = 40;
+
+impl<'a> PointInTimeJoin<'a> {
+    /// Plans a join of `features` (resolved against `defs`, in output order). Every view must
+    /// be `offline`.
+    pub fn new(
+        defs: &'a Definitions,
+        data_root: impl Into<PathBuf>,
+        features: Vec<ResolvedFeature>,
+        options: JoinOptions,
+    ) -> Result<Self> {
+        if features.is_empty() {
+            return Err(OfflineError::invalid("no features requested"));
+        }
+        let mut views: Vec<ViewRequest<'a>> = Vec::new();
+        for (i, f) in features.iter().enumerate() {
+            let view = defs.view(&f.view)?;
+            if !view.offline {
+                return Err(OfflineError::invalid(format!(
+                    "feature view '{}' is not offline (offline: false)",
+                    view.name
+                )));
+            }
+            let feature = &view.features[f.index];
+            match views.iter_mut().find(|v| v.view.name == view.name) {
+                Some(v) => v.features.push((i, feature)),
+                None => views.push(ViewRequest {
+                    view,
+                    features: vec![(i, feature)],
+                }),
+            }
+        }
+        Ok(Self {
+            defs,
+            data_root: data_root.into(),
+            features,
+            views,
+            options,
+        })
+    }
+
+    /// Every join key the entity table must have, by name, in first-use order.
+    pub fn join_keys(&self) -> Result<Vec<JoinKey>> {
+        let mut keys: Vec<JoinKey> = Vec::new();
+        for v in &self.views {
+            for k in self.defs.join_keys(v.view)? {
+                if !keys.iter().any(|x| x.name == k.name) {
+                    keys.push(k);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The schema of the training set for an entity table of schema `entities`: its columns,
+    /// then the features. Checks the entity table without reading any data.
+    pub fn output_schema(&self, entities: &Schema) -> Result<SchemaRef> {
+        event_timestamp_column(entities)?;
+        for v in &self.views {
+            for k in self.defs.join_keys(v.view)? {
+                let field = entities.field_with_name(&k.name).map_err(|_| {
+                    OfflineError::invalid(format!(
+                        "entity table has no column '{}' (a join key of feature view '{}')",
+                        k.name, v.view.name
+                    ))
+                })?;
+                if !column_fits_key(k.key_type, field.data_type()) {
+                    return Err(OfflineError::invalid(format!(
+                        "entity table column '{}' has type {}, but join key '{}' of feature view '{}' is {}",
+                        k.name,
+                        field.data_type(),
+                        k.name,
+                        v.view.name,
+                        k.key_type
+                    )));
+                }
+            }
+        }
+        let mut fields: Vec<Arc<Field>> = entities.fields().iter().cloned().collect();
+        for f in &self.features {
+            if entities.field_with_name(&f.output_name).is_ok() {
+                return Err(OfflineError::invalid(format!(
+                    "feature '{}:{}' would be output as '{}', which is already a column of the entity table; request full feature names or rename the column",
+                    f.view, f.feature.name, f.output_name
+                )));
+            }
+            fields.push(Arc::new(Field::new(
+                &f.output_name,
+                f.feature.value_type.to_arrow(),
+                true,
+            )));
+        }
+        Ok(Arc::new(Schema::new_with_metadata(
+            fields,
+            entities.metadata().clone(),
+        )))
+    }
+
+    /// Joins the features onto `entities`; the result streams in input order.
+    pub fn run(
+        &self,
+        entities: RecordBatch,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<TrainingSet> {
+        let schema = self.output_schema(entities.schema_ref())?;
+        if u32::try_from(entities.num_rows()).is_err() {
+            return Err(OfflineError::invalid(
+                "entity table has more than 4 billion rows; split it",
+            ));
+        }
+        let times = nanos(entities.column(event_timestamp_column(entities.schema_ref())?))
+            .ok_or_else(|| OfflineError::invalid("event timestamp is not a timestamp"))?;
+        let mut views = Vec::with_capacity(self.views.len());
+        for v in &self.views {
+            let columns = self.join_view(v, &entities, &times, progress)?;
+            views.push((v.features.iter().map(|(i, _)| *i).collect(), columns));
+        }
+        Ok(TrainingSet {
+            schema,
+            entities,
+            views,
+            offset: 0,
+            batch_rows: self.options.batch_rows.max(1),
+        })
+    }
+
+    /// The entity rows of a training set with no entity table: every distinct `(keys, event
+    /// time)` of the requested views' sources with `start <= event_ts <= end` (ns), sorted by
+    /// time. The views must share their join keys.
+    pub fn entity_rows_in_range(&self, start: i64, end: i64) -> Result<RecordBatch> {
+        let first = self.views[0].view;
+        let keys = sorted_keys(self.defs.join_keys(first)?);
+        for v in &self.views[1..] {
+            if sorted_keys(self.defs.join_keys(v.view)?) != keys {
+                return Err(OfflineError::invalid(format!(
+                    "a training set without an entity table needs views with the same join keys; '{}' and '{}' differ",
+                    first.name, v.view.name
+                )));
+            }
+        }
+        let mut fields: Vec<Field> = keys
+            .iter()
+            .map(|k| Field::new(&k.name, k.key_type.value_type().to_arrow(), true))
+            .collect();
+        fields.push(Field::new(
+            EVENT_TIMESTAMP,
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            true,
+        ));
+        let schema = Arc::new(Schema::new(fields));
+        let mut batches = Vec::new();
+        let mut sources = HashSet::new();
+        for v in &self.views {
+            if !sources.insert(&v.view.source) {
+                continue;
+            }
+            let scan = SourceScan::open(self.defs, &self.data_root, v.view, &[])?;
+            let tasks = scan.tasks(start, end);
+            let columns = scan.key_and_time_columns();
+            let found = in_parallel(tasks.len(), self.options.threads, Vec::new, |t, out| {
+                let task = &tasks[t];
+                for batch in scan.reader(task, &columns, None)? {
+                    let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
+                    let (_, ts, _) = scan.key_and_times(&batch, task.file)?;
+                    let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+                        .map(|i| Some(ts.is_valid(i) && (start..=end).contains(&ts.value(i))))
+                        .collect();
+                    let mut cols: Vec<ArrayRef> = Vec::with_capacity(scan.keys.len() + 1);
+                    for (k, c) in &scan.keys {
+                        let a = batch.column_by_name(c).ok_or_else(|| {
+                            scan.error(task.file, format!("column '{c}' is missing"))
+                        })?;
+                        cols.push(cast(a, &k.key_type.value_type().to_arrow())?);
+                    }
+                    cols.push(Arc::new(
+                        ts.reinterpret_cast::<TimestampNanosecondType>()
+                            .with_timezone("UTC"),
+                    ));
+                    let rows = RecordBatch::try_new(schema.clone(), cols)?;
+                    out.push(filter_record_batch(&rows, &keep)?);
+                }
+                Ok(())
+            })?;
+            batches.extend(found.into_iter().flatten());
+        }
+        let all = concat_batches(&schema, &batches)?;
+        // Distinct rows with non-null keys, sorted by (time, key).
+        let key_refs: Vec<&ArrayRef> = all.columns()[..keys.len()].iter().collect();
+        let key_columns = KeyColumns::new(&keys, &key_refs)?;
+        let times =
+            nanos(all.column(keys.len())).unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+        let mut rows: Vec<(i64, Vec<u8>, u32)> = Vec::with_capacity(all.num_rows());
+        for i in 0..all.num_rows() {
+            let mut key = Vec::new();
+            if key_columns.encode(i, &mut key) {
+                rows.push((times.value(i), key, u32::try_from(i).unwrap_or(u32::MAX)));
+            }
+        }
+        rows.sort_unstable();
+        rows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let indices = UInt32Array::from_iter_values(rows.into_iter().map(|r| r.2));
+        let columns = all
+            .columns()
+            .iter()
+            .map(|c| take(c, &indices, None))
+            .collect::<arrow::error::Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// Joins one view: its requested features for every entity row, in input order.
+    fn join_view(
+        &self,
+        request: &ViewRequest<'a>,
+        entities: &RecordBatch,
+        times: &Int64Array,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ViewColumns> {
+        let view = request.view;
+        let features: Vec<&Feature> = request.features.iter().map(|(_, f)| *f).collect();
+        let scan = SourceScan::open(self.defs, &self.data_root, view, &features)?;
+        let keys: Vec<JoinKey> = scan.keys.iter().map(|(k, _)| k.clone()).collect();
+        let key_columns: Vec<&ArrayRef> = keys
+            .iter()
+            .map(|k| {
+                entities.column_by_name(&k.name).ok_or_else(|| {
+                    OfflineError::invalid(format!("entity table has no column '{}'", k.name))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let key_columns = KeyColumns::new(&keys, &key_columns)?;
+
+        // Every entity row's canonical key, encoded once.
+        let n = entities.num_rows();
+        let mut key_bytes = Vec::with_capacity(n * 9);
+        let mut key_ends: Vec<Option<usize>> = Vec::with_capacity(n);
+        for i in 0..n {
+            let ok = times.is_valid(i) && key_columns.encode(i, &mut key_bytes);
+            key_ends.push(ok.then_some(key_bytes.len()));
+        }
+        let starts = key_starts(&key_ends);
+        let key_at = |i: usize| key_ends[i].map(|end| &key_bytes[starts[i]..end]);
+
+        let partitions = self.partitions(n, key_bytes.len(), &features);
+        let hasher = FixedState::with_seed(0x5155_4956_4552);
+        let partition_of = |key: &[u8]| {
+            if partitions == 1 {
+                0
+            } else {
+                (hasher.hash_one(key) % partitions as u64) as usize
+            }
+        };
+        let ttl = view
+            .ttl
+            .limit()
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+
+        if partitions == 1 {
+            let side = EntitySide::build(n, &key_at, times, |_| true);
+            let winners = self.find_winners(&scan, &side, ttl, &|_| true, progress)?;
+            let rows: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
+            let columns = self.fetch(&scan, &features, &side, &winners, &rows)?;
+            return Ok(ViewColumns::Memory(columns));
+        }
+        let dir = self
+            .options
+            .spill_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let mut spilled = Vec::with_capacity(partitions);
+        let mut partition_of_row = Vec::with_capacity(n);
+        for i in 0..n {
+            partition_of_row.push(key_at(i).map_or(0, |k| partition_of(k) as u32));
+        }
+        for p in 0..partitions {
+            let mine = |i: usize| partition_of_row[i] as usize == p;
+            let side = EntitySide::build(n, &key_at, times, mine);
+            let in_partition = |key: &[u8]| partition_of(key) == p;
+            let winners = self.find_winners(&scan, &side, ttl, &in_partition, progress)?;
+            let rows: Vec<u32> = (0..n)
+                .filter(|&i| mine(i))
+                .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+                .collect();
+            let columns = self.fetch(&scan, &features, &side, &winners, &rows)?;
+            let mut writer = SpillWriter::create(&dir)?;
+            writer.write(&rows, &columns, self.options.batch_rows)?;
+            spilled.push(writer.finish()?);
+        }
+        Ok(ViewColumns::Spilled(SpilledColumns::new(
+            spilled,
+            partition_of_row,
+        )))
+    }
+
+    /// How many partitions keep one view's join state and result within the memory limit.
+    fn partitions(&self, rows: usize, key_bytes: usize, features: &[&Feature]) -> usize {
+        let width: usize = features
+            .iter()
+            .map(|f| match f.value_type.to_arrow().primitive_width() {
+                Some(w) => w + 1,
+                None => 40,
+            })
+            .sum();
+        // Sorted entity state, one version per worker, winner, take index; the result and the
+        // decoded winning rows.
+        let per_row = 40 + 24 * self.options.threads.max(1) + 2 * width;
+        let total = rows * per_row + 2 * key_bytes;
+        total.div_ceil(self.options.memory_limit.max(1)).max(1)
+    }
+
+    /// Pass 1: the winning source row (its sequence) of every entity row of `side`, by sorted
+    /// position.
+    fn find_winners(
+        &self,
+        scan: &SourceScan<'_>,
+        side: &EntitySide,
+        ttl: Option<i64>,
+        in_partition: &(dyn Fn(&[u8]) -> bool + Sync),
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<Option<u64>>> {
+        if side.rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lo = ttl.map_or(i64::MIN, |l| side.min_t.saturating_sub(l));
+        let hi = side.max_t;
+        let tasks = scan.tasks(lo, hi);
+        progress(Progress::Planned(tasks.iter().map(|t| t.rows).sum()));
+        let columns = scan.key_and_time_columns();
+        let as_of_created = self.options.as_of_created;
+        let slots = side.rows.len();
+        let bests = in_parallel(
+            tasks.len(),
+            self.options.threads,
+            || vec![NO_VERSION; slots],
+            |t, best| {
+                let task = &tasks[t];
+                let mut row = task.first_row;
+                let mut key = Vec::with_capacity(64);
+                for batch in scan.reader(task, &columns, None)? {
+                    let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
+                    let (keys, ts, created) = scan.key_and_times(&batch, task.file)?;
+                    for i in 0..batch.num_rows() {
+                        let seq = ((task.file as u64) << ROW_BITS) | (row + i as u64);
+                        if ts.is_null(i) {
+                            continue;
+                        }
+                        let event = ts.value(i);
+                        if event < lo || event > hi || event == i64::MIN {
+                            continue;
+                        }
+                        key.clear();
+                        if !keys.encode(i, &mut key) || !in_partition(&key) {
+                            continue;
+                        }
+                        let Some(&group) = side.groups.get(&key[..]) else {
+                            continue;
+                        };
+                        let c = created.as_ref().map_or(i64::MIN, |c| {
+                            if c.is_null(i) { i64::MIN } else { c.value(i) }
+                        });
+                        let effective = if as_of_created { event.max(c) } else { event };
+                        let (from, to) = side.group(group);
+                        let slot = from + side.times[from..to].partition_point(|&t| t < effective);
+                        if slot < to && best[slot] < (event, c, seq) {
+                            best[slot] = (event, c, seq);
+                        }
+                    }
+                    row += batch.num_rows() as u64;
+                    progress(Progress::Scanned(batch.num_rows() as u64));
+                }
+                Ok(())
+            },
+        )?;
+        let mut bests = bests.into_iter();
+        let mut best = bests.next().unwrap_or_default();
+        for other in bests {
+            for (b, o) in best.iter_mut().zip(other) {
+                if *b < o {
+                    *b = o;
+                }
+            }
+        }
+        // The running maximum over each key's rows in time order is the newest candidate.
+        let mut winners = vec![None; slots];
+        for g in 0..side.group_count() {
+            let (from, to) = side.group(g);
+            let mut newest = NO_VERSION;
+            for s in from..to {
+                newest = newest.max(best[s]);
+                let fresh = newest != NO_VERSION
+                    && ttl.is_none_or(|l| newest.0 >= side.times[s].saturating_sub(l));
+                winners[s] = fresh.then_some(newest.2);
+            }
+        }
+        Ok(winners)
+    }
+
+    /// Pass 2: decodes the winning source rows and lays their features out for `rows`
+    /// (ascending entity row numbers; every row of `side` is among them).
+    fn fetch(
+        &self,
+        scan: &SourceScan<'_>,
+        features: &[&Feature],
+        side: &EntitySide,
+        winners: &[Option<u64>],
+        rows: &[u32],
+    ) -> Result<Vec<ArrayRef>> {
+        let mut seqs: Vec<u64> = winners.iter().flatten().copied().collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        // Which entity row gets which winner: position in `seqs`.
+        let mut index_of_row: HashMap<u32, u32, FixedState> =
+            HashMap::with_capacity_and_hasher(side.rows.len(), FixedState::default());
+        for (s, w) in winners.iter().enumerate() {
+            if let Some(seq) = w {
+                let at = seqs.binary_search(seq).unwrap_or(0);
+                index_of_row.insert(side.rows[s], u32::try_from(at).unwrap_or(u32::MAX));
+            }
+        }
+        let indices: UInt32Array = rows.iter().map(|r| index_of_row.get(r).copied()).collect();
+        drop(index_of_row);
+        let decoded = self.decode_rows(scan, features, &seqs)?;
+        features
+            .iter()
+            .zip(decoded)
+            .map(|(f, values)| match values {
+                Some(values) => Ok(take(&values, &indices, None)?),
+                None => Ok(new_null_array(&f.value_type.to_arrow(), rows.len())),
+            })
+            .collect()
+    }
+
+    /// The features of the source rows `seqs` (ascending), one array per feature in `seqs`
+    /// order (`None` when there are no rows).
+    fn decode_rows(
+        &self,
+        scan: &SourceScan<'_>,
+        features: &[&Feature],
+        seqs: &[u64],
+    ) -> Result<Vec<Option<ArrayRef>>> {
+        if seqs.is_empty() {
+            return Ok(vec![None; features.len()]);
+        }
+        let tasks: Vec<(Task, Vec<u32>)> = scan
+            .tasks(i64::MIN, i64::MAX)
+            .into_iter()
+            .filter_map(|task| {
+                let first = ((task.file as u64) << ROW_BITS) | task.first_row;
+                let from = seqs.partition_point(|&s| s < first);
+                let to = seqs.partition_point(|&s| s < first + task.rows);
+                let rows: Vec<u32> = seqs[from..to]
+                    .iter()
+                    .map(|s| u32::try_from(s - first).unwrap_or(u32::MAX))
+                    .collect();
+                (!rows.is_empty()).then_some((task, rows))
+            })
+            .collect();
+        let names: Vec<String> = features.iter().map(|f| scan.feature_column(f)).collect();
+        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+        let parts = in_parallel(tasks.len(), self.options.threads, Vec::new, |t, out| {
+            let (task, rows) = &tasks[t];
+            for batch in scan.reader(task, &columns, Some(rows))? {
+                let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
+                let arrays = features
+                    .iter()
+                    .zip(&names)
+                    .map(|(f, c)| feature_array(&batch, c, f))
+                    .collect::<arrow::error::Result<Vec<_>>>()
+                    .map_err(|e| scan.error(task.file, e.to_string()))?;
+                out.push((t, arrays));
+            }
+            Ok(())
+        })?;
+        let mut parts: Vec<(usize, Vec<ArrayRef>)> = parts.into_iter().flatten().collect();
+        // Tasks are in sequence order; a task's batches were pushed in order (stable sort).
+        parts.sort_by_key(|(t, _)| *t);
+        (0..features.len())
+            .map(|f| {
+                let arrays: Vec<&dyn Array> = parts.iter().map(|(_, a)| a[f].as_ref()).collect();
+                Ok(Some(concat(&arrays)?))
+            })
+            .collect()
+    }
+}
+
+/// Start offset of each row's key in the key buffer.
+fn key_starts(ends: &[Option<usize>]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(ends.len());
+    let mut last = 0;
+    for e in ends {
+        starts.push(last);
+        if let Some(e) = e {
+            last = *e;
+        }
+    }
+    starts
+}
+
+/// The entity rows of one view (and partition), grouped by key and sorted by time.
+struct EntitySide {
+    /// Canonical key → group number.
+    groups: HashMap<Box<[u8]>, u32, FixedState>,
+    /// Group `g` is positions `group_start[g]..group_start[g + 1]`.
+    group_start: Vec<u32>,
+    /// Entity row number at each position.
+    rows: Vec<u32>,
+    /// Event time (ns) at each position.
+    times: Vec<i64>,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl EntitySide {
+    fn build<'k>(
+        n: usize,
+        key_at: &dyn Fn(usize) -> Option<&'k [u8]>,
+        times: &Int64Array,
+        mine: impl Fn(usize) -> bool,
+    ) -> Self {
+        let mut groups: HashMap<Box<[u8]>, u32, FixedState> = HashMap::default();
+        let mut entries: Vec<(u32, i64, u32)> = Vec::new();
+        for i in 0..n {
+            let Some(key) = key_at(i) else { continue };
+            if !mine(i) {
+                continue;
+            }
+            let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+            let g = *groups.entry(key.into()).or_insert(next);
+            entries.push((g, times.value(i), u32::try_from(i).unwrap_or(u32::MAX)));
+        }
+        entries.sort_unstable();
+        let mut group_start = vec![0u32; groups.len() + 1];
+        for (g, _, _) in &entries {
+            group_start[*g as usize + 1] += 1;
+        }
+        for g in 0..groups.len() {
+            group_start[g + 1] += group_start[g];
+        }
+        let (min_t, max_t) = entries.iter().fold((i64::MAX, i64::MIN), |(lo, hi), e| {
+            (lo.min(e.1), hi.max(e.1))
+        });
+        Self {
+            groups,
+            group_start,
+            rows: entries.iter().map(|e| e.2).collect(),
+            times: entries.iter().map(|e| e.1).collect(),
+            min_t,
+            max_t,
+        }
+    }
+
+    fn group_count(&self) -> usize {
+        self.group_start.len() - 1
+    }
+
+    fn group(&self, g: impl TryInto<usize>) -> (usize, usize) {
+        let g = g.try_into().unwrap_or(usize::MAX);
+        (
+            self.group_start[g] as usize,
+            self.group_start[g + 1] as usize,
+        )
+    }
+}
+
+/// One view's result columns: in memory, or spilled by partition.
+enum ViewColumns {
+    Memory(Vec<ArrayRef>),
+    Spilled(SpilledColumns),
+}
+
+/// A training set: the entity table's columns and the joined features, streamed in input
+/// order as record batches.
+pub struct TrainingSet {
+    schema: SchemaRef,
+    entities: RecordBatch,
+    /// Each view's output feature positions and columns.
+    views: Vec<(Vec<usize>, ViewColumns)>,
+    offset: usize,
+    batch_rows: usize,
+}
+
+impl TrainingSet {
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Rows in the whole training set.
+    pub fn num_rows(&self) -> usize {
+        self.entities.num_rows()
+    }
+
+    fn batch(&mut self, from: usize, len: usize) -> Result<RecordBatch> {
+        let inputs = self.entities.num_columns();
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.schema.fields().len()];
+        for (i, c) in self.entities.columns().iter().enumerate() {
+            columns[i] = Some(c.slice(from, len));
+        }
+        for (positions, view) in &mut self.views {
+            let arrays = match view {
+                ViewColumns::Memory(all) => all.iter().map(|a| a.slice(from, len)).collect(),
+                ViewColumns::Spilled(s) => s.next_rows(from, len)?,
+            };
+            for (p, a) in positions.iter().zip(arrays) {
+                columns[inputs + p] = Some(a);
+            }
+        }
+        let columns = columns.into_iter().flatten().collect();
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+impl Iterator for TrainingSet {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let n = self.entities.num_rows();
+        if self.offset >= n {
+            return None;
+        }
+        let len = self.batch_rows.min(n - self.offset);
+        let from = self.offset;
+        self.offset += len;
+        Some(self.batch(from, len))
+    }
+}

@@ -1,0 +1,308 @@
+//! One hand-written case per rule of the point-in-time join, plus request errors.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use quiver_offline::{JoinOptions, PointInTimeJoin};
+
+use crate::support::*;
+
+struct Case {
+    dir: tempfile::TempDir,
+    defs: quiver_core::Definitions,
+}
+
+/// `stats` rows in one file (a second file when `later` is given), zones empty.
+fn case(ttl: i64, rows: &[Row], later: &[Row]) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    write_source(&dir.path().join("stats/a.parquet"), rows, 2);
+    if !later.is_empty() {
+        write_source(&dir.path().join("stats/b.parquet"), later, 2);
+    }
+    write_source(&dir.path().join("zones.parquet"), &[], 2);
+    Case {
+        dir,
+        defs: definitions(ttl, 0),
+    }
+}
+
+impl Case {
+    fn values(&self, entities: &[EntityRow], options: JoinOptions) -> Vec<Option<i64>> {
+        let out = join(
+            &self.defs,
+            self.dir.path(),
+            &["stats:value"],
+            entity_table(entities),
+            options,
+        )
+        .unwrap();
+        ints(&out, "value")
+    }
+
+    fn error(&self, features: &[&str], entities: RecordBatch) -> String {
+        join(
+            &self.defs,
+            self.dir.path(),
+            features,
+            entities,
+            JoinOptions::default(),
+        )
+        .unwrap_err()
+        .to_string()
+    }
+}
+
+#[test]
+fn a_row_at_exactly_t_counts_and_a_later_row_never_leaks() {
+    let c = case(0, &[row(1, 10, 0, 100), row(1, 11, 0, 110)], &[]);
+    let got = c.values(&[at(1, 10), at(1, 9), at(1, 11)], JoinOptions::default());
+    assert_eq!(got, vec![Some(100), None, Some(110)]);
+}
+
+#[test]
+fn ttl_bounds_are_inclusive() {
+    let c = case(5, &[row(1, 10, 0, 100)], &[]);
+    let got = c.values(&[at(1, 15), at(1, 16), at(1, 10)], JoinOptions::default());
+    assert_eq!(got, vec![Some(100), None, Some(100)]);
+}
+
+#[test]
+fn a_newer_row_outside_nothing_older_inside_ttl_is_not_used() {
+    // The newest row before T decides; an older row is never used when the newest is stale.
+    let c = case(5, &[row(1, 1, 0, 1), row(1, 3, 0, 3)], &[]);
+    assert_eq!(c.values(&[at(1, 9)], JoinOptions::default()), vec![None]);
+}
+
+#[test]
+fn ties_go_to_the_greatest_created_time_then_the_later_row() {
+    let c = case(
+        0,
+        &[
+            row(1, 10, 5, 1),
+            row(1, 10, 7, 2),
+            row(1, 10, 6, 3),
+            row(2, 10, 1, 4),
+        ],
+        &[row(2, 10, 1, 5)],
+    );
+    let got = c.values(&[at(1, 10), at(2, 10)], JoinOptions::default());
+    assert_eq!(got, vec![Some(2), Some(5)]);
+}
+
+#[test]
+fn as_of_created_ignores_rows_written_after_t() {
+    // Row at ts 5 was backfilled at 20: invisible at T=10 with as_of_created.
+    let c = case(0, &[row(1, 2, 2, 20), row(1, 5, 20, 50)], &[]);
+    let plain = c.values(&[at(1, 10), at(1, 20)], JoinOptions::default());
+    assert_eq!(plain, vec![Some(50), Some(50)]);
+    let strict = JoinOptions {
+        as_of_created: true,
+        ..JoinOptions::default()
+    };
+    assert_eq!(
+        c.values(&[at(1, 10), at(1, 20)], strict),
+        vec![Some(20), Some(50)]
+    );
+}
+
+#[test]
+fn rows_are_kept_in_input_order_with_duplicates_and_nulls() {
+    let c = case(0, &[row(1, 1, 0, 10), row(2, 1, 0, 20)], &[]);
+    let null_key = EntityRow {
+        id: None,
+        zone: None,
+        t: Some(5),
+    };
+    let null_time = EntityRow {
+        id: Some(1),
+        zone: None,
+        t: None,
+    };
+    let entities = [at(2, 5), at(1, 5), at(2, 5), null_key, null_time, at(9, 5)];
+    let got = c.values(&entities, JoinOptions::default());
+    assert_eq!(got, vec![Some(20), Some(10), Some(20), None, None, None]);
+}
+
+#[test]
+fn output_is_input_columns_then_features_in_request_order() {
+    let c = case(0, &[row(1, 1, 0, 10)], &[]);
+    let features = ["stats:constant", "zones:demand", "stats:value"];
+    let out = join(
+        &c.defs,
+        c.dir.path(),
+        &features,
+        entity_table(&[at(1, 5)]),
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let names: Vec<&str> = out
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "zone",
+            "event_timestamp",
+            "label",
+            "constant",
+            "demand",
+            "value"
+        ]
+    );
+    assert_eq!(ints(&out, "constant"), vec![Some(7)]);
+    assert_eq!(ints(&out, "demand"), vec![None]);
+
+    let full = PointInTimeJoin::new(
+        &c.defs,
+        c.dir.path(),
+        resolve(&c.defs, &["stats:value"], true),
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let out = collect(full.run(entity_table(&[at(1, 5)]), &|_| {}).unwrap()).unwrap();
+    assert_eq!(ints(&out, "stats__value"), vec![Some(10)]);
+}
+
+#[test]
+fn int32_entity_columns_match_int64_keys() {
+    let c = case(0, &[row(1001, 1, 0, 10)], &[]);
+    let base = entity_table(&[at(1001, 5)]);
+    let mut columns = base.columns().to_vec();
+    columns[0] = Arc::new(Int32Array::from(vec![1001]));
+    let mut fields: Vec<Field> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[0] = Field::new("id", DataType::Int32, true);
+    let entities = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let out = join(
+        &c.defs,
+        c.dir.path(),
+        &["stats:value"],
+        entities,
+        JoinOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(ints(&out, "value"), vec![Some(10)]);
+}
+
+#[test]
+fn spilling_gives_the_same_answer_as_memory() {
+    let rows: Vec<Row> = (0..400).map(|i| row(i % 37, i % 50, i % 7, i)).collect();
+    let c = case(20, &rows, &[]);
+    let entities: Vec<EntityRow> = (0..500).map(|i| at((i * 7) % 41, (i * 13) % 60)).collect();
+    let in_memory = c.values(&entities, JoinOptions::default());
+    let spilled = c.values(
+        &entities,
+        JoinOptions {
+            memory_limit: 4 * 1024,
+            batch_rows: 64,
+            ..JoinOptions::default()
+        },
+    );
+    assert_eq!(in_memory, spilled);
+    assert!(in_memory.iter().filter(|v| v.is_some()).count() > 100);
+}
+
+#[test]
+fn bad_requests_name_the_column_view_or_feature() {
+    let c = case(0, &[row(1, 1, 0, 10)], &[]);
+    let good = entity_table(&[at(1, 5)]);
+
+    let no_key = good.project(&[1, 2, 3]).unwrap();
+    let e = c.error(&["stats:value"], no_key);
+    assert!(e.contains("no column 'id'") && e.contains("'stats'"), "{e}");
+
+    let no_time = good.project(&[0, 1, 3]).unwrap();
+    assert!(
+        c.error(&["stats:value"], no_time)
+            .contains("no timestamp column")
+    );
+
+    let mut columns = good.columns().to_vec();
+    columns[0] = Arc::new(StringArray::from(vec!["1"]));
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[0] = Field::new("id", DataType::Utf8, true);
+    let wrong = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let e = c.error(&["stats:value"], wrong);
+    assert!(
+        e.contains("'id' has type Utf8") && e.contains("int64"),
+        "{e}"
+    );
+
+    let mut defs = c.defs.clone();
+    defs.feature_views.get_mut("stats").unwrap().offline = false;
+    let e = PointInTimeJoin::new(
+        &defs,
+        c.dir.path(),
+        resolve(&defs, &["stats:value"], false),
+        JoinOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("'stats' is not offline"), "{e}");
+}
+
+#[test]
+fn a_feature_named_like_an_entity_column_is_refused() {
+    let c = case(0, &[row(1, 1, 0, 10)], &[]);
+    let good = entity_table(&[at(1, 5)]);
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[3] = Field::new("value", DataType::Float64, false);
+    let clash =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), good.columns().to_vec()).unwrap();
+    let e = c.error(&["stats:value"], clash);
+    assert!(e.contains("already a column"), "{e}");
+}
+
+#[test]
+fn entity_rows_in_range_are_the_distinct_source_rows() {
+    let c = case(
+        0,
+        &[
+            row(1, 1, 0, 10),
+            row(1, 1, 0, 11),
+            row(2, 3, 0, 20),
+            row(3, 9, 0, 30),
+        ],
+        &[],
+    );
+    let join = PointInTimeJoin::new(
+        &c.defs,
+        c.dir.path(),
+        resolve(&c.defs, &["stats:value"], false),
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let ns = |s: i64| (T0 + s * SEC) * 1000;
+    let rows = join.entity_rows_in_range(ns(0), ns(5)).unwrap();
+    assert_eq!(rows.num_rows(), 2);
+    let out = collect(join.run(rows, &|_| {}).unwrap()).unwrap();
+    assert_eq!(ints(&out, "id"), vec![Some(1), Some(2)]);
+    assert_eq!(ints(&out, "value"), vec![Some(11), Some(20)]);
+    let ts = out.column_by_name("event_timestamp").unwrap();
+    assert_eq!(
+        ts.as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+            .value(0),
+        ns(1)
+    );
+    assert!(ts.is_valid(1));
+}

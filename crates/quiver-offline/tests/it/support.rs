@@ -1,0 +1,238 @@
+//! Test fixtures: definitions built in code, Parquet sources and entity tables written from rows.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use quiver_core::{
+    Definitions, Entity, Feature, FeatureRef, FeatureView, JoinKey, KeyType, ResolvedFeature,
+    ScalarType, Source, Ttl, ValueType,
+};
+use quiver_offline::{JoinOptions, PointInTimeJoin, TrainingSet};
+
+/// One second in µs (source times are µs, entity times ns).
+pub const SEC: i64 = 1_000_000;
+/// 2024-01-01T00:00:00Z in µs.
+pub const T0: i64 = 1_704_067_200_000_000;
+
+/// A source row: key, event time and created time (seconds after T0), and a value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub id: Option<i64>,
+    pub zone: Option<String>,
+    pub ts: Option<i64>,
+    pub created: Option<i64>,
+    pub value: Option<i64>,
+}
+
+pub fn row(id: i64, ts: i64, created: i64, value: i64) -> Row {
+    Row {
+        id: Some(id),
+        zone: Some("z".into()),
+        ts: Some(ts),
+        created: Some(created),
+        value: Some(value),
+    }
+}
+
+/// An entity row: key, zone and time (seconds after T0), plus a label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntityRow {
+    pub id: Option<i64>,
+    pub zone: Option<String>,
+    pub t: Option<i64>,
+}
+
+pub fn at(id: i64, t: i64) -> EntityRow {
+    EntityRow {
+        id: Some(id),
+        zone: Some("z".into()),
+        t: Some(t),
+    }
+}
+
+fn key(name: &str, key_type: KeyType) -> JoinKey {
+    JoinKey {
+        name: name.into(),
+        key_type,
+    }
+}
+
+fn int_feature(name: &str) -> Feature {
+    Feature {
+        name: name.into(),
+        value_type: ValueType::Scalar(ScalarType::Int64),
+        description: String::new(),
+    }
+}
+
+/// Definitions: view `stats` (key `id: int64`, feature `value`, source `stats/`, created
+/// column), view `zones` (composite key `id` + `zone: string`, feature `demand` mapped from
+/// `value`, source `zones.parquet`), with the given ttls in seconds.
+pub fn definitions(stats_ttl: i64, zones_ttl: i64) -> Definitions {
+    let mut d = Definitions {
+        project: "test".into(),
+        ..Default::default()
+    };
+    let entity = |name: &str, keys: Vec<JoinKey>| Entity {
+        name: name.into(),
+        join_keys: keys,
+        description: String::new(),
+        owner: String::new(),
+        tags: Default::default(),
+    };
+    d.entities.insert(
+        "driver".into(),
+        entity("driver", vec![key("id", KeyType::Int64)]),
+    );
+    d.entities.insert(
+        "zone".into(),
+        entity("zone", vec![key("zone", KeyType::String)]),
+    );
+    let source = |name: &str, path: &str, mapping: &[(&str, &str)]| Source {
+        name: name.into(),
+        path: path.into(),
+        timestamp_field: "ts".into(),
+        created_timestamp_column: Some("created".into()),
+        field_mapping: mapping
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect(),
+        description: String::new(),
+        owner: String::new(),
+        tags: Default::default(),
+    };
+    d.sources
+        .insert("stats".into(), source("stats", "stats", &[]));
+    d.sources.insert(
+        "zones".into(),
+        source("zones", "zones.parquet", &[("value", "demand")]),
+    );
+    let view = |name: &str, entities: &[&str], source: &str, feature: &str, ttl: i64| FeatureView {
+        name: name.into(),
+        entities: entities.iter().map(|e| (*e).to_owned()).collect(),
+        source: source.into(),
+        features: vec![int_feature(feature), int_feature("constant")],
+        ttl: Ttl::new(std::time::Duration::from_secs(ttl.unsigned_abs())),
+        online: true,
+        offline: true,
+        description: String::new(),
+        owner: String::new(),
+        tags: Default::default(),
+    };
+    d.feature_views.insert(
+        "stats".into(),
+        view("stats", &["driver"], "stats", "value", stats_ttl),
+    );
+    d.feature_views.insert(
+        "zones".into(),
+        view("zones", &["driver", "zone"], "zones", "demand", zones_ttl),
+    );
+    d
+}
+
+/// Writes rows as a Parquet file with small row groups (so pruning and several groups are
+/// exercised): `id`, `zone`, `ts` and `created` (µs, UTC), `value`, `constant` (always 7).
+pub fn write_source(path: &Path, rows: &[Row], row_group_rows: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let secs = |v: &Option<i64>| v.map(|s| T0 + s * SEC);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.id))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.zone.clone()))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|r| secs(&r.ts)))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|r| secs(&r.created)))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.value))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|_| 7))),
+    ];
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("zone", DataType::Utf8, true),
+        Field::new("ts", utc.clone(), true),
+        Field::new("created", utc, true),
+        Field::new("value", DataType::Int64, true),
+        Field::new("constant", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .build();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// An entity table: `id`, `zone`, `event_timestamp` (ns, naive), `label` (the row number).
+pub fn entity_table(rows: &[EntityRow]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.id))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.zone.clone()))),
+        Arc::new(TimestampNanosecondArray::from_iter(
+            rows.iter().map(|r| r.t.map(|s| (T0 + s * SEC) * 1000)),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            (0..rows.len()).map(|i| i as f64),
+        )),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("zone", DataType::Utf8, true),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        ),
+        Field::new("label", DataType::Float64, false),
+    ]));
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+pub fn refs(list: &[&str]) -> Vec<FeatureRef> {
+    list.iter().map(|r| r.parse().unwrap()).collect()
+}
+
+pub fn resolve(defs: &Definitions, list: &[&str], full: bool) -> Vec<ResolvedFeature> {
+    defs.resolve(&refs(list), full).unwrap()
+}
+
+/// Runs a join and collects the result into one batch.
+pub fn join(
+    defs: &Definitions,
+    root: &Path,
+    features: &[&str],
+    entities: RecordBatch,
+    options: JoinOptions,
+) -> quiver_offline::Result<RecordBatch> {
+    let join = PointInTimeJoin::new(defs, root, resolve(defs, features, false), options)?;
+    collect(join.run(entities, &|_| {})?)
+}
+
+pub fn collect(set: TrainingSet) -> quiver_offline::Result<RecordBatch> {
+    let schema = set.schema();
+    let batches: Vec<RecordBatch> = set.collect::<quiver_offline::Result<_>>()?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+/// The int64 column `name` as options.
+pub fn ints(batch: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    use arrow::array::AsArray;
+    batch
+        .column_by_name(name)
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .iter()
+        .collect()
+}

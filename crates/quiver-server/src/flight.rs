@@ -1,0 +1,561 @@
+//! The Arrow Flight training-set service: Quiver's native protocol and Feast's.
+//!
+//! Native: `DoExchange` with a JSON command descriptor (`{"features": [...] |
+//! "feature_service": "...", "full_feature_names": bool, "as_of_created": bool}`): the client
+//! streams the entity table in and reads the training set back. `GetSchema` and
+//! `GetFlightInfo` describe a command without running it, `ListFlights` lists one flight per
+//! offline feature view, and `DoGet` runs a command whose entity rows are a Parquet file on
+//! the server (`"entities": "path"`) or every key and time of the views' sources in a range
+//! (`"start"`, `"end"`).
+//!
+//! Feast (`offline_store: type: remote`): `DoPut` of the entity table with a JSON command
+//! carrying `"api"`, then `GetFlightInfo` and `DoGet` with that command as the ticket.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+    decode::FlightRecordBatchStream,
+};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use quiver_core::{Definitions, FeatureRef, ResolvedFeature, parse_time};
+use quiver_offline::{
+    EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, TrainingSet, read_entity_file,
+};
+use serde::Deserialize;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::catalog::{Catalog, Snapshot};
+use crate::error::{core_status, offline_status};
+
+/// How long an entity table uploaded with Feast's `DoPut` waits for its `DoGet`.
+const PENDING_TTL: Duration = Duration::from_secs(600);
+/// At most this many uploaded entity tables wait at once; the oldest is dropped beyond.
+const MAX_PENDING: usize = 32;
+
+/// Quiver's native training-set command.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command {
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    #[serde(default)]
+    feature_service: Option<String>,
+    #[serde(default)]
+    full_feature_names: bool,
+    #[serde(default)]
+    as_of_created: bool,
+    /// `DoGet` only: a Parquet file of entity rows readable by the server.
+    #[serde(default)]
+    entities: Option<String>,
+    /// `DoGet` only: every key and event time of the views' sources from `start` to `end`.
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    end: Option<String>,
+}
+
+/// Feast's remote offline-store command (the fields Quiver uses).
+#[derive(Debug, Deserialize)]
+struct FeastCommand {
+    api: String,
+    #[serde(default)]
+    feature_refs: Vec<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    full_feature_names: bool,
+    #[serde(default)]
+    start_date: Option<String>,
+    #[serde(default)]
+    end_date: Option<String>,
+    #[serde(default)]
+    entity_df_sql: Option<String>,
+}
+
+/// A parsed descriptor or ticket.
+enum ParsedCommand {
+    Native(Command),
+    Feast(FeastCommand),
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+fn parse_command(bytes: &[u8]) -> Result<ParsedCommand, Status> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("the command is not valid JSON: {e}")))?;
+    if value.get("api").is_some() {
+        let c: FeastCommand = serde_json::from_value(value)
+            .map_err(|e| invalid(format!("invalid Feast command: {e}")))?;
+        return Ok(ParsedCommand::Feast(c));
+    }
+    let c: Command = serde_json::from_value(value)
+        .map_err(|e| invalid(format!("invalid training-set command: {e}")))?;
+    Ok(ParsedCommand::Native(c))
+}
+
+/// Parses feature references, naming the bad one.
+fn feature_refs(list: &[String]) -> Result<Vec<FeatureRef>, Status> {
+    list.iter()
+        .map(|r| r.parse::<FeatureRef>().map_err(|e| core_status(&e)))
+        .collect()
+}
+
+fn resolve(defs: &Definitions, command: &Command) -> Result<Vec<ResolvedFeature>, Status> {
+    let full = command.full_feature_names;
+    match (&command.features, &command.feature_service) {
+        (Some(list), None) => defs
+            .resolve(&feature_refs(list)?, full)
+            .map_err(|e| core_status(&e)),
+        (None, Some(service)) => defs
+            .resolve_service(service, full)
+            .map_err(|e| core_status(&e)),
+        _ => Err(invalid(
+            "the command needs exactly one of \"features\" and \"feature_service\"",
+        )),
+    }
+}
+
+/// Nanoseconds since the epoch of a time in a request.
+fn nanos(text: &str, field: &str) -> Result<i64, Status> {
+    let t = parse_time(text).map_err(|e| invalid(format!("{field}: {e}")))?;
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| invalid(format!("{field}: '{text}' is out of range")))
+}
+
+/// What a training set is joined onto.
+enum EntityRows {
+    Table(RecordBatch),
+    Range { start: i64, end: i64 },
+}
+
+/// The Flight service.
+pub struct TrainingSetService {
+    catalog: Arc<Catalog>,
+    data_root: PathBuf,
+    options: JoinOptions,
+    /// Entity tables uploaded by Feast's `DoPut`, by command.
+    pending: Mutex<HashMap<Bytes, (Instant, RecordBatch)>>,
+}
+
+impl TrainingSetService {
+    /// A service answering from `catalog`'s snapshot, with sources under `data_root`.
+    pub fn new(catalog: Arc<Catalog>, data_root: PathBuf, options: JoinOptions) -> Self {
+        Self {
+            catalog,
+            data_root,
+            options,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs a join on a blocking thread and streams the result as Flight data.
+    async fn run(
+        &self,
+        features: Vec<ResolvedFeature>,
+        as_of_created: bool,
+        rows: EntityRows,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let snapshot = self.catalog.current();
+        let root = self.data_root.clone();
+        let options = JoinOptions {
+            as_of_created,
+            ..self.options.clone()
+        };
+        let set = tokio::task::spawn_blocking(move || -> quiver_offline::Result<TrainingSet> {
+            let join = PointInTimeJoin::new(&snapshot.defs, root, features, options)?;
+            let entities = match rows {
+                EntityRows::Table(t) => t,
+                EntityRows::Range { start, end } => join.entity_rows_in_range(start, end)?,
+            };
+            join.run(entities, &|_| {})
+        })
+        .await
+        .map_err(|e| Status::internal(format!("join failed: {e}")))?
+        .map_err(|e| offline_status(&e))?;
+        Ok(stream_training_set(set))
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.catalog.current()
+    }
+
+    /// Answers a Feast command whose entity table (if any) was uploaded with `DoPut`.
+    async fn run_feast(
+        &self,
+        command: FeastCommand,
+        ticket: &Bytes,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let snapshot = self.snapshot();
+        check_feast(&command, &snapshot.defs)?;
+        let features = snapshot
+            .defs
+            .resolve(
+                &feature_refs(&command.feature_refs)?,
+                command.full_feature_names,
+            )
+            .map_err(|e| core_status(&e))?;
+        let uploaded = self
+            .pending
+            .lock()
+            .map_err(|_| Status::internal("poisoned lock"))?
+            .remove(ticket)
+            .map(|(_, t)| t);
+        let rows = match (uploaded, &command.start_date, &command.end_date) {
+            (Some(t), _, _) if t.num_rows() > 0 || t.num_columns() > 0 => EntityRows::Table(t),
+            (_, Some(start), Some(end)) => EntityRows::Range {
+                start: nanos(start, "start_date")?,
+                end: nanos(end, "end_date")?,
+            },
+            _ => {
+                return Err(Status::failed_precondition(
+                    "no entity table was uploaded for this command (DoPut first)",
+                ));
+            }
+        };
+        self.run(features, false, rows).await
+    }
+
+    /// The training set of a native `DoGet` ticket.
+    async fn run_ticket(
+        &self,
+        command: Command,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let features = resolve(&self.snapshot().defs, &command)?;
+        let rows = match (&command.entities, &command.start, &command.end) {
+            (Some(path), None, None) => EntityRows::Table(
+                read_entity_file(&self.data_root.join(path)).map_err(|e| offline_status(&e))?,
+            ),
+            (None, Some(start), Some(end)) => EntityRows::Range {
+                start: nanos(start, "start")?,
+                end: nanos(end, "end")?,
+            },
+            _ => {
+                return Err(invalid(
+                    "a DoGet ticket needs \"entities\" (a Parquet file on the server) or both \"start\" and \"end\"; stream an entity table with DoExchange instead",
+                ));
+            }
+        };
+        self.run(features, command.as_of_created, rows).await
+    }
+
+    /// The schema of a command's training set for the minimal entity table (join keys and
+    /// `event_timestamp`); the entity table's other columns come before the features.
+    fn command_schema(&self, command: &Command) -> Result<SchemaRef, Status> {
+        let snapshot = self.snapshot();
+        let features = resolve(&snapshot.defs, command)?;
+        let join = PointInTimeJoin::new(
+            &snapshot.defs,
+            self.data_root.clone(),
+            features,
+            JoinOptions::default(),
+        )
+        .map_err(|e| offline_status(&e))?;
+        let keys = join.join_keys().map_err(|e| offline_status(&e))?;
+        let entity = minimal_entity_schema(
+            keys.iter()
+                .map(|k| Field::new(&k.name, k.key_type.value_type().to_arrow(), true)),
+        );
+        join.output_schema(&entity).map_err(|e| offline_status(&e))
+    }
+
+    /// Reads a client's entity-table stream; the first message carries the descriptor.
+    async fn read_upload(
+        stream: Streaming<FlightData>,
+    ) -> Result<(FlightDescriptor, RecordBatch), Status> {
+        let mut stream = stream;
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| invalid("empty stream: expected a descriptor and an entity table"))?;
+        let descriptor = first
+            .flight_descriptor
+            .clone()
+            .ok_or_else(|| invalid("the first message must carry a command descriptor"))?;
+        let rest = stream.map_err(|s| FlightError::Tonic(Box::new(s)));
+        // pyarrow sends the descriptor alone in a message of its own, before the schema.
+        let first = (!first.data_header.is_empty()).then_some(Ok(first));
+        let data = futures::stream::iter(first).chain(rest);
+        let mut decoder = FlightRecordBatchStream::new_from_flight_data(data);
+        let mut batches = Vec::new();
+        while let Some(batch) = decoder.next().await {
+            batches.push(batch.map_err(|e| invalid(format!("unreadable entity table: {e}")))?);
+        }
+        let schema = decoder
+            .schema()
+            .cloned()
+            .or_else(|| batches.first().map(RecordBatch::schema))
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let table = concat_batches(&schema, &batches)
+            .map_err(|e| invalid(format!("unreadable entity table: {e}")))?;
+        Ok((descriptor, table))
+    }
+}
+
+/// Checks a Feast command's api and project.
+fn check_feast(command: &FeastCommand, defs: &Definitions) -> Result<(), Status> {
+    if command.api != "get_historical_features" {
+        return Err(Status::unimplemented(format!(
+            "Feast offline api '{}' is not supported by Quiver (only get_historical_features)",
+            command.api
+        )));
+    }
+    if command.entity_df_sql.is_some() {
+        return Err(Status::unimplemented(
+            "entity_df_sql is not supported: send the entity rows as a DataFrame",
+        ));
+    }
+    match &command.project {
+        Some(p) if *p != defs.project => Err(Status::not_found(format!(
+            "unknown project '{p}' (this server serves '{}')",
+            defs.project
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn minimal_entity_schema(keys: impl Iterator<Item = Field>) -> Schema {
+    let mut fields: Vec<Field> = keys.collect();
+    fields.push(Field::new(
+        EVENT_TIMESTAMP,
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        true,
+    ));
+    Schema::new(fields)
+}
+
+/// Streams a training set's batches, produced on a blocking thread, as Flight data.
+fn stream_training_set(set: TrainingSet) -> BoxStream<'static, Result<FlightData, Status>> {
+    let schema = set.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        for batch in set {
+            let item = batch.map_err(|e| FlightError::Tonic(Box::new(offline_status(&e))));
+            if tx.blocking_send(item).is_err() {
+                break;
+            }
+        }
+    });
+    let batches = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(4 << 20)
+        .build(batches)
+        .map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        })
+        .boxed()
+}
+
+fn schema_result(schema: &Schema) -> Result<SchemaResult, Status> {
+    SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))
+}
+
+fn flight_info(
+    schema: &Schema,
+    descriptor: FlightDescriptor,
+    ticket: Bytes,
+) -> Result<FlightInfo, Status> {
+    FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))
+        .map(|info| {
+            info.with_descriptor(descriptor)
+                .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+                .with_ordered(true)
+        })
+}
+
+#[tonic::async_trait]
+impl FlightService for TrainingSetService {
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "no authentication: handshake is not needed",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let snapshot = self.snapshot();
+        let mut infos = Vec::new();
+        for view in snapshot.defs.feature_views.values().filter(|v| v.offline) {
+            let command = Command {
+                features: Some(vec![format!("{}:*", view.name)]),
+                feature_service: None,
+                full_feature_names: false,
+                as_of_created: false,
+                entities: None,
+                start: None,
+                end: None,
+            };
+            let schema = self.command_schema(&command)?;
+            let ticket = serde_json::json!({"features": [format!("{}:*", view.name)]}).to_string();
+            infos.push(Ok(flight_info(
+                &schema,
+                FlightDescriptor::new_path(vec![view.name.clone()]),
+                Bytes::from(ticket),
+            )?));
+        }
+        Ok(Response::new(futures::stream::iter(infos).boxed()))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        match parse_command(&descriptor.cmd)? {
+            ParsedCommand::Native(command) => {
+                let schema = self.command_schema(&command)?;
+                let ticket = descriptor.cmd.clone();
+                Ok(Response::new(flight_info(&schema, descriptor, ticket)?))
+            }
+            ParsedCommand::Feast(command) => {
+                check_feast(&command, &self.snapshot().defs)?;
+                // Feast reads the schema from the stream; the ticket is the command itself.
+                let ticket = descriptor.cmd.clone();
+                Ok(Response::new(flight_info(
+                    &Schema::empty(),
+                    descriptor,
+                    ticket,
+                )?))
+            }
+        }
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "poll_flight_info: use get_flight_info",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        match parse_command(&request.into_inner().cmd)? {
+            ParsedCommand::Native(command) => {
+                let schema = self.command_schema(&command)?;
+                Ok(Response::new(schema_result(&schema)?))
+            }
+            ParsedCommand::Feast(_) => Err(Status::unimplemented(
+                "get_schema is not part of Feast's protocol",
+            )),
+        }
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = request.into_inner().ticket;
+        let stream = match parse_command(&ticket)? {
+            ParsedCommand::Native(command) => self.run_ticket(command).await?,
+            ParsedCommand::Feast(command) => self.run_feast(command, &ticket).await?,
+        };
+        Ok(Response::new(stream))
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let (descriptor, table) = Self::read_upload(request.into_inner()).await?;
+        let ParsedCommand::Feast(command) = parse_command(&descriptor.cmd)? else {
+            return Err(invalid(
+                "DoPut takes Feast commands; use DoExchange for Quiver's training-set command",
+            ));
+        };
+        check_feast(&command, &self.snapshot().defs)?;
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| Status::internal("poisoned lock"))?;
+        pending.retain(|_, (at, _)| at.elapsed() < PENDING_TTL);
+        while pending.len() >= MAX_PENDING {
+            let oldest = pending
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => pending.remove(&k),
+                None => break,
+            };
+        }
+        pending.insert(descriptor.cmd, (Instant::now(), table));
+        Ok(Response::new(futures::stream::empty().boxed()))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "action '{}' is not supported",
+            request.into_inner().r#type
+        )))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Ok(Response::new(futures::stream::empty().boxed()))
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let (descriptor, table) = Self::read_upload(request.into_inner()).await?;
+        let ParsedCommand::Native(command) = parse_command(&descriptor.cmd)? else {
+            return Err(invalid("DoExchange takes Quiver's training-set command"));
+        };
+        if command.entities.is_some() || command.start.is_some() || command.end.is_some() {
+            return Err(invalid(
+                "DoExchange joins onto the streamed entity table; \"entities\", \"start\" and \"end\" belong to DoGet",
+            ));
+        }
+        let features = resolve(&self.snapshot().defs, &command)?;
+        let stream = self
+            .run(features, command.as_of_created, EntityRows::Table(table))
+            .await?;
+        Ok(Response::new(stream))
+    }
+}

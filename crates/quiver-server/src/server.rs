@@ -1,0 +1,219 @@
+//! Starting the server: bind every port, serve until a shutdown signal, then drain.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use quiver_offline::JoinOptions;
+use quiver_online::RocksDbStore;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use crate::catalog::Catalog;
+use crate::error::{Result, ServerError};
+use crate::feast::{FeastServing, http_router};
+use crate::flight::TrainingSetService;
+use crate::grpc::{OnlineGrpc, RegistryGrpc};
+use crate::online::{Limits, Online};
+use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
+use crate::proto::quiver::v1::online_service_server::OnlineServiceServer;
+use crate::proto::quiver::v1::registry_service_server::RegistryServiceServer;
+use crate::registry_files::RepoContext;
+
+/// Default port of the Arrow Flight training-set service (Feast's `serve_offline` port).
+pub const DEFAULT_FLIGHT_PORT: u16 = 8815;
+/// Default port of the online gRPC services (Quiver's and Feast's).
+pub const DEFAULT_GRPC_PORT: u16 = 6565;
+/// Default port of the HTTP/JSON service (Feast's `feast serve` port).
+pub const DEFAULT_HTTP_PORT: u16 = 6566;
+
+/// Largest Flight message accepted (an entity table streams in many messages).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (loopback by default).
+    pub host: IpAddr,
+    /// Arrow Flight port (0 picks a free port).
+    pub flight_port: u16,
+    /// Online gRPC port (0 picks a free port).
+    pub grpc_port: u16,
+    /// HTTP port (0 picks a free port).
+    pub http_port: u16,
+    /// Request limits of the online services.
+    pub limits: Limits,
+    /// Longest time a gRPC request may take.
+    pub request_timeout: Duration,
+    /// Folder that source paths are relative to.
+    pub data_root: PathBuf,
+    /// How training sets are joined (memory limit, spill folder, threads).
+    pub join: JoinOptions,
+    /// How often the registry is checked for a new version.
+    pub registry_poll: Duration,
+}
+
+impl ServeOptions {
+    /// Loopback, default ports, sources under `data_root`.
+    pub fn new(data_root: PathBuf) -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            flight_port: DEFAULT_FLIGHT_PORT,
+            grpc_port: DEFAULT_GRPC_PORT,
+            http_port: DEFAULT_HTTP_PORT,
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(30),
+            data_root,
+            join: JoinOptions::default(),
+            registry_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The addresses a running server listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddresses {
+    /// Arrow Flight.
+    pub flight: SocketAddr,
+    /// Online gRPC (Quiver's and Feast's services, health, reflection).
+    pub grpc: SocketAddr,
+    /// HTTP/JSON (Feast's feature server endpoints).
+    pub http: SocketAddr,
+}
+
+async fn bind(host: IpAddr, port: u16) -> Result<TcpListener> {
+    let address = SocketAddr::new(host, port);
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Serves until `shutdown` completes; in-flight requests then finish before it returns.
+/// `on_bound` is told the addresses once every port is listening.
+pub async fn serve(
+    catalog: Arc<Catalog>,
+    store: Arc<RocksDbStore>,
+    repo: RepoContext,
+    options: ServeOptions,
+    on_bound: impl FnOnce(BoundAddresses),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let flight_listener = bind(options.host, options.flight_port).await?;
+    let grpc_listener = bind(options.host, options.grpc_port).await?;
+    let http_listener = bind(options.host, options.http_port).await?;
+    let address = |l: &TcpListener| {
+        l.local_addr()
+            .map_err(|e| ServerError::Transport(e.to_string()))
+    };
+    let bound = BoundAddresses {
+        flight: address(&flight_listener)?,
+        grpc: address(&grpc_listener)?,
+        http: address(&http_listener)?,
+    };
+    catalog.follow(options.registry_poll);
+
+    let flight = FlightServiceServer::new(TrainingSetService::new(
+        Arc::clone(&catalog),
+        options.data_root.clone(),
+        options.join.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let online = Arc::new(Online::new(
+        Arc::clone(&catalog),
+        store,
+        options.limits,
+        options.data_root.clone(),
+    ));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<OnlineServiceServer<OnlineGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<ServingServiceServer<FeastServing>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Transport(e.to_string()))?;
+
+    // One shutdown signal fans out to the three servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    on_bound(bound);
+    let flight_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .timeout(options.request_timeout * 20)
+        .add_service(flight)
+        .serve_with_incoming_shutdown(TcpIncoming::from(flight_listener), stopped());
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .timeout(options.request_timeout)
+        .add_service(
+            OnlineServiceServer::new(OnlineGrpc::new(Arc::clone(&online)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ServingServiceServer::new(FeastServing::new(Arc::clone(&online)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(RegistryServiceServer::new(RegistryGrpc::new(
+            Arc::clone(&catalog),
+            repo,
+        )))
+        .add_service(health)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), stopped());
+    let http_server = axum::serve(
+        http_listener,
+        http_router(Arc::clone(&online))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
+    )
+    .with_graceful_shutdown(stopped());
+    let transport = |e: &dyn std::fmt::Display| ServerError::Transport(e.to_string());
+    let (f, g, h) = tokio::join!(flight_server, grpc_server, http_server);
+    f.map_err(|e| transport(&e))?;
+    g.map_err(|e| transport(&e))?;
+    h.map_err(|e| transport(&e))?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,300 @@
+//! Training sets through the real binary: `quiver training-set`, and `quiver serve` answering
+//! Arrow Flight requests from a Rust client and the Python example (pyarrow).
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema, TimeUnit};
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use futures::TryStreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use quiver_e2e::{Server, example_repo, examples_dir, examples_python, quiver_ok};
+use tonic::Code;
+
+/// Entity rows for the example: (driver, customer, hours ago).
+fn entities() -> RecordBatch {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let hour = 3_600_000_000_000i64;
+    let rows = [
+        (1001, "C1001", 1),
+        (1002, "C1002", 3),
+        (1001, "C1001", 1),
+        (4242, "C1", 2),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("label", DataType::Int64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(
+                TimestampNanosecondArray::from_iter_values(
+                    rows.iter().map(|r| now_ns - r.2 * hour),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
+        ],
+    )
+    .unwrap()
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) {
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+fn read_parquet(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+const FEATURES: &str = "driver_hourly_stats:conv_rate,driver_hourly_stats:avg_daily_trips,customer_profile:current_balance";
+
+fn client(server: &Server) -> FlightClient {
+    let channel =
+        tonic::transport::Channel::from_shared(server.flight.replace("grpc://", "http://"))
+            .unwrap()
+            .connect_lazy();
+    FlightClient::new(channel)
+}
+
+async fn exchange(
+    client: &mut FlightClient,
+    command: &str,
+    table: RecordBatch,
+) -> Result<RecordBatch, tonic::Status> {
+    let schema = table.schema();
+    let input = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_owned())))
+        .build(futures::stream::iter([Ok(table)]));
+    let stream = client.do_exchange(input).await.map_err(status)?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(status)?;
+    let schema = batches.first().map_or(schema, RecordBatch::schema);
+    Ok(arrow::compute::concat_batches(&schema, &batches).unwrap())
+}
+
+fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::unknown(other.to_string()),
+    }
+}
+
+#[test]
+fn training_set_command_and_flight_agree() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    let table = entities();
+    write_parquet(&repo.join("entities.parquet"), &table);
+    let out = repo.join("training.parquet");
+    quiver_ok(
+        repo,
+        &[
+            "training-set",
+            "--entities",
+            repo.join("entities.parquet").to_str().unwrap(),
+            "--features",
+            FEATURES,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let local = read_parquet(&out);
+    assert_eq!(local.num_rows(), 4);
+    let trips = local
+        .column_by_name("avg_daily_trips")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let rate = local
+        .column_by_name("conv_rate")
+        .unwrap()
+        .as_primitive::<Float32Type>();
+    // Known drivers have features (a row is written every hour); duplicates agree; an unknown
+    // driver gets nulls and is kept.
+    assert!(trips.is_valid(0) && trips.is_valid(1));
+    assert_eq!(trips.value(0), trips.value(2));
+    assert_eq!(rate.is_valid(0), rate.is_valid(2));
+    assert!(trips.is_null(3));
+    assert_eq!(
+        local
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .values(),
+        &[0, 1, 2, 3]
+    );
+
+    let server = Server::start(repo);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut c = client(&server);
+        let features: Vec<&str> = FEATURES.split(',').collect();
+        let command = serde_json::json!({"features": features}).to_string();
+        let remote = exchange(&mut c, &command, table.clone()).await.unwrap();
+        assert_eq!(remote, local);
+
+        // DoGet on a Parquet file the server can read gives the same rows.
+        let ticket = serde_json::json!({"features": features, "entities": "entities.parquet"});
+        let got: Vec<RecordBatch> = c
+            .do_get(Ticket::new(ticket.to_string()))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            arrow::compute::concat_batches(&got[0].schema(), &got).unwrap(),
+            local
+        );
+
+        // GetSchema describes the output without running the join.
+        let schema = c
+            .get_schema(FlightDescriptor::new_cmd(command.clone()))
+            .await
+            .unwrap();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "driver_id",
+                "customer_id",
+                "event_timestamp",
+                "conv_rate",
+                "avg_daily_trips",
+                "current_balance"
+            ]
+        );
+
+        // ListFlights: one flight per offline view.
+        let flights: Vec<_> = c
+            .list_flights(Vec::<u8>::new())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(flights.len(), 3);
+
+        // A feature service works like its features.
+        let service =
+            serde_json::json!({"feature_service": "driver_activity", "full_feature_names": true});
+        let by_service = exchange(&mut c, &service.to_string(), table.clone())
+            .await
+            .unwrap();
+        assert!(
+            by_service
+                .column_by_name("driver_hourly_stats__conv_rate")
+                .is_some()
+        );
+        assert_eq!(by_service.num_rows(), 4);
+    });
+    assert!(server.stop(), "the server exits cleanly on SIGTERM");
+}
+
+#[test]
+fn bad_flight_requests_get_clear_statuses() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start(repo);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut c = client(&server);
+        let cases: [(&str, Code, &str); 5] = [
+            ("{not json", Code::InvalidArgument, "not valid JSON"),
+            (
+                r#"{"features": ["driver_hourly_stats:nope"]}"#,
+                Code::NotFound,
+                "driver_hourly_stats:nope",
+            ),
+            (r#"{"features": ["nope:x"]}"#, Code::NotFound, "'nope'"),
+            (
+                r#"{"features": ["conv_rate"]}"#,
+                Code::InvalidArgument,
+                "'conv_rate'",
+            ),
+            (r#"{"feature": []}"#, Code::InvalidArgument, "feature"),
+        ];
+        for (command, code, needle) in cases {
+            let e = exchange(&mut c, command, entities()).await.unwrap_err();
+            assert_eq!(e.code(), code, "{command}: {e:?}");
+            assert!(e.message().contains(needle), "{command}: {}", e.message());
+        }
+        // An entity table without the join key.
+        let no_key = entities().project(&[1, 2, 3]).unwrap();
+        let command =
+            serde_json::json!({"features": ["driver_hourly_stats:conv_rate"]}).to_string();
+        let e = exchange(&mut c, &command, no_key).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("'driver_id'"), "{}", e.message());
+        // Feast apis Quiver does not serve are UNIMPLEMENTED, naming the api.
+        let feast = r#"{"command_id": "1", "api": "offline_write_batch"}"#;
+        let e = c
+            .get_flight_info(FlightDescriptor::new_cmd(feast))
+            .await
+            .map_err(status)
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+        assert!(e.message().contains("offline_write_batch"));
+        // The server is still healthy afterwards.
+        let ok = exchange(&mut c, &command, entities()).await.unwrap();
+        assert_eq!(ok.num_rows(), 4);
+    });
+}
+
+#[test]
+fn python_example_reads_a_training_set() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start(repo);
+    let out = std::process::Command::new(examples_python())
+        .arg(examples_dir().join("python/training_set.py"))
+        .args(["--server", &server.flight, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0]["driver_id"], 1001);
+    assert!(
+        rows[0]["conv_rate"].is_number() || rows[0]["avg_daily_trips"].is_number(),
+        "{rows:?}"
+    );
+    assert!(
+        rows[4]["avg_daily_trips"].is_null(),
+        "unknown driver 9999 gets nulls"
+    );
+    assert_eq!(rows[3]["label_accepted"], 1);
+}
