@@ -45,7 +45,7 @@ def main() -> None:
         + " ORDER BY e.label"
     )
     start = time.perf_counter()
-    table = con.execute(query).fetch_arrow_table()
+    table = con.execute(query).to_arrow_table()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     import pyarrow.parquet as pq

@@ -6,3 +6,4 @@
 mod flight;
 mod online_cli;
 mod registry_cli;
+mod serving;

@@ -86,6 +86,10 @@ pub struct Server {
     child: std::process::Child,
     /// The Arrow Flight address, `grpc://127.0.0.1:PORT`.
     pub flight: String,
+    /// The online gRPC address, `127.0.0.1:PORT`.
+    pub grpc: String,
+    /// The HTTP address, `http://127.0.0.1:PORT`.
+    pub http: String,
     /// Everything the server printed before it was ready.
     pub banner: String,
 }
@@ -93,6 +97,11 @@ pub struct Server {
 impl Server {
     /// Starts `quiver serve` for `repo` with every port picked by the OS.
     pub fn start(repo: &Path) -> Self {
+        Self::start_with(repo, &[])
+    }
+
+    /// Starts `quiver serve` with extra arguments.
+    pub fn start_with(repo: &Path, extra: &[&str]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(quiver_bin())
             .arg("--repo")
@@ -106,6 +115,7 @@ impl Server {
                 "--http-port",
                 "0",
             ])
+            .args(extra)
             .env_remove("QUIVER_REPO")
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -113,6 +123,7 @@ impl Server {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = String::new();
+        let (mut grpc, mut http) = (String::new(), String::new());
         let flight = loop {
             let line = lines
                 .next()
@@ -120,6 +131,12 @@ impl Server {
                 .expect("read server output");
             banner.push_str(&line);
             banner.push('\n');
+            if let Some(address) = line.strip_prefix("Online gRPC: ") {
+                address.clone_into(&mut grpc);
+            }
+            if let Some(address) = line.strip_prefix("HTTP: ") {
+                address.clone_into(&mut http);
+            }
             if let Some(address) = line.strip_prefix("Arrow Flight: ") {
                 break address.to_owned();
             }
@@ -129,6 +146,8 @@ impl Server {
         Self {
             child,
             flight,
+            grpc,
+            http,
             banner,
         }
     }
@@ -179,4 +198,31 @@ pub fn examples_python() -> PathBuf {
 /// The repository's `examples/` folder.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// A minimal HTTP/1.1 client: sends `method path` with an optional JSON body to `base`
+/// (`http://host:port`) and returns the status code and body.
+pub fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the HTTP port");
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
