@@ -23,14 +23,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, new_null_array};
-use arrow::compute::{cast, concat, concat_batches, filter_record_batch, take};
+use arrow::compute::{cast, concat, concat_batches, filter_record_batch, take, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType};
 use foldhash::fast::FixedState;
 use quiver_core::{Definitions, Feature, FeatureView, JoinKey, ResolvedFeature};
 
 use crate::entities::{EVENT_TIMESTAMP, event_timestamp_column};
 use crate::error::{OfflineError, Result};
-use crate::keys::{KeyColumns, column_fits_key, sorted_keys};
+use crate::keys::{KeyColumns, KeyIndex, column_fits_key, is_single_int, sorted_keys};
 use crate::scan::{SourceScan, Task, feature_array, in_parallel};
 use crate::spill::{SpillWriter, SpilledColumns};
 use crate::timestamp::nanos;
@@ -333,6 +333,9 @@ impl<'a> PointInTimeJoin<'a> {
         let starts = key_starts(&key_ends);
         let key_at = |i: usize| key_ends[i].map(|end| &key_bytes[starts[i]..end]);
 
+        let int_of = |i: usize| key_columns.int(i);
+        let int_key_at: Option<&dyn Fn(usize) -> Option<i64>> =
+            is_single_int(&keys).then_some(&int_of);
         let partitions = self.partitions(n, key_bytes.len(), &features);
         let hasher = FixedState::with_seed(0x5155_4956_4552);
         let partition_of = |key: &[u8]| {
@@ -348,8 +351,8 @@ impl<'a> PointInTimeJoin<'a> {
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
 
         if partitions == 1 {
-            let side = EntitySide::build(n, &key_at, times, |_| true);
-            let winners = self.find_winners(&scan, &side, ttl, &|_| true, progress)?;
+            let side = EntitySide::build(n, &key_at, int_key_at, times, |_| true);
+            let winners = self.find_winners(&scan, &side, ttl, None, progress)?;
             let rows: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
             let columns = self.fetch(&scan, &features, &side, &winners, &rows)?;
             return Ok(ViewColumns::Memory(columns));
@@ -366,9 +369,9 @@ impl<'a> PointInTimeJoin<'a> {
         }
         for p in 0..partitions {
             let mine = |i: usize| partition_of_row[i] as usize == p;
-            let side = EntitySide::build(n, &key_at, times, mine);
+            let side = EntitySide::build(n, &key_at, int_key_at, times, mine);
             let in_partition = |key: &[u8]| partition_of(key) == p;
-            let winners = self.find_winners(&scan, &side, ttl, &in_partition, progress)?;
+            let winners = self.find_winners(&scan, &side, ttl, Some(&in_partition), progress)?;
             let rows: Vec<u32> = (0..n)
                 .filter(|&i| mine(i))
                 .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
@@ -395,7 +398,7 @@ impl<'a> PointInTimeJoin<'a> {
             .sum();
         // Sorted entity state, one version per worker, winner, take index; the result and the
         // decoded winning rows.
-        let per_row = 40 + 24 * self.options.threads.max(1) + 2 * width;
+        let per_row = 48 + 32 * self.options.threads.max(1) + 2 * width;
         let total = rows * per_row + 2 * key_bytes;
         total.div_ceil(self.options.memory_limit.max(1)).max(1)
     }
@@ -407,7 +410,7 @@ impl<'a> PointInTimeJoin<'a> {
         scan: &SourceScan<'_>,
         side: &EntitySide,
         ttl: Option<i64>,
-        in_partition: &(dyn Fn(&[u8]) -> bool + Sync),
+        in_partition: Option<&(dyn Fn(&[u8]) -> bool + Sync)>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<Option<u64>>> {
         if side.rows.is_empty() {
@@ -419,11 +422,13 @@ impl<'a> PointInTimeJoin<'a> {
         progress(Progress::Planned(tasks.iter().map(|t| t.rows).sum()));
         let columns = scan.key_and_time_columns();
         let as_of_created = self.options.as_of_created;
-        let slots = side.rows.len();
-        let bests = in_parallel(
+        // Each worker's copy of the entity times with the best version offered to each row:
+        // a probe touches one hash-table slot and one run of this array.
+        let slots: Vec<(i64, Version)> = side.times.iter().map(|&t| (t, NO_VERSION)).collect();
+        let states = in_parallel(
             tasks.len(),
             self.options.threads,
-            || vec![NO_VERSION; slots],
+            || slots.clone(),
             |t, best| {
                 let task = &tasks[t];
                 let mut row = task.first_row;
@@ -432,7 +437,6 @@ impl<'a> PointInTimeJoin<'a> {
                     let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
                     let (keys, ts, created) = scan.key_and_times(&batch, task.file)?;
                     for i in 0..batch.num_rows() {
-                        let seq = ((task.file as u64) << ROW_BITS) | (row + i as u64);
                         if ts.is_null(i) {
                             continue;
                         }
@@ -440,21 +444,41 @@ impl<'a> PointInTimeJoin<'a> {
                         if event < lo || event > hi || event == i64::MIN {
                             continue;
                         }
-                        key.clear();
-                        if !keys.encode(i, &mut key) || !in_partition(&key) {
-                            continue;
+                        if let Some(keep) = in_partition {
+                            key.clear();
+                            if !keys.encode(i, &mut key) || !keep(&key) {
+                                continue;
+                            }
                         }
-                        let Some(&group) = side.groups.get(&key[..]) else {
+                        let found = match &side.int_groups {
+                            Some(map) => keys.int(i).and_then(|k| map.get(&k).copied()),
+                            None => {
+                                key.clear();
+                                if keys.encode(i, &mut key) {
+                                    side.groups.get(&key).map(|g| side.group(g))
+                                } else {
+                                    None
+                                }
+                            }
+                        };
+                        let Some((from, to)) = found else {
                             continue;
                         };
                         let c = created.as_ref().map_or(i64::MIN, |c| {
                             if c.is_null(i) { i64::MIN } else { c.value(i) }
                         });
                         let effective = if as_of_created { event.max(c) } else { event };
-                        let (from, to) = side.group(group);
-                        let slot = from + side.times[from..to].partition_point(|&t| t < effective);
-                        if slot < to && best[slot] < (event, c, seq) {
-                            best[slot] = (event, c, seq);
+                        let run = &mut best[from as usize..to as usize];
+                        let at = run.partition_point(|s| s.0 < effective);
+                        let version = (
+                            event,
+                            c,
+                            ((task.file as u64) << ROW_BITS) | (row + i as u64),
+                        );
+                        if let Some(slot) = run.get_mut(at)
+                            && slot.1 < version
+                        {
+                            slot.1 = version;
                         }
                     }
                     row += batch.num_rows() as u64;
@@ -463,19 +487,24 @@ impl<'a> PointInTimeJoin<'a> {
                 Ok(())
             },
         )?;
-        let mut bests = bests.into_iter();
-        let mut best = bests.next().unwrap_or_default();
-        for other in bests {
-            for (b, o) in best.iter_mut().zip(other) {
+        drop(slots);
+        let mut states = states.into_iter();
+        let mut best: Vec<Version> = states
+            .next()
+            .map(|s| s.into_iter().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        for other in states {
+            for (b, (_, o)) in best.iter_mut().zip(other) {
                 if *b < o {
                     *b = o;
                 }
             }
         }
         // The running maximum over each key's rows in time order is the newest candidate.
-        let mut winners = vec![None; slots];
+        let mut winners = vec![None; side.rows.len()];
         for g in 0..side.group_count() {
             let (from, to) = side.group(g);
+            let (from, to) = (from as usize, to as usize);
             let mut newest = NO_VERSION;
             for s in from..to {
                 newest = newest.max(best[s]);
@@ -500,17 +529,17 @@ impl<'a> PointInTimeJoin<'a> {
         let mut seqs: Vec<u64> = winners.iter().flatten().copied().collect();
         seqs.sort_unstable();
         seqs.dedup();
-        // Which entity row gets which winner: position in `seqs`.
-        let mut index_of_row: HashMap<u32, u32, FixedState> =
-            HashMap::with_capacity_and_hasher(side.rows.len(), FixedState::default());
+        // Which output row gets which winner (its position in `seqs`); `rows` is ascending.
+        let mut index: Vec<Option<u32>> = vec![None; rows.len()];
         for (s, w) in winners.iter().enumerate() {
             if let Some(seq) = w {
                 let at = seqs.binary_search(seq).unwrap_or(0);
-                index_of_row.insert(side.rows[s], u32::try_from(at).unwrap_or(u32::MAX));
+                if let Ok(pos) = rows.binary_search(&side.rows[s]) {
+                    index[pos] = u32::try_from(at).ok();
+                }
             }
         }
-        let indices: UInt32Array = rows.iter().map(|r| index_of_row.get(r).copied()).collect();
-        drop(index_of_row);
+        let indices = UInt32Array::from(index);
         let decoded = self.decode_rows(scan, features, &seqs)?;
         features
             .iter()
@@ -551,8 +580,23 @@ impl<'a> PointInTimeJoin<'a> {
         let columns: Vec<&str> = names.iter().map(String::as_str).collect();
         let parts = in_parallel(tasks.len(), self.options.threads, Vec::new, |t, out| {
             let (task, rows) = &tasks[t];
-            for batch in scan.reader(task, &columns, Some(rows))? {
-                let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
+            // Many winners in a row group: decoding it whole and picking rows beats a
+            // selection of scattered single rows.
+            let dense = rows.len() as u64 * 8 >= task.rows;
+            let (mut offset, mut next) = (0u32, 0usize);
+            for batch in scan.reader(task, &columns, (!dense).then_some(rows))? {
+                let mut batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
+                if dense {
+                    let end = offset + u32::try_from(batch.num_rows()).unwrap_or(u32::MAX);
+                    let from = next;
+                    while next < rows.len() && rows[next] < end {
+                        next += 1;
+                    }
+                    let picks =
+                        UInt32Array::from_iter_values(rows[from..next].iter().map(|r| r - offset));
+                    batch = take_record_batch(&batch, &picks)?;
+                    offset = end;
+                }
                 let arrays = features
                     .iter()
                     .zip(&names)
@@ -591,7 +635,9 @@ fn key_starts(ends: &[Option<usize>]) -> Vec<usize> {
 /// The entity rows of one view (and partition), grouped by key and sorted by time.
 struct EntitySide {
     /// Canonical key → group number.
-    groups: HashMap<Box<[u8]>, u32, FixedState>,
+    groups: KeyIndex,
+    /// For views keyed by one integer: key → its group's positions, probed by value.
+    int_groups: Option<HashMap<i64, (u32, u32), FixedState>>,
     /// Group `g` is positions `group_start[g]..group_start[g + 1]`.
     group_start: Vec<u32>,
     /// Entity row number at each position.
@@ -606,18 +652,18 @@ impl EntitySide {
     fn build<'k>(
         n: usize,
         key_at: &dyn Fn(usize) -> Option<&'k [u8]>,
+        int_key_at: Option<&dyn Fn(usize) -> Option<i64>>,
         times: &Int64Array,
         mine: impl Fn(usize) -> bool,
     ) -> Self {
-        let mut groups: HashMap<Box<[u8]>, u32, FixedState> = HashMap::default();
+        let mut groups = KeyIndex::new();
         let mut entries: Vec<(u32, i64, u32)> = Vec::new();
         for i in 0..n {
             let Some(key) = key_at(i) else { continue };
             if !mine(i) {
                 continue;
             }
-            let next = u32::try_from(groups.len()).unwrap_or(u32::MAX);
-            let g = *groups.entry(key.into()).or_insert(next);
+            let g = groups.insert(key);
             entries.push((g, times.value(i), u32::try_from(i).unwrap_or(u32::MAX)));
         }
         entries.sort_unstable();
@@ -631,8 +677,20 @@ impl EntitySide {
         let (min_t, max_t) = entries.iter().fold((i64::MAX, i64::MIN), |(lo, hi), e| {
             (lo.min(e.1), hi.max(e.1))
         });
+        // One entry per group: its first row's integer key.
+        let int_groups = int_key_at.map(|int_of| {
+            let mut map = HashMap::with_capacity_and_hasher(groups.len(), FixedState::default());
+            for g in 0..groups.len() {
+                let first = entries[group_start[g] as usize].2 as usize;
+                if let Some(k) = int_of(first) {
+                    map.insert(k, (group_start[g], group_start[g + 1]));
+                }
+            }
+            map
+        });
         Self {
             groups,
+            int_groups,
             group_start,
             rows: entries.iter().map(|e| e.2).collect(),
             times: entries.iter().map(|e| e.1).collect(),
@@ -645,12 +703,9 @@ impl EntitySide {
         self.group_start.len() - 1
     }
 
-    fn group(&self, g: impl TryInto<usize>) -> (usize, usize) {
+    fn group(&self, g: impl TryInto<usize>) -> (u32, u32) {
         let g = g.try_into().unwrap_or(usize::MAX);
-        (
-            self.group_start[g] as usize,
-            self.group_start[g + 1] as usize,
-        )
+        (self.group_start[g], self.group_start[g + 1])
     }
 }
 
