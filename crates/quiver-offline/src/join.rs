@@ -86,6 +86,9 @@ pub struct PointInTimeJoin<'a> {
     options: JoinOptions,
 }
 
+/// Whether an encoded key belongs to the partition being joined.
+type KeyFilter<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
+
 /// The version of a source row: `(event_ts, created_ts, sequence)`, compared as a tuple.
 type Version = (i64, i64, u64);
 const NO_VERSION: Version = (i64::MIN, i64::MIN, 0);
@@ -410,7 +413,7 @@ impl<'a> PointInTimeJoin<'a> {
         scan: &SourceScan<'_>,
         side: &EntitySide,
         ttl: Option<i64>,
-        in_partition: Option<&(dyn Fn(&[u8]) -> bool + Sync)>,
+        in_partition: Option<&KeyFilter<'_>>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<Option<u64>>> {
         if side.rows.is_empty() {
