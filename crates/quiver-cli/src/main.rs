@@ -15,6 +15,11 @@ use quiver_online::OnlineStore;
 use quiver_registry::{Plan, Registry, RegistryVersion, RepoConfig, load_definitions};
 use serde_json::{Value, json};
 
+/// mimalloc: glibc's allocator spent a quarter of the server's time consolidating free lists
+/// under load (gRPC and HTTP buffers of mixed sizes).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Quiver: a feature store with point-in-time-correct training sets and fast online reads.
 #[derive(Parser, Debug)]
 #[command(name = "quiver", version, propagate_version = true)]

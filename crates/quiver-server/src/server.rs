@@ -163,7 +163,10 @@ pub async fn serve(
         .tcp_nodelay(true)
         .timeout(options.request_timeout * 20)
         .add_service(flight)
-        .serve_with_incoming_shutdown(TcpIncoming::from(flight_listener), stopped());
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(flight_listener).with_nodelay(Some(true)),
+            stopped(),
+        );
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .timeout(options.request_timeout)
@@ -181,7 +184,10 @@ pub async fn serve(
         )))
         .add_service(health)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), stopped());
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(),
+        );
     let http_server = axum::serve(
         http_listener,
         http_router(Arc::clone(&online))

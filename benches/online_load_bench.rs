@@ -1,0 +1,638 @@
+//! Online serving under load: `quiver serve` (gRPC and HTTP) against Feast's `feast serve`
+//! (HTTP, SQLite online store) on the same data, in one run, on this machine.
+//!
+//! `cargo build --workspace --all-targets && $CARGO_TARGET_DIR/debug/online-load-bench`
+//!
+//! Three views keyed by `driver_id` (`stats_a` with 50 features, `stats_b` and `stats_c` with
+//! 10), `--keys` drivers. Cases: 1 entity × 50 features, 100 entities × 50 features, and a
+//! feature service over the 3 views. For each target and case: a closed loop (`--connections`
+//! concurrent requests for `--seconds`, the saturation throughput) and an open loop at a fixed
+//! rate (latency percentiles with coordinated-omission correction: latency is measured from
+//! when a request was due, not when it was sent). The load generator runs on one thread of the
+//! same 2-core machine. Feast comes from PyPI into a venv (benches/python/venv.sh).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use parquet::arrow::ArrowWriter;
+use quiver_server::proto::quiver::v1 as pb;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Online load benchmark.
+#[derive(Parser)]
+struct Args {
+    /// Distinct drivers.
+    #[arg(long, default_value_t = 100_000)]
+    keys: i64,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 8)]
+    seconds: u64,
+    /// Concurrent requests in the closed loop.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Open-loop rate for Quiver (requests/s) in the 1 × 50 case; other cases use a tenth.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Open-loop rate for Feast (requests/s).
+    #[arg(long, default_value_t = 100)]
+    feast_rate: u64,
+    /// Skip Feast.
+    #[arg(long)]
+    no_feast: bool,
+    /// Only run cases whose "server / case" contains this text.
+    #[arg(long, default_value = "")]
+    only: String,
+    /// Working folder.
+    #[arg(long, default_value = "/var/tmp/quiver-load-bench")]
+    dir: PathBuf,
+}
+
+/// 2024-01-01T00:00:00Z in µs.
+const T0: i64 = 1_704_067_200_000_000;
+
+const VIEWS: [(&str, usize); 3] = [("stats_a", 50), ("stats_b", 10), ("stats_c", 10)];
+
+fn write_view(path: &Path, name: &str, features: usize, keys: i64) -> Result<()> {
+    let mut fields = vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    for i in 0..features {
+        let t = if i % 2 == 0 {
+            DataType::Float64
+        } else {
+            DataType::Int64
+        };
+        fields.push(Field::new(format!("{name}_f{i}"), t, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let mut rng = StdRng::seed_from_u64(features as u64);
+    let n = usize::try_from(keys)?;
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(0..keys)),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                (0..n).map(|_| T0 + rng.random_range(0..86_400_000_000)),
+            )
+            .with_timezone("UTC"),
+        ),
+    ];
+    for i in 0..features {
+        columns.push(if i % 2 == 0 {
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|_| rng.random::<f64>()),
+            ))
+        } else {
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|_| rng.random_range(0..1000)),
+            ))
+        });
+    }
+    let mut w = ArrowWriter::try_new(File::create(path)?, schema.clone(), None)?;
+    w.write(&RecordBatch::try_new(schema, columns)?)?;
+    w.close()?;
+    Ok(())
+}
+
+fn definitions() -> String {
+    let mut d = String::from(
+        "entities:\n  - name: driver\n    join_keys: [{name: driver_id, type: int64}]\nsources:\n",
+    );
+    for (v, _) in VIEWS {
+        d.push_str(&format!(
+            "  - {{name: {v}, path: data/{v}.parquet, timestamp_field: event_timestamp}}\n"
+        ));
+    }
+    d.push_str("feature_views:\n");
+    for (v, n) in VIEWS {
+        d.push_str(&format!(
+            "  - name: {v}\n    entities: [driver]\n    source: {v}\n    features:\n"
+        ));
+        for i in 0..n {
+            let t = if i % 2 == 0 { "float64" } else { "int64" };
+            d.push_str(&format!("      - {{name: {v}_f{i}, type: {t}}}\n"));
+        }
+    }
+    d.push_str("feature_services:\n  - name: three_views\n    features: [stats_a:*, stats_b:*, stats_c:*]\n");
+    d
+}
+
+/// A benchmark case: which features, how many entities per request.
+#[derive(Clone, Copy)]
+struct Case {
+    name: &'static str,
+    entities: usize,
+    service: bool,
+}
+
+const CASES: [Case; 3] = [
+    Case {
+        name: "1 entity x 50 features",
+        entities: 1,
+        service: false,
+    },
+    Case {
+        name: "100 entities x 50 features",
+        entities: 100,
+        service: false,
+    },
+    Case {
+        name: "3-view service, 1 entity",
+        entities: 1,
+        service: true,
+    },
+];
+
+fn features_a() -> Vec<String> {
+    (0..50).map(|i| format!("stats_a:stats_a_f{i}")).collect()
+}
+
+fn http_body(case: Case, rng: &mut StdRng, keys: i64) -> String {
+    let ids: Vec<i64> = (0..case.entities)
+        .map(|_| rng.random_range(0..keys))
+        .collect();
+    let spec = if case.service {
+        serde_json::json!({"feature_service": "three_views", "entities": {"driver_id": ids}})
+    } else {
+        serde_json::json!({"features": features_a(), "entities": {"driver_id": ids}})
+    };
+    spec.to_string()
+}
+
+fn grpc_request(case: Case, rng: &mut StdRng, keys: i64) -> pb::GetOnlineFeaturesRequest {
+    let values = (0..case.entities)
+        .map(|_| pb::Value {
+            kind: Some(pb::value::Kind::Int64Value(rng.random_range(0..keys))),
+        })
+        .collect();
+    pb::GetOnlineFeaturesRequest {
+        features: Some(if case.service {
+            pb::get_online_features_request::Features::FeatureService("three_views".into())
+        } else {
+            pb::get_online_features_request::Features::FeatureRefs(pb::FeatureList {
+                refs: features_a(),
+            })
+        }),
+        entities: vec![pb::Column {
+            name: "driver_id".into(),
+            values,
+        }],
+        full_feature_names: false,
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection (enough for JSON POSTs with Content-Length answers).
+struct HttpConn {
+    stream: BufReader<TcpStream>,
+    host: String,
+}
+
+impl HttpConn {
+    async fn connect(host: &str) -> Result<Self> {
+        let stream = TcpStream::connect(host).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: BufReader::new(stream),
+            host: host.to_owned(),
+        })
+    }
+
+    async fn post(&mut self, path: &str, body: &str) -> Result<Vec<u8>> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body.as_bytes()).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line.split_whitespace().nth(1).context("status")?.parse()?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        if status != 200 {
+            bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body)
+    }
+}
+
+/// Where requests go.
+#[derive(Clone)]
+enum Target {
+    Grpc(tonic::transport::Channel),
+    Http {
+        host: String,
+        pool: Arc<Mutex<Vec<HttpConn>>>,
+    },
+}
+
+impl Target {
+    fn http(host: &str) -> Self {
+        Self::Http {
+            host: host.to_owned(),
+            pool: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    async fn call(&self, case: Case, rng: &mut StdRng, keys: i64) -> Result<()> {
+        match self {
+            Self::Grpc(channel) => {
+                let mut client =
+                    pb::online_service_client::OnlineServiceClient::new(channel.clone());
+                let r = client
+                    .get_online_features(grpc_request(case, rng, keys))
+                    .await?;
+                if r.get_ref().features.is_empty() {
+                    bail!("empty answer");
+                }
+            }
+            Self::Http { host, pool } => {
+                let conn = pool.lock().ok().and_then(|mut p| p.pop());
+                let mut conn = match conn {
+                    Some(c) => c,
+                    None => HttpConn::connect(host).await?,
+                };
+                conn.post("/get-online-features", &http_body(case, rng, keys))
+                    .await?;
+                if let Ok(mut p) = pool.lock() {
+                    p.push(conn);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Measured {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    latency: Histogram<u64>,
+}
+
+impl Measured {
+    fn p(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// `connections` requests in flight at all times for `duration`.
+async fn closed_loop(
+    target: &Target,
+    case: Case,
+    keys: i64,
+    connections: usize,
+    duration: Duration,
+) -> Measured {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(c as u64);
+                let mut h = histogram();
+                let mut errors = 0;
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    match target.call(case, &mut rng, keys).await {
+                        Ok(()) => {
+                            let _ = h.record(t.elapsed().as_micros() as u64);
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (h, errors)
+            })
+        })
+        .collect();
+    let mut latency = histogram();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((h, e)) = t.await {
+            let _ = latency.add(h);
+            errors += e;
+        }
+    }
+    Measured {
+        requests: latency.len(),
+        errors,
+        seconds: start.elapsed().as_secs_f64(),
+        latency,
+    }
+}
+
+/// Requests sent at a fixed `rate`, each timed from when it was due.
+async fn open_loop(
+    target: &Target,
+    case: Case,
+    keys: i64,
+    rate: u64,
+    duration: Duration,
+) -> Measured {
+    let start = Instant::now();
+    let total = rate * duration.as_secs();
+    let latency = Arc::new(Mutex::new(histogram()));
+    let errors = Arc::new(Mutex::new(0u64));
+    let mut inflight = VecDeque::new();
+    for i in 0..total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (target, latency, errors) = (target.clone(), latency.clone(), errors.clone());
+        inflight.push_back(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(i);
+            match target.call(case, &mut rng, keys).await {
+                Ok(()) => {
+                    if let Ok(mut h) = latency.lock() {
+                        let _ = h.record(due.elapsed().as_micros() as u64);
+                    }
+                }
+                Err(_) => {
+                    if let Ok(mut e) = errors.lock() {
+                        *e += 1;
+                    }
+                }
+            }
+        }));
+        while inflight
+            .front()
+            .is_some_and(tokio::task::JoinHandle::is_finished)
+        {
+            inflight.pop_front();
+        }
+    }
+    for t in inflight {
+        let _ = t.await;
+    }
+    let latency = latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| histogram());
+    let errors = errors.lock().map(|e| *e).unwrap_or(0);
+    Measured {
+        requests: latency.len(),
+        errors,
+        seconds: start.elapsed().as_secs_f64(),
+        latency,
+    }
+}
+
+/// A child process killed on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn quiver_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name("quiver"))
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Starts `quiver serve`; returns the guard, the gRPC address and the HTTP host.
+fn start_quiver(repo: &Path) -> Result<(Guard, String, String)> {
+    use std::io::{BufRead, BufReader as StdBufReader};
+    let mut child = Command::new(quiver_bin()?)
+        .arg("--repo")
+        .arg(repo)
+        .args([
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--flight-port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = StdBufReader::new(stdout).lines();
+    let (mut grpc, mut http) = (String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(a) = line.strip_prefix("Online gRPC: ") {
+            grpc = a.to_owned();
+        }
+        if let Some(a) = line.strip_prefix("HTTP: http://") {
+            http = a.to_owned();
+        }
+        if line.starts_with("Arrow Flight") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Ok((Guard(child), grpc, http))
+}
+
+fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
+    use std::io::{BufRead, BufReader as StdBufReader};
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/venv.sh");
+    let out = Command::new(&script).output()?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let venv = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _ = std::fs::remove_dir_all(work);
+    let mut child = Command::new(venv.join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_serve.py"))
+        .arg(data)
+        .arg(work)
+        .arg(port.to_string())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                venv.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = StdBufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line?.starts_with("ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let guard = Guard(child);
+    let host = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&host).is_err() {
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("feast serve did not start");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok((guard, host))
+}
+
+fn row(target: &str, case: Case, mode: &str, m: &Measured) {
+    println!(
+        "| {target} | {} | {mode} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+        case.name,
+        m.requests as f64 / m.seconds,
+        m.p(0.5),
+        m.p(0.99),
+        m.p(0.999),
+        m.errors
+    );
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let repo = args.dir.join("quiver");
+    let data = repo.join("data");
+    std::fs::create_dir_all(&data)?;
+    for (v, n) in VIEWS {
+        let path = data.join(format!("{v}.parquet"));
+        if !path.exists() {
+            write_view(&path, v, n, args.keys)?;
+        }
+    }
+    std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
+    std::fs::write(repo.join("definitions.yaml"), definitions())?;
+    let _ = std::fs::remove_dir_all(repo.join("online_store"));
+    let _ = std::fs::remove_dir_all(repo.join("registry"));
+    let bin = quiver_bin()?;
+    run_ok(
+        Command::new(&bin).arg("--repo").arg(&repo).arg("apply"),
+        "quiver apply",
+    )?;
+    run_ok(
+        Command::new(&bin)
+            .arg("--repo")
+            .arg(&repo)
+            .args(["materialize", "2000-01-01", "now"]),
+        "quiver materialize",
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let duration = Duration::from_secs(args.seconds);
+    println!("| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    {
+        let (_guard, grpc, http) = start_quiver(&repo)?;
+        runtime.block_on(async {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            let targets = [
+                ("Quiver gRPC", Target::Grpc(channel)),
+                ("Quiver HTTP", Target::http(&http)),
+            ];
+            for (name, target) in &targets {
+                for case in CASES {
+                    if !format!("{name} / {}", case.name).contains(&args.only) {
+                        continue;
+                    }
+                    // Warm up the caches and connections.
+                    closed_loop(target, case, args.keys, 4, Duration::from_secs(1)).await;
+                    let m = closed_loop(target, case, args.keys, args.connections, duration).await;
+                    row(
+                        name,
+                        case,
+                        &format!("closed, {} in flight", args.connections),
+                        &m,
+                    );
+                    let rate = if case.entities == 1 && !case.service {
+                        args.rate
+                    } else {
+                        args.rate / 10
+                    };
+                    let m = open_loop(target, case, args.keys, rate, duration).await;
+                    row(name, case, &format!("open, {rate}/s"), &m);
+                }
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    if !args.no_feast {
+        let (_guard, host) = start_feast(&data, &args.dir.join("feast"))?;
+        runtime.block_on(async {
+            let target = Target::http(&host);
+            for case in CASES {
+                if !format!("Feast HTTP / {}", case.name).contains(&args.only) {
+                    continue;
+                }
+                closed_loop(&target, case, args.keys, 4, Duration::from_secs(1)).await;
+                let m = closed_loop(&target, case, args.keys, args.connections, duration).await;
+                row(
+                    "Feast HTTP",
+                    case,
+                    &format!("closed, {} in flight", args.connections),
+                    &m,
+                );
+                let m = open_loop(&target, case, args.keys, args.feast_rate, duration).await;
+                row(
+                    "Feast HTTP",
+                    case,
+                    &format!("open, {}/s", args.feast_rate),
+                    &m,
+                );
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    Ok(())
+}

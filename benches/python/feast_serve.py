@@ -1,0 +1,54 @@
+"""Sets up Feast over the load benchmark's Parquet files and runs `feast serve` (HTTP).
+
+Usage: feast_serve.py DATA_DIR WORKDIR PORT
+DATA_DIR holds stats_a.parquet (50 features), stats_b.parquet and stats_c.parquet (10 each),
+keyed by driver_id. Applies the same views and feature service as Quiver, materializes them into
+Feast's default SQLite online store, prints "ready" and then execs `feast serve`.
+"""
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
+from feast.types import Float64, Int64
+
+
+def main() -> None:
+    data, workdir, port = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "feature_store.yaml").write_text(
+        "project: bench\n"
+        f"registry: {workdir / 'registry.db'}\n"
+        "provider: local\n"
+        "online_store:\n"
+        "  type: sqlite\n"
+        f"  path: {workdir / 'online_store.db'}\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    driver = Entity(name="driver", join_keys=["driver_id"])
+    views = []
+    for name in ("stats_a", "stats_b", "stats_c"):
+        path = f"{data}/{name}.parquet"
+        schema = pq.read_schema(path)
+        fields = [
+            Field(name=n, dtype=Int64 if str(schema.field(n).type).startswith("int") else Float64)
+            for n in schema.names
+            if n not in ("driver_id", "event_timestamp")
+        ]
+        views.append(FeatureView(
+            name=name, entities=[driver], ttl=timedelta(days=0), schema=fields,
+            source=FileSource(path=path, timestamp_field="event_timestamp"), online=True,
+        ))
+    service = FeatureService(name="three_views", features=views)
+    store = FeatureStore(repo_path=str(workdir))
+    store.apply([driver, service, *views])
+    store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
+    print("ready", flush=True)
+    os.execvp("feast", ["feast", "-c", str(workdir), "serve", "-h", "127.0.0.1", "-p", port,
+                        "--no-access-log", "--max-requests", "0", "-w", "1"])
+
+
+if __name__ == "__main__":
+    main()
