@@ -42,11 +42,14 @@ struct Args {
     /// Concurrent requests in the closed loop.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Open-loop rate for Quiver (requests/s) in the 1 × 50 case; other cases use a tenth.
-    #[arg(long, default_value_t = 10_000)]
+    /// Open-loop rate for Quiver (requests/s) with 1 entity per request.
+    #[arg(long, default_value_t = 2_000)]
     rate: u64,
-    /// Open-loop rate for Feast (requests/s).
+    /// Open-loop rate for Quiver (requests/s) with 100 entities per request.
     #[arg(long, default_value_t = 100)]
+    batch_rate: u64,
+    /// Open-loop rate for Feast (requests/s).
+    #[arg(long, default_value_t = 20)]
     feast_rate: u64,
     /// Skip Feast.
     #[arg(long)]
@@ -595,10 +598,10 @@ fn main() -> Result<()> {
                         &format!("closed, {} in flight", args.connections),
                         &m,
                     );
-                    let rate = if case.entities == 1 && !case.service {
+                    let rate = if case.entities == 1 {
                         args.rate
                     } else {
-                        args.rate / 10
+                        args.batch_rate
                     };
                     let m = open_loop(target, case, args.keys, rate, duration).await;
                     row(name, case, &format!("open, {rate}/s"), &m);

@@ -4,6 +4,7 @@ mod init;
 mod offline;
 mod online;
 mod output;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -151,6 +152,24 @@ enum Command {
         /// Memory for each training-set join before it spills to disk, in MiB.
         #[arg(long, default_value_t = 2048)]
         memory_limit_mb: usize,
+    },
+    /// Read online features from a running `quiver serve` (its gRPC API).
+    GetOnline {
+        /// Feature references, view:feature or view:* (comma-separated).
+        #[arg(long, value_delimiter = ',', conflicts_with = "service")]
+        features: Vec<String>,
+        /// A feature service instead of --features.
+        #[arg(long)]
+        service: Option<String>,
+        /// A join key and its values, e.g. driver_id=1001,1002; repeat for composite keys.
+        #[arg(long = "entity", required = true)]
+        entities: Vec<String>,
+        /// Name outputs view__feature.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// The server's gRPC address [default: 127.0.0.1 and the repository's gRPC port].
+        #[arg(long, env = "QUIVER_SERVER")]
+        server: Option<String>,
     },
     /// Read, back up and restore the online store directly (no server).
     Online {
@@ -440,6 +459,48 @@ fn run(cli: &Cli) -> Result<()> {
             options.limits.max_rows = *max_rows;
             options.join.memory_limit = memory_limit_mb << 20;
             offline::serve_repo(&repo.path, &repo.config, options)
+        }
+        Command::GetOnline {
+            features,
+            service,
+            entities,
+            full_feature_names,
+            server,
+        } => {
+            use quiver_server::proto::quiver::v1 as pb;
+            // The repository (when there is one) gives key types and the default port.
+            let repo = Repo::open(&cli.repo).ok();
+            let defs = repo
+                .as_ref()
+                .and_then(|r| r.registry.latest().ok().flatten());
+            let address = server.clone().unwrap_or_else(|| {
+                let file = repo
+                    .as_ref()
+                    .map(|r| r.config.server.clone())
+                    .unwrap_or_default();
+                format!(
+                    "{}:{}",
+                    file.host.unwrap_or_else(|| "127.0.0.1".into()),
+                    file.grpc_port.unwrap_or(quiver_server::DEFAULT_GRPC_PORT)
+                )
+            });
+            let spec = match (features.is_empty(), service) {
+                (false, None) => {
+                    pb::get_online_features_request::Features::FeatureRefs(pb::FeatureList {
+                        refs: features.clone(),
+                    })
+                }
+                (true, Some(s)) => {
+                    pb::get_online_features_request::Features::FeatureService(s.clone())
+                }
+                _ => anyhow::bail!("give exactly one of --features and --service"),
+            };
+            let request = pb::GetOnlineFeaturesRequest {
+                features: Some(spec),
+                entities: remote::entity_columns(entities, defs.as_ref().map(|v| &v.definitions))?,
+                full_feature_names: *full_feature_names,
+            };
+            remote::get_online(&address, request, cli.json)
         }
         Command::Materialize { start, end, views } => {
             let repo = Repo::open(&cli.repo)?;
