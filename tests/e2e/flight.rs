@@ -298,3 +298,47 @@ fn python_example_reads_a_training_set() {
     );
     assert_eq!(rows[3]["label_accepted"], 1);
 }
+
+#[test]
+fn feast_sdk_remote_offline_store_matches_feast_itself() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start(repo);
+    let (host, port) = server
+        .flight
+        .trim_start_matches("grpc://")
+        .rsplit_once(':')
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_offline_parity.py");
+    let out = std::process::Command::new(examples_python())
+        .arg(script)
+        .arg(repo)
+        .args([host, port])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows"], 12, "every entity row is kept: {report}");
+    // Feast's file store drops rows that match nothing; Quiver keeps them with nulls.
+    for row in report["dropped_by_feast"].as_array().unwrap() {
+        for feature in [
+            "conv_rate",
+            "avg_daily_trips",
+            "current_balance",
+            "lifetime_trip_count",
+        ] {
+            assert!(row[feature].is_null(), "{report}");
+        }
+    }
+    assert!(report["feast_rows"].as_u64().unwrap() >= 10, "{report}");
+    assert!(
+        report["non_null"].as_u64().unwrap() >= 6,
+        "the join found features: {report}"
+    );
+    assert_eq!(report["differences"], serde_json::json!([]), "{report}");
+}

@@ -8,8 +8,10 @@
 //! the server (`"entities": "path"`) or every key and time of the views' sources in a range
 //! (`"start"`, `"end"`).
 //!
-//! Feast (`offline_store: type: remote`): `DoPut` of the entity table with a JSON command
-//! carrying `"api"`, then `GetFlightInfo` and `DoGet` with that command as the ticket.
+//! Feast (`offline_store: type: remote`): a JSON command carrying `"api"`, either with
+//! `DoExchange` (entity table in, training set out: what Feast 0.5x and later send) or as
+//! `DoPut` of the entity table, then `GetFlightInfo` and `DoGet` with that command as the
+//! ticket (the older flow the compatibility notes describe).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -195,11 +197,13 @@ impl TrainingSetService {
         self.catalog.current()
     }
 
-    /// Answers a Feast command whose entity table (if any) was uploaded with `DoPut`.
+    /// Answers a Feast command with the entity table it came with (`DoExchange`) or that was
+    /// uploaded for it (`DoPut`). Feast sends a one-column `key` placeholder table when the
+    /// rows are a time range (`start_date`, `end_date`).
     async fn run_feast(
         &self,
         command: FeastCommand,
-        ticket: &Bytes,
+        uploaded: Option<RecordBatch>,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
         let snapshot = self.snapshot();
         check_feast(&command, &snapshot.defs)?;
@@ -210,21 +214,18 @@ impl TrainingSetService {
                 command.full_feature_names,
             )
             .map_err(|e| core_status(&e))?;
-        let uploaded = self
-            .pending
-            .lock()
-            .map_err(|_| Status::internal("poisoned lock"))?
-            .remove(ticket)
-            .map(|(_, t)| t);
+        let placeholder = |t: &RecordBatch| {
+            t.num_columns() == 0 || (t.num_columns() == 1 && t.schema().field(0).name() == "key")
+        };
         let rows = match (uploaded, &command.start_date, &command.end_date) {
-            (Some(t), _, _) if t.num_rows() > 0 || t.num_columns() > 0 => EntityRows::Table(t),
+            (Some(t), _, _) if !placeholder(&t) => EntityRows::Table(t),
             (_, Some(start), Some(end)) => EntityRows::Range {
                 start: nanos(start, "start_date")?,
                 end: nanos(end, "end_date")?,
             },
             _ => {
-                return Err(Status::failed_precondition(
-                    "no entity table was uploaded for this command (DoPut first)",
+                return Err(invalid(
+                    "no entity table was sent with this command, and no start_date and end_date",
                 ));
             }
         };
@@ -487,7 +488,15 @@ impl FlightService for TrainingSetService {
         let ticket = request.into_inner().ticket;
         let stream = match parse_command(&ticket)? {
             ParsedCommand::Native(command) => self.run_ticket(command).await?,
-            ParsedCommand::Feast(command) => self.run_feast(command, &ticket).await?,
+            ParsedCommand::Feast(command) => {
+                let uploaded = self
+                    .pending
+                    .lock()
+                    .map_err(|_| Status::internal("poisoned lock"))?
+                    .remove(&ticket)
+                    .map(|(_, t)| t);
+                self.run_feast(command, uploaded).await?
+            }
         };
         Ok(Response::new(stream))
     }
@@ -544,8 +553,12 @@ impl FlightService for TrainingSetService {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let (descriptor, table) = Self::read_upload(request.into_inner()).await?;
-        let ParsedCommand::Native(command) = parse_command(&descriptor.cmd)? else {
-            return Err(invalid("DoExchange takes Quiver's training-set command"));
+        let command = match parse_command(&descriptor.cmd)? {
+            ParsedCommand::Native(command) => command,
+            // Feast's remote offline store (0.5x and later) sends its command this way.
+            ParsedCommand::Feast(command) => {
+                return Ok(Response::new(self.run_feast(command, Some(table)).await?));
+            }
         };
         if command.entities.is_some() || command.start.is_some() || command.end.is_some() {
             return Err(invalid(
