@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -456,6 +457,7 @@ fn start_quiver(repo: &Path) -> Result<(Guard, String, String)> {
             "0",
         ])
         .stdout(Stdio::piped())
+        .process_group(0)
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = StdBufReader::new(stdout).lines();
@@ -506,6 +508,7 @@ fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
             ),
         )
         .stdout(Stdio::piped())
+        .process_group(0)
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = StdBufReader::new(stdout).lines();
@@ -567,14 +570,18 @@ fn main() -> Result<()> {
         "quiver materialize",
     )?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let new_runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
     let duration = Duration::from_secs(args.seconds);
     println!("| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     {
         let (_guard, grpc, http) = start_quiver(&repo)?;
+        // Dropped before the server: its connections close, so the server can drain and exit.
+        let runtime = new_runtime()?;
         runtime.block_on(async {
             let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
                 .tcp_nodelay(true)
@@ -612,6 +619,7 @@ fn main() -> Result<()> {
     }
     if !args.no_feast {
         let (_guard, host) = start_feast(&data, &args.dir.join("feast"))?;
+        let runtime = new_runtime()?;
         runtime.block_on(async {
             let target = Target::http(&host);
             for case in CASES {

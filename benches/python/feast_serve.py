@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
 
@@ -27,7 +27,7 @@ def main() -> None:
         f"  path: {workdir / 'online_store.db'}\n"
         "entity_key_serialization_version: 3\n"
     )
-    driver = Entity(name="driver", join_keys=["driver_id"])
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
     views = []
     for name in ("stats_a", "stats_b", "stats_c"):
         path = f"{data}/{name}.parquet"
@@ -46,7 +46,8 @@ def main() -> None:
     store.apply([driver, service, *views])
     store.materialize(datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc))
     print("ready", flush=True)
-    os.execvp("feast", ["feast", "-c", str(workdir), "serve", "-h", "127.0.0.1", "-p", port,
+    feast = os.path.join(os.path.dirname(sys.executable), "feast")
+    os.execv(feast, [feast, "-c", str(workdir), "serve", "-h", "127.0.0.1", "-p", port,
                         "--no-access-log", "--max-requests", "0", "-w", "1"])
 
 

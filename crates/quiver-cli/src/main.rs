@@ -123,7 +123,7 @@ enum Command {
         #[arg(long)]
         as_of_created: bool,
         /// Memory for the join before it spills to disk, in MiB.
-        #[arg(long, default_value_t = 2048)]
+        #[arg(long, default_value_t = 4096)]
         memory_limit_mb: usize,
         /// Output Parquet file.
         #[arg(long)]
@@ -150,7 +150,7 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_rows: usize,
         /// Memory for each training-set join before it spills to disk, in MiB.
-        #[arg(long, default_value_t = 2048)]
+        #[arg(long, default_value_t = 4096)]
         memory_limit_mb: usize,
     },
     /// Read online features from a running `quiver serve` (its gRPC API).

@@ -40,7 +40,8 @@ use crate::timestamp::nanos;
 pub struct JoinOptions {
     /// Also require `created_ts <= T` of a candidate row (no backfill leakage).
     pub as_of_created: bool,
-    /// Memory for the join state and result columns, in bytes; beyond it, partitions spill.
+    /// Memory for the join state and result columns, in bytes (default 4 GiB); beyond it,
+    /// partitions spill.
     pub memory_limit: usize,
     /// Where spill files go (the system's temporary folder by default).
     pub spill_dir: Option<PathBuf>,
@@ -54,7 +55,7 @@ impl Default for JoinOptions {
     fn default() -> Self {
         Self {
             as_of_created: false,
-            memory_limit: 2 << 30,
+            memory_limit: 4 << 30,
             spill_dir: None,
             threads: std::thread::available_parallelism().map_or(2, usize::from),
             batch_rows: 64 * 1024,
@@ -529,17 +530,31 @@ impl<'a> PointInTimeJoin<'a> {
         winners: &[Option<u64>],
         rows: &[u32],
     ) -> Result<Vec<ArrayRef>> {
-        let mut seqs: Vec<u64> = winners.iter().flatten().copied().collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        // Which output row gets which winner (its position in `seqs`); `rows` is ascending.
+        // (winner, entity row) sorted by winner: distinct winners get consecutive positions
+        // in `seqs`, without a search per row.
+        let mut pairs: Vec<(u64, u32)> = winners
+            .iter()
+            .zip(&side.rows)
+            .filter_map(|(w, &row)| w.map(|seq| (seq, row)))
+            .collect();
+        pairs.sort_unstable();
+        let mut seqs: Vec<u64> = Vec::with_capacity(pairs.len());
+        // Which output row gets which winner; `rows` is ascending, and is every row when the
+        // view is not partitioned.
         let mut index: Vec<Option<u32>> = vec![None; rows.len()];
-        for (s, w) in winners.iter().enumerate() {
-            if let Some(seq) = w {
-                let at = seqs.binary_search(seq).unwrap_or(0);
-                if let Ok(pos) = rows.binary_search(&side.rows[s]) {
-                    index[pos] = u32::try_from(at).ok();
-                }
+        let whole = rows.len() == rows.last().map_or(0, |&r| r as usize + 1);
+        for (seq, row) in pairs {
+            if seqs.last() != Some(&seq) {
+                seqs.push(seq);
+            }
+            let at = u32::try_from(seqs.len() - 1).ok();
+            let pos = if whole {
+                Ok(row as usize)
+            } else {
+                rows.binary_search(&row)
+            };
+            if let Ok(pos) = pos {
+                index[pos] = at;
             }
         }
         let indices = UInt32Array::from(index);

@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Longest time a gRPC request may take.
     pub request_timeout: Duration,
+    /// After a shutdown signal, how long in-flight requests may take before the server exits.
+    pub shutdown_grace: Duration,
     /// Folder that source paths are relative to.
     pub data_root: PathBuf,
     /// How training sets are joined (memory limit, spill folder, threads).
@@ -66,6 +68,7 @@ impl ServeOptions {
             http_port: DEFAULT_HTTP_PORT,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
             data_root,
             join: JoinOptions::default(),
             registry_poll: Duration::from_millis(500),
@@ -195,7 +198,17 @@ pub async fn serve(
     )
     .with_graceful_shutdown(stopped());
     let transport = |e: &dyn std::fmt::Display| ServerError::Transport(e.to_string());
-    let (f, g, h) = tokio::join!(flight_server, grpc_server, http_server);
+    let all = async { tokio::join!(flight_server, grpc_server, http_server) };
+    // In-flight requests get `shutdown_grace` to finish; clients that keep idle connections
+    // open do not hold the process.
+    let deadline = async {
+        stopped().await;
+        tokio::time::sleep(options.shutdown_grace).await;
+    };
+    let (f, g, h) = tokio::select! {
+        results = all => results,
+        () = deadline => return Ok(()),
+    };
     f.map_err(|e| transport(&e))?;
     g.map_err(|e| transport(&e))?;
     h.map_err(|e| transport(&e))?;
