@@ -9,14 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use quiver_core::{Definitions, Feature, FeatureView, JoinKey, Source};
-use quiver_registry::source_files;
+use quiver_registry::{row_group_reader, source_files};
 
 use crate::error::{OfflineError, Result};
 use crate::keys::{KeyColumns, sorted_keys};
@@ -192,34 +190,19 @@ impl<'a> SourceScan<'a> {
         columns: &[&str],
         rows: Option<&[u32]>,
     ) -> Result<ParquetRecordBatchReader> {
-        let err = |e: &dyn std::fmt::Display| self.error(task.file, e.to_string());
-        let file = File::open(&self.files[task.file]).map_err(|e| err(&e))?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            file,
-            self.footers[task.file].clone(),
-        );
-        let indices: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| columns.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let builder = match rows {
-            Some(rows) => builder.with_row_selection(RowSelection::from_consecutive_ranges(
-                rows.iter().map(|&r| r as usize..r as usize + 1),
-                usize::try_from(task.rows).unwrap_or(usize::MAX),
-            )),
-            None => builder,
-        };
-        builder
-            .with_projection(mask)
-            .with_row_groups(vec![task.row_group])
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| err(&e))
+        let mut selected = rows.map(|r| r.iter().map(|&r| r as usize));
+        row_group_reader(
+            &self.files[task.file],
+            &self.footers[task.file],
+            columns,
+            task.row_group,
+            task.rows,
+            selected
+                .as_mut()
+                .map(|r| r as &mut dyn Iterator<Item = usize>),
+            BATCH_ROWS,
+        )
+        .map_err(|e| self.error(task.file, e))
     }
 
     /// The key, event-time and created-time columns of a decoded batch (times in ns).

@@ -26,16 +26,13 @@ use arrow::compute::cast;
 use arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use quiver_core::{
     Definitions, FeatureView, JoinKey, KeyType, ScalarType, Source, ValueType, push_bytes_key,
     push_int32_key, push_int64_key,
 };
-use quiver_registry::source_files;
+use quiver_registry::{row_group_reader, source_files};
 
 use crate::error::{OnlineError, Result};
 use crate::row::{RowVersion, RowWriter, layout_fingerprint};
@@ -665,41 +662,26 @@ impl<'a> ViewPlan<'a> {
         with_features: bool,
         rows: Option<&[u64]>,
     ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
-        let err = |e: &dyn std::fmt::Display| self.source_error(task.file, e.to_string());
-        let file = File::open(&self.files[task.file]).map_err(|e| err(&e))?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            file,
-            self.metadata[task.file].clone(),
-        );
         let mut wanted: Vec<&str> = self.keys.iter().map(|(_, c)| c.as_str()).collect();
         if with_features {
             wanted.extend(self.feature_columns.iter().map(String::as_str));
         }
         wanted.push(&self.ts_column);
         wanted.extend(self.created_column.as_deref());
-        let indices: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let builder = match rows {
-            // Only these rows (offsets in the row group, ascending) are decoded.
-            Some(rows) => builder.with_row_selection(RowSelection::from_consecutive_ranges(
-                rows.iter().map(|&r| r as usize..r as usize + 1),
-                usize::try_from(task.rows).unwrap_or(usize::MAX),
-            )),
-            None => builder,
-        };
-        builder
-            .with_projection(mask)
-            .with_row_groups(vec![task.row_group])
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| err(&e))
+        // Only `rows` (offsets in the row group, ascending) are decoded when given.
+        let mut selected = rows.map(|r| r.iter().map(|&r| r as usize));
+        row_group_reader(
+            &self.files[task.file],
+            &self.metadata[task.file],
+            &wanted,
+            task.row_group,
+            task.rows,
+            selected
+                .as_mut()
+                .map(|r| r as &mut dyn Iterator<Item = usize>),
+            BATCH_ROWS,
+        )
+        .map_err(|e| self.source_error(task.file, e))
     }
 }
 

@@ -163,3 +163,43 @@ pub fn read_source_schema(data_root: &Path, source: &Source) -> Result<SourceSch
         path: source.path.clone(),
     })
 }
+
+/// Opens a reader of the named `columns` of one row group of a source file whose footer was
+/// already decoded, decoding only `rows` (ascending offsets in the row group of
+/// `row_group_rows` rows) when given. Errors are the parquet crate's message.
+pub fn row_group_reader(
+    path: &Path,
+    footer: &parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    columns: &[&str],
+    row_group: usize,
+    row_group_rows: u64,
+    rows: Option<&mut dyn Iterator<Item = usize>>,
+    batch_rows: usize,
+) -> std::result::Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, String> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::RowSelection;
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, footer.clone());
+    let indices: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| columns.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let builder = match rows {
+        Some(rows) => builder.with_row_selection(RowSelection::from_consecutive_ranges(
+            rows.map(|r| r..r + 1),
+            usize::try_from(row_group_rows).unwrap_or(usize::MAX),
+        )),
+        None => builder,
+    };
+    builder
+        .with_projection(mask)
+        .with_row_groups(vec![row_group])
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(|e| e.to_string())
+}
