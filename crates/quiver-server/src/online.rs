@@ -332,6 +332,11 @@ impl Online {
             ));
             versions.push(event);
         }
+        let online = matches!(to, PushTarget::Online | PushTarget::OnlineAndOffline);
+        if online {
+            // Checked before anything is written, so a refused push writes nothing.
+            check_online(view)?;
+        }
         let mut pushed = Pushed {
             rows,
             offline_file: None,
@@ -340,8 +345,7 @@ impl Online {
             let file = append_to_source(defs, &self.data_root, view, &keys, columns)?;
             pushed.offline_file = Some(file.display().to_string());
         }
-        if matches!(to, PushTarget::Online | PushTarget::OnlineAndOffline) {
-            check_online(view)?;
+        if online {
             encoded.sort_by(|a, b| a.0.cmp(&b.0));
             self.store
                 .write(&defs.project, &view.name, &encoded, true)
