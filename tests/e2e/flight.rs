@@ -1,20 +1,18 @@
 //! Training sets through the real binary: `quiver training-set`, and `quiver serve` answering
 //! Arrow Flight requests from a Rust client and the Python example (pyarrow).
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, AsArray, Int64Array, RecordBatch, RecordBatchReader, StringArray,
-    TimestampNanosecondArray,
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema, TimeUnit};
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use futures::TryStreamExt;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use quiver_e2e::{Server, example_repo, examples_dir, examples_python, quiver_ok};
+use quiver_e2e::{
+    Server, example_repo, examples_dir, examples_python, quiver_ok, read_parquet, write_parquet,
+};
 use tonic::Code;
 
 /// Entity rows for the example: (driver, customer, hours ago).
@@ -55,22 +53,6 @@ fn entities() -> RecordBatch {
         ],
     )
     .unwrap()
-}
-
-fn write_parquet(path: &Path, batch: &RecordBatch) {
-    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
-}
-
-fn read_parquet(path: &Path) -> RecordBatch {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let schema = reader.schema();
-    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
-    arrow::compute::concat_batches(&schema, &batches).unwrap()
 }
 
 const FEATURES: &str = "driver_hourly_stats:conv_rate,driver_hourly_stats:avg_daily_trips,customer_profile:current_balance";

@@ -481,7 +481,7 @@ fn push_online_and_offline_keeps_training_and_serving_consistent() {
         ],
     );
     assert_eq!(run.json()["rows"], 1);
-    let table = read(&out);
+    let table = quiver_e2e::read_parquet(&out);
     let trips = table.column_by_name("trips_together").unwrap();
     assert_eq!(
         arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(trips).value(0),
@@ -515,24 +515,7 @@ fn write_entities(path: &Path) {
         ],
     )
     .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-}
-
-fn read(path: &Path) -> arrow::array::RecordBatch {
-    use arrow::array::RecordBatchReader;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(path).unwrap(),
-    )
-    .unwrap()
-    .build()
-    .unwrap();
-    let schema = reader.schema();
-    let batches: Vec<_> = reader.map(Result::unwrap).collect();
-    arrow::compute::concat_batches(&schema, &batches).unwrap()
+    quiver_e2e::write_parquet(path, &batch);
 }
 
 #[test]

@@ -226,3 +226,24 @@ pub fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> (u16, S
         .unwrap_or_default();
     (status, body)
 }
+
+/// Writes one batch as a Parquet file.
+pub fn write_parquet(path: &Path, batch: &arrow::array::RecordBatch) {
+    let file = std::fs::File::create(path).expect("create Parquet file");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    w.write(batch).expect("write batch");
+    w.close().expect("close Parquet file");
+}
+
+/// Reads a whole Parquet file into one batch.
+pub fn read_parquet(path: &Path) -> arrow::array::RecordBatch {
+    use arrow::array::RecordBatchReader;
+    let file = std::fs::File::open(path).expect("open Parquet file");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("readable Parquet file")
+        .build()
+        .expect("readable Parquet file");
+    let schema = reader.schema();
+    let batches: Vec<_> = reader.map(|b| b.expect("readable batch")).collect();
+    arrow::compute::concat_batches(&schema, &batches).expect("one schema")
+}
