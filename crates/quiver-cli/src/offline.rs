@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -15,6 +14,8 @@ use quiver_offline::{JoinOptions, PointInTimeJoin, Progress, read_entity_file};
 use quiver_registry::{Registry, RepoConfig};
 use quiver_server::{Catalog, RepoContext, ServeOptions, serve, shutdown_signal};
 use serde_json::json;
+
+use crate::output;
 
 /// What features a request names.
 pub fn resolve_features(
@@ -49,17 +50,9 @@ pub fn training_set(
     let started = Instant::now();
     let table = read_entity_file(entities)?;
 
-    let bar = if as_json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "joining [{bar:30}] {human_pos}/{human_len} source rows {per_sec} {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = output::progress_bar(
+        as_json,
+        "joining [{bar:30}] {human_pos}/{human_len} source rows {per_sec} {eta}",
     );
     let join = PointInTimeJoin::new(defs, data_root, features, options)?;
     let set = join.run(table, &|p| match p {

@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use quiver_core::{Definitions, FeatureRef, KeyType, KeyValue, parse_duration, parse_time};
 use quiver_online::{
     Cell, FeatureValue, OnlineStore, Progress, RocksDbOptions, RocksDbStore, ViewReport, Window,
@@ -65,17 +64,9 @@ pub fn run_materialize(
     as_json: bool,
 ) -> Result<()> {
     let store = open_store(repo, config, Some(defs))?;
-    let bar = if as_json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:24} [{bar:30}] {human_pos}/{human_len} rows {per_sec} {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = output::progress_bar(
+        as_json,
+        "{msg:24} [{bar:30}] {human_pos}/{human_len} rows {per_sec} {eta}",
     );
     let progress = |p: Progress<'_>| match p {
         Progress::ViewStarted { view, rows } => {

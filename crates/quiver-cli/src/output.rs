@@ -131,6 +131,22 @@ pub fn plan(plan: &Plan) -> String {
     out
 }
 
+/// A progress bar with `template`, hidden for `--json` (indicatif also hides it off a
+/// terminal).
+pub fn progress_bar(as_json: bool, template: &str) -> indicatif::ProgressBar {
+    let bar = if as_json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
