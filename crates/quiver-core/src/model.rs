@@ -66,6 +66,16 @@ pub struct Source {
     pub tags: Tags,
 }
 
+impl Source {
+    /// The source column that `field_mapping` renames to `name` (or `name` itself).
+    pub fn column_for<'a>(&'a self, name: &'a str) -> &'a str {
+        self.field_mapping
+            .iter()
+            .find(|(_, to)| *to == name)
+            .map_or(name, |(from, _)| from.as_str())
+    }
+}
+
 /// A typed feature of a feature view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Feature {

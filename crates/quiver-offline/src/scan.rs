@@ -43,15 +43,6 @@ pub(crate) struct SourceScan<'a> {
     pub(crate) created_column: Option<String>,
 }
 
-/// The source column that `field_mapping` renames to `name` (or `name` itself).
-fn source_column(source: &Source, name: &str) -> String {
-    source
-        .field_mapping
-        .iter()
-        .find(|(_, to)| *to == name)
-        .map_or_else(|| name.to_owned(), |(from, _)| from.clone())
-}
-
 impl<'a> SourceScan<'a> {
     /// Opens the source of `view` and checks that every file has the key and timestamp
     /// columns and the `features` with compatible types.
@@ -70,7 +61,7 @@ impl<'a> SourceScan<'a> {
         let keys = sorted_keys(defs.join_keys(view)?)
             .into_iter()
             .map(|k| {
-                let col = source_column(source, &k.name);
+                let col = source.column_for(&k.name).to_owned();
                 (k, col)
             })
             .collect();
@@ -79,11 +70,11 @@ impl<'a> SourceScan<'a> {
             files: source_files(data_root, &source.path)?,
             footers: Vec::new(),
             keys,
-            ts_column: source_column(source, &source.timestamp_field),
+            ts_column: source.column_for(&source.timestamp_field).to_owned(),
             created_column: source
                 .created_timestamp_column
                 .as_deref()
-                .map(|c| source_column(source, c)),
+                .map(|c| source.column_for(c).to_owned()),
         };
         for fi in 0..scan.files.len() {
             let footer = scan.check_file(fi, features)?;
@@ -119,7 +110,7 @@ impl<'a> SourceScan<'a> {
             expect(col, "join key", &|d| t.accepts(d), &t.to_string())?;
         }
         for f in features {
-            let col = source_column(self.source, &f.name);
+            let col = self.source.column_for(&f.name).to_owned();
             let t = f.value_type;
             expect(&col, "feature", &|d| t.accepts(d), &t.to_string())?;
         }
@@ -136,7 +127,7 @@ impl<'a> SourceScan<'a> {
 
     /// The source column of a feature.
     pub(crate) fn feature_column(&self, feature: &Feature) -> String {
-        source_column(self.source, &feature.name)
+        self.source.column_for(&feature.name).to_owned()
     }
 
     /// The row groups whose event times may fall in `[lo, hi]` (ns); statistics that are

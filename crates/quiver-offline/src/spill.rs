@@ -101,16 +101,11 @@ impl SpilledPartition {
     /// The current batch, reading the next one when it is used up.
     fn current(&mut self) -> Result<&RecordBatch> {
         if self.batch.as_ref().is_none_or(|b| self.pos >= b.num_rows()) {
-            let next = self
-                .reader
-                .next()
-                .ok_or_else(|| OfflineError::invalid("spill file ended early"))??;
+            let next = self.reader.next().ok_or_else(ended_early)??;
             self.batch = Some(next);
             self.pos = 0;
         }
-        self.batch
-            .as_ref()
-            .ok_or_else(|| OfflineError::invalid("spill file ended early"))
+        self.batch.as_ref().ok_or_else(ended_early)
     }
 }
 
@@ -146,8 +141,8 @@ impl SpilledColumns {
             }
             let row = batch.column(0).as_primitive::<UInt32Type>().value(part.pos);
             if row as usize != r {
-                return Err(OfflineError::invalid(format!(
-                    "spill file out of order: expected row {r}, found {row}"
+                return Err(OfflineError::Arrow(arrow::error::ArrowError::IpcError(
+                    format!("spill file out of order: expected row {r}, found {row}"),
                 )));
             }
             picks.push((slot[p].unwrap_or(0), part.pos));
@@ -162,4 +157,10 @@ impl SpilledColumns {
             })
             .collect()
     }
+}
+
+fn ended_early() -> OfflineError {
+    OfflineError::Arrow(arrow::error::ArrowError::IpcError(
+        "spill file ended early".into(),
+    ))
 }

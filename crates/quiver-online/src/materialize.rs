@@ -281,15 +281,6 @@ struct Counters {
     null_ts: AtomicU64,
 }
 
-/// The source column that `field_mapping` renames to `name` (or `name` itself).
-fn source_column(source: &Source, name: &str) -> String {
-    source
-        .field_mapping
-        .iter()
-        .find(|(_, to)| *to == name)
-        .map_or_else(|| name.to_owned(), |(from, _)| from.clone())
-}
-
 /// One row group to read.
 struct Task {
     /// Position in the plan's task list.
@@ -332,7 +323,7 @@ impl<'a> ViewPlan<'a> {
         start: i64,
         end: i64,
     ) -> Result<Self> {
-        let column_of = |name: &str| source_column(source, name);
+        let column_of = |name: &str| source.column_for(name).to_owned();
         let mut keys: Vec<(JoinKey, String)> = defs
             .join_keys(view)?
             .into_iter()
