@@ -1,35 +1,48 @@
 //! Online serving under load: `quiver serve` (gRPC and HTTP) against Feast's `feast serve`
 //! (HTTP, SQLite online store) on the same data, in one run, on this machine.
 //!
-//! `cargo build --workspace --all-targets && $CARGO_TARGET_DIR/debug/online-load-bench`
+//! `cargo build --release --workspace --bin quiver --bin online-load-bench &&
+//! $CARGO_TARGET_DIR/release/online-load-bench` (the server as it is deployed; the dev build
+//! works too and is slower).
 //!
 //! Three views keyed by `driver_id` (`stats_a` with 50 features, `stats_b` and `stats_c` with
-//! 10), `--keys` drivers. Cases: 1 entity × 50 features, 100 entities × 50 features, and a
-//! feature service over the 3 views. For each target and case: a closed loop (`--connections`
-//! concurrent requests for `--seconds`, the saturation throughput) and an open loop at a fixed
-//! rate (latency percentiles with coordinated-omission correction: latency is measured from
-//! when a request was due, not when it was sent). The load generator runs on one thread of the
-//! same 2-core machine. Feast comes from PyPI into a venv (benches/python/venv.sh).
+//! 10), `--keys` drivers. Cases: 1 entity × 50 features, 100 entities × 50 features, a feature
+//! service over the 3 views, and the health check (the transport's own cost, a floor for the
+//! others). For each target and case: a closed loop (`--connections` concurrent requests for
+//! `--seconds`, the saturation throughput) and open loops at fixed rates (latency percentiles
+//! with coordinated-omission correction: latency is measured from when a request was due, not
+//! when it was sent; a pacing thread sleeps to each due instant). The load generator runs on
+//! one thread (plus the pacer) of the same 2-core machine. Feast comes from PyPI into a venv
+//! (benches/python/venv.sh).
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use parquet::arrow::ArrowWriter;
+use prost::Message;
 use quiver_server::proto::quiver::v1 as pb;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tonic::codec::{DecodeBuf, EncodeBuf};
+use tonic::codegen::http::uri::PathAndQuery;
+
+/// The load generator shares the machine with the server: keep its allocations cheap too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Online load benchmark.
 #[derive(Parser)]
@@ -43,12 +56,15 @@ struct Args {
     /// Concurrent requests in the closed loop.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Open-loop rate for Quiver (requests/s) with 1 entity per request.
-    #[arg(long, default_value_t = 2_000)]
-    rate: u64,
-    /// Open-loop rate for Quiver (requests/s) with 100 entities per request.
-    #[arg(long, default_value_t = 100)]
-    batch_rate: u64,
+    /// HTTP/2 connections the gRPC load is spread over.
+    #[arg(long, default_value_t = 4)]
+    grpc_connections: usize,
+    /// Open-loop rates for Quiver (requests/s) with 1 entity per request.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    rates: Vec<u64>,
+    /// Open-loop rates for Quiver (requests/s) with 100 entities per request.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    batch_rates: Vec<u64>,
     /// Open-loop rate for Feast (requests/s).
     #[arg(long, default_value_t = 20)]
     feast_rate: u64,
@@ -137,67 +153,182 @@ fn definitions() -> String {
     d
 }
 
-/// A benchmark case: which features, how many entities per request.
-#[derive(Clone, Copy)]
-struct Case {
-    name: &'static str,
-    entities: usize,
-    service: bool,
+/// A benchmark case.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// 1 entity x the 50 features of `stats_a`, named one by one.
+    Single,
+    /// 100 entities x the 50 features of `stats_a`.
+    Batch,
+    /// 1 entity x the feature service over the 3 views (70 features).
+    Service,
+    /// The health check: what the transport alone costs on this machine.
+    Health,
 }
 
-const CASES: [Case; 3] = [
-    Case {
-        name: "1 entity x 50 features",
-        entities: 1,
-        service: false,
-    },
-    Case {
-        name: "100 entities x 50 features",
-        entities: 100,
-        service: false,
-    },
-    Case {
-        name: "3-view service, 1 entity",
-        entities: 1,
-        service: true,
-    },
-];
+const CASES: [Case; 4] = [Case::Single, Case::Batch, Case::Service, Case::Health];
 
-fn features_a() -> Vec<String> {
-    (0..50).map(|i| format!("stats_a:stats_a_f{i}")).collect()
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Single => "1 entity x 50 features",
+            Self::Batch => "100 entities x 50 features",
+            Self::Service => "3-view service, 1 entity",
+            Self::Health => "health check (transport floor)",
+        }
+    }
+
+    fn entities(self) -> usize {
+        if self == Self::Batch { 100 } else { 1 }
+    }
 }
 
-fn http_body(case: Case, rng: &mut StdRng, keys: i64) -> String {
-    let ids: Vec<i64> = (0..case.entities)
-        .map(|_| rng.random_range(0..keys))
-        .collect();
-    let spec = if case.service {
-        serde_json::json!({"feature_service": "three_views", "entities": {"driver_id": ids}})
-    } else {
-        serde_json::json!({"features": features_a(), "entities": {"driver_id": ids}})
-    };
-    spec.to_string()
+/// The requests of a case, built once; each call only fills in random driver ids, so the
+/// load generator spends its time on the network, not on building requests.
+struct Payload {
+    case: Case,
+    /// The encoded gRPC request without its entities. Protobuf messages concatenate, so an
+    /// encoded `entities` field appended to it makes the whole request.
+    grpc: Bytes,
+    /// The HTTP body around the ids: `{..., "entities": {"driver_id": [` and `]}}`.
+    http: (String, &'static str),
 }
 
-fn grpc_request(case: Case, rng: &mut StdRng, keys: i64) -> pb::GetOnlineFeaturesRequest {
-    let values = (0..case.entities)
-        .map(|_| pb::Value {
-            kind: Some(pb::value::Kind::Int64Value(rng.random_range(0..keys))),
-        })
-        .collect();
-    pb::GetOnlineFeaturesRequest {
-        features: Some(if case.service {
-            pb::get_online_features_request::Features::FeatureService("three_views".into())
+impl Payload {
+    fn new(case: Case) -> Self {
+        let refs: Vec<String> = (0..50).map(|i| format!("stats_a:stats_a_f{i}")).collect();
+        let (features, spec) = if case == Case::Service {
+            (
+                pb::get_online_features_request::Features::FeatureService("three_views".into()),
+                serde_json::json!({"feature_service": "three_views"}),
+            )
         } else {
-            pb::get_online_features_request::Features::FeatureRefs(pb::FeatureList {
-                refs: features_a(),
-            })
-        }),
-        entities: vec![pb::Column {
-            name: "driver_id".into(),
-            values,
-        }],
-        full_feature_names: false,
+            (
+                pb::get_online_features_request::Features::FeatureRefs(pb::FeatureList {
+                    refs: refs.clone(),
+                }),
+                serde_json::json!({"features": refs}),
+            )
+        };
+        let spec = spec.to_string();
+        let grpc = pb::GetOnlineFeaturesRequest {
+            features: Some(features),
+            entities: Vec::new(),
+            full_feature_names: false,
+        };
+        Self {
+            case,
+            grpc: grpc.encode_to_vec().into(),
+            http: (
+                format!("{},\"entities\":{{\"driver_id\":[", &spec[..spec.len() - 1]),
+                "]}}",
+            ),
+        }
+    }
+
+    fn grpc_request(&self, rng: &mut StdRng, keys: i64) -> Bytes {
+        let entities = pb::GetOnlineFeaturesRequest {
+            features: None,
+            entities: vec![pb::Column {
+                name: "driver_id".into(),
+                values: (0..self.case.entities())
+                    .map(|_| pb::Value {
+                        kind: Some(pb::value::Kind::Int64Value(rng.random_range(0..keys))),
+                    })
+                    .collect(),
+            }],
+            full_feature_names: false,
+        };
+        let mut request = BytesMut::with_capacity(self.grpc.len() + entities.encoded_len());
+        request.extend_from_slice(&self.grpc);
+        entities.encode_raw(&mut request);
+        request.freeze()
+    }
+
+    fn http_body(&self, rng: &mut StdRng, keys: i64) -> String {
+        let mut body = self.http.0.clone();
+        for i in 0..self.case.entities() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&rng.random_range(0..keys).to_string());
+        }
+        body.push_str(self.http.1);
+        body
+    }
+
+    /// Checks one answer in full (run once per case, before measuring): every entity row
+    /// answered, every feature there, values present.
+    fn check(&self, target: &Target, answer: &[u8]) -> Result<()> {
+        let features = if self.case == Case::Service { 70 } else { 50 };
+        let rows = self.case.entities();
+        match (target, self.case) {
+            (_, Case::Health) => {}
+            (Target::Grpc { .. }, _) => {
+                let r = pb::GetOnlineFeaturesResponse::decode(answer)?;
+                let present = r.features.iter().all(|f| {
+                    f.values.len() == rows
+                        && f.statuses
+                            .iter()
+                            .all(|s| *s == pb::FieldStatus::Present as i32)
+                });
+                if r.features.len() != features || r.row_count as usize != rows || !present {
+                    bail!("unexpected gRPC answer for {}", self.case.name());
+                }
+            }
+            (Target::Http { .. }, _) => {
+                let r: serde_json::Value = serde_json::from_slice(answer)?;
+                let results = r["results"].as_array().context("results")?;
+                // Join-key column first, then the features.
+                let present = results[1..].iter().all(|f| {
+                    f["statuses"]
+                        .as_array()
+                        .is_some_and(|s| s.len() == rows && s.iter().all(|x| x == "PRESENT"))
+                });
+                if results.len() != features + 1 || !present {
+                    bail!("unexpected HTTP answer for {}", self.case.name());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// gRPC messages as bytes: the load generator sends prebuilt requests and leaves answers
+/// undecoded (as its HTTP client leaves JSON unparsed), so it takes little of the machine.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -217,9 +348,10 @@ impl HttpConn {
         })
     }
 
-    async fn post(&mut self, path: &str, body: &str) -> Result<Vec<u8>> {
+    /// Sends `method path` with a JSON `body` (none when empty); returns the answer's body.
+    async fn send(&mut self, method: &str, path: &str, body: &str) -> Result<Vec<u8>> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.host,
             body.len()
         );
@@ -254,7 +386,11 @@ impl HttpConn {
 /// Where requests go.
 #[derive(Clone)]
 enum Target {
-    Grpc(tonic::transport::Channel),
+    /// gRPC over a few HTTP/2 connections, used in turn (as a fleet of clients would).
+    Grpc {
+        channels: Arc<[tonic::transport::Channel]>,
+        next: Arc<AtomicUsize>,
+    },
     Http {
         host: String,
         pool: Arc<Mutex<Vec<HttpConn>>>,
@@ -262,6 +398,22 @@ enum Target {
 }
 
 impl Target {
+    async fn grpc(address: &str, connections: usize) -> Result<Self> {
+        let mut channels = Vec::with_capacity(connections);
+        for _ in 0..connections.max(1) {
+            channels.push(
+                tonic::transport::Channel::from_shared(format!("http://{address}"))?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?,
+            );
+        }
+        Ok(Self::Grpc {
+            channels: channels.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
     fn http(host: &str) -> Self {
         Self::Http {
             host: host.to_owned(),
@@ -269,17 +421,30 @@ impl Target {
         }
     }
 
-    async fn call(&self, case: Case, rng: &mut StdRng, keys: i64) -> Result<()> {
+    /// One request of `payload`'s case; returns the answer's undecoded body.
+    async fn call(&self, payload: &Payload, rng: &mut StdRng, keys: i64) -> Result<Vec<u8>> {
         match self {
-            Self::Grpc(channel) => {
-                let mut client =
-                    pb::online_service_client::OnlineServiceClient::new(channel.clone());
-                let r = client
-                    .get_online_features(grpc_request(case, rng, keys))
+            Self::Grpc { channels, next } => {
+                let channel =
+                    channels[next.fetch_add(1, Ordering::Relaxed) % channels.len()].clone();
+                let (path, request) = if payload.case == Case::Health {
+                    ("/grpc.health.v1.Health/Check", Bytes::new())
+                } else {
+                    (
+                        "/quiver.v1.OnlineService/GetOnlineFeatures",
+                        payload.grpc_request(rng, keys),
+                    )
+                };
+                let mut grpc = tonic::client::Grpc::new(channel);
+                grpc.ready().await?;
+                let answer = grpc
+                    .unary(
+                        tonic::Request::new(request),
+                        PathAndQuery::from_static(path),
+                        RawCodec,
+                    )
                     .await?;
-                if r.get_ref().features.is_empty() {
-                    bail!("empty answer");
-                }
+                Ok(answer.into_inner().to_vec())
             }
             Self::Http { host, pool } => {
                 let conn = pool.lock().ok().and_then(|mut p| p.pop());
@@ -287,14 +452,22 @@ impl Target {
                     Some(c) => c,
                     None => HttpConn::connect(host).await?,
                 };
-                conn.post("/get-online-features", &http_body(case, rng, keys))
-                    .await?;
+                let answer = if payload.case == Case::Health {
+                    conn.send("GET", "/health", "").await?
+                } else {
+                    conn.send(
+                        "POST",
+                        "/get-online-features",
+                        &payload.http_body(rng, keys),
+                    )
+                    .await?
+                };
                 if let Ok(mut p) = pool.lock() {
                     p.push(conn);
                 }
+                Ok(answer)
             }
         }
-        Ok(())
     }
 }
 
@@ -319,7 +492,7 @@ fn histogram() -> Histogram<u64> {
 /// `connections` requests in flight at all times for `duration`.
 async fn closed_loop(
     target: &Target,
-    case: Case,
+    payload: &Arc<Payload>,
     keys: i64,
     connections: usize,
     duration: Duration,
@@ -327,15 +500,15 @@ async fn closed_loop(
     let start = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let target = target.clone();
+            let (target, payload) = (target.clone(), Arc::clone(payload));
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(c as u64);
                 let mut h = histogram();
                 let mut errors = 0;
                 while start.elapsed() < duration {
                     let t = Instant::now();
-                    match target.call(case, &mut rng, keys).await {
-                        Ok(()) => {
+                    match target.call(&payload, &mut rng, keys).await {
+                        Ok(_) => {
                             let _ = h.record(t.elapsed().as_micros() as u64);
                         }
                         Err(_) => errors += 1,
@@ -361,35 +534,51 @@ async fn closed_loop(
     }
 }
 
-/// Requests sent at a fixed `rate`, each timed from when it was due.
+/// Requests sent at a fixed `rate`, each timed from when it was due (so a stalled server is
+/// charged for the requests it delayed). Send times come from a pacing thread sleeping to
+/// each due instant, not from the runtime's 1 ms timer wheel, whose rounding would otherwise be
+/// counted as server latency.
 async fn open_loop(
     target: &Target,
-    case: Case,
+    payload: &Arc<Payload>,
     keys: i64,
     rate: u64,
     duration: Duration,
 ) -> Measured {
-    let start = Instant::now();
     let total = rate * duration.as_secs();
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let start = Instant::now();
+    let pacer = std::thread::spawn(move || {
+        for i in 0..total {
+            let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if due_tx.send((i, due)).is_err() {
+                break;
+            }
+        }
+    });
     let latency = Arc::new(Mutex::new(histogram()));
-    let errors = Arc::new(Mutex::new(0u64));
+    let errors = Arc::new(AtomicUsize::new(0));
     let mut inflight = VecDeque::new();
-    for i in 0..total {
-        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let (target, latency, errors) = (target.clone(), latency.clone(), errors.clone());
+    while let Some((i, due)) = due_rx.recv().await {
+        let (target, payload, latency, errors) = (
+            target.clone(),
+            Arc::clone(payload),
+            latency.clone(),
+            errors.clone(),
+        );
         inflight.push_back(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(i);
-            match target.call(case, &mut rng, keys).await {
-                Ok(()) => {
+            match target.call(&payload, &mut rng, keys).await {
+                Ok(_) => {
                     if let Ok(mut h) = latency.lock() {
                         let _ = h.record(due.elapsed().as_micros() as u64);
                     }
                 }
                 Err(_) => {
-                    if let Ok(mut e) = errors.lock() {
-                        *e += 1;
-                    }
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -400,6 +589,7 @@ async fn open_loop(
             inflight.pop_front();
         }
     }
+    let _ = pacer.join();
     for t in inflight {
         let _ = t.await;
     }
@@ -407,10 +597,9 @@ async fn open_loop(
         .lock()
         .map(|h| h.clone())
         .unwrap_or_else(|_| histogram());
-    let errors = errors.lock().map(|e| *e).unwrap_or(0);
     Measured {
         requests: latency.len(),
-        errors,
+        errors: errors.load(Ordering::Relaxed) as u64,
         seconds: start.elapsed().as_secs_f64(),
         latency,
     }
@@ -533,13 +722,43 @@ fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
 fn row(target: &str, case: Case, mode: &str, m: &Measured) {
     println!(
         "| {target} | {} | {mode} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
-        case.name,
+        case.name(),
         m.requests as f64 / m.seconds,
         m.p(0.5),
         m.p(0.99),
         m.p(0.999),
         m.errors
     );
+}
+
+/// Runs every selected case against `target`: a warm-up, the closed loop, then the open loop
+/// at each of `rates(case)`.
+async fn measure(
+    name: &str,
+    target: &Target,
+    args: &Args,
+    rates: impl Fn(Case) -> Vec<u64>,
+) -> Result<()> {
+    let duration = Duration::from_secs(args.seconds);
+    for case in CASES {
+        if !format!("{name} / {}", case.name()).contains(&args.only) {
+            continue;
+        }
+        let payload = Arc::new(Payload::new(case));
+        let answer = target
+            .call(&payload, &mut StdRng::seed_from_u64(0), args.keys)
+            .await?;
+        payload.check(target, &answer)?;
+        closed_loop(target, &payload, args.keys, 4, Duration::from_secs(1)).await;
+        let m = closed_loop(target, &payload, args.keys, args.connections, duration).await;
+        let mode = format!("closed, {} in flight", args.connections);
+        row(name, case, &mode, &m);
+        for rate in rates(case) {
+            let m = open_loop(target, &payload, args.keys, rate, duration).await;
+            row(name, case, &format!("open, {rate}/s"), &m);
+        }
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -575,7 +794,6 @@ fn main() -> Result<()> {
             .enable_all()
             .build()
     };
-    let duration = Duration::from_secs(args.seconds);
     println!("| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     {
@@ -583,67 +801,31 @@ fn main() -> Result<()> {
         // Dropped before the server: its connections close, so the server can drain and exit.
         let runtime = new_runtime()?;
         runtime.block_on(async {
-            let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
             let targets = [
-                ("Quiver gRPC", Target::Grpc(channel)),
+                (
+                    "Quiver gRPC",
+                    Target::grpc(&grpc, args.grpc_connections).await?,
+                ),
                 ("Quiver HTTP", Target::http(&http)),
             ];
             for (name, target) in &targets {
-                for case in CASES {
-                    if !format!("{name} / {}", case.name).contains(&args.only) {
-                        continue;
-                    }
-                    // Warm up the caches and connections.
-                    closed_loop(target, case, args.keys, 4, Duration::from_secs(1)).await;
-                    let m = closed_loop(target, case, args.keys, args.connections, duration).await;
-                    row(
-                        name,
-                        case,
-                        &format!("closed, {} in flight", args.connections),
-                        &m,
-                    );
-                    let rate = if case.entities == 1 {
-                        args.rate
+                measure(name, target, &args, |case| {
+                    if case == Case::Batch {
+                        args.batch_rates.clone()
                     } else {
-                        args.batch_rate
-                    };
-                    let m = open_loop(target, case, args.keys, rate, duration).await;
-                    row(name, case, &format!("open, {rate}/s"), &m);
-                }
+                        args.rates.clone()
+                    }
+                })
+                .await?;
             }
             anyhow::Ok(())
         })?;
     }
     if !args.no_feast {
         let (_guard, host) = start_feast(&data, &args.dir.join("feast"))?;
-        let runtime = new_runtime()?;
-        runtime.block_on(async {
-            let target = Target::http(&host);
-            for case in CASES {
-                if !format!("Feast HTTP / {}", case.name).contains(&args.only) {
-                    continue;
-                }
-                closed_loop(&target, case, args.keys, 4, Duration::from_secs(1)).await;
-                let m = closed_loop(&target, case, args.keys, args.connections, duration).await;
-                row(
-                    "Feast HTTP",
-                    case,
-                    &format!("closed, {} in flight", args.connections),
-                    &m,
-                );
-                let m = open_loop(&target, case, args.keys, args.feast_rate, duration).await;
-                row(
-                    "Feast HTTP",
-                    case,
-                    &format!("open, {}/s", args.feast_rate),
-                    &m,
-                );
-            }
-            anyhow::Ok(())
-        })?;
+        new_runtime()?.block_on(measure("Feast HTTP", &Target::http(&host), &args, |_| {
+            vec![args.feast_rate]
+        }))?;
     }
     Ok(())
 }

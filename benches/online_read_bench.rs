@@ -8,11 +8,11 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use quiver_core::{
-    Definitions, Entity, Feature, FeatureRef, FeatureView, JoinKey, KeyType, KeyValue,
-    ResolvedFeature, Ttl,
+    Definitions, Entity, Feature, FeatureRef, FeatureView, JoinKey, KeyType, KeyValue, Ttl,
 };
 use quiver_online::{
-    FeatureValue, OnlineStore, RocksDbOptions, RocksDbStore, encode_row, read_online_features,
+    FeatureValue, OnlineStore, ReadPlan, RocksDbOptions, RocksDbStore, encode_row,
+    read_online_features,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -97,8 +97,7 @@ struct Case {
 fn measure(
     name: &str,
     store: &RocksDbStore,
-    defs: &Definitions,
-    features: &[ResolvedFeature],
+    plan: &ReadPlan,
     keys: i64,
     batch: usize,
     reads: usize,
@@ -113,8 +112,8 @@ fn measure(
             .collect();
         let entities = vec![("driver_id".to_owned(), ids)];
         let t = Instant::now();
-        let result = read_online_features(store, defs, features, &entities, 0)?;
-        for col in 0..features.len() {
+        let result = read_online_features(store, plan, &entities, 0)?;
+        for col in 0..plan.features().len() {
             for row in 0..batch {
                 if let FeatureValue::Float64(v) = result.cell(col, row)?.value {
                     checksum += v;
@@ -177,7 +176,10 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let defs = definitions(args.features);
     let view = defs.view("stats")?.clone();
-    let features = defs.resolve(&[FeatureRef::parse("stats:*")?], false)?;
+    let plan = ReadPlan::new(
+        &defs,
+        defs.resolve(&[FeatureRef::parse("stats:*")?], false)?,
+    )?;
     let keys = [JoinKey {
         name: "driver_id".into(),
         key_type: KeyType::Int64,
@@ -239,8 +241,7 @@ fn main() -> Result<()> {
         cases.push(measure(
             &format!("1 key, {label} cache"),
             &store,
-            &defs,
-            &features,
+            &plan,
             args.keys,
             1,
             args.reads,
@@ -248,8 +249,7 @@ fn main() -> Result<()> {
         cases.push(measure(
             &format!("100 keys, {label} cache"),
             &store,
-            &defs,
-            &features,
+            &plan,
             args.keys,
             100,
             args.batches,

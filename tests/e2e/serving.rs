@@ -126,7 +126,8 @@ fn quiver_grpc_reads_statuses_composite_keys_services_and_pushes() {
             pb::FieldStatus::Present | pb::FieldStatus::NullValue
         ));
         assert_eq!(trips.values[0], trips.values[1]);
-        assert!(trips.event_timestamps[0].seconds > 0);
+        assert!(trips.event_timestamps_micros[0] > 0);
+        assert_eq!(trips.event_timestamps_micros[2], 0);
 
         // A composite key (int64 + string), and a feature service with full names.
         let response = client

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use quiver_core::{Definitions, FeatureRef, KeyType, KeyValue, parse_duration, parse_time};
 use quiver_online::{
-    Cell, FeatureValue, OnlineStore, Progress, RocksDbOptions, RocksDbStore, ViewReport, Window,
-    layout_fingerprint, materialize, now_micros, read_online_features,
+    Cell, FeatureValue, OnlineStore, Progress, ReadPlan, RocksDbOptions, RocksDbStore, ViewReport,
+    Window, layout_fingerprint, materialize, now_micros, read_online_features,
 };
 use quiver_registry::RepoConfig;
 use serde_json::{Value, json};
@@ -204,9 +204,13 @@ pub fn online_get(
     as_json: bool,
 ) -> Result<()> {
     let entities = parse_keys(defs, view, keys)?;
-    let features = defs.resolve(&[FeatureRef::parse(&format!("{view}:*"))?], false)?;
+    let plan = ReadPlan::new(
+        defs,
+        defs.resolve(&[FeatureRef::parse(&format!("{view}:*"))?], false)?,
+    )?;
+    let features = plan.features();
     let store = open_store(repo, config, Some(defs))?;
-    let result = read_online_features(&store, defs, &features, &entities, now_micros())?;
+    let result = read_online_features(&store, &plan, &entities, now_micros())?;
     let cells: Vec<Cell<'_>> = (0..features.len())
         .map(|c| result.cell(c, 0))
         .collect::<Result<_, _>>()?;

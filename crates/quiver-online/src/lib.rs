@@ -25,6 +25,6 @@ pub mod store;
 
 pub use error::{OnlineError, Result};
 pub use materialize::{Progress, ViewReport, Window, materialize};
-pub use read::{Cell, FieldStatus, OnlineFeatures, read_online_features};
+pub use read::{Cell, FieldStatus, OnlineFeatures, ReadPlan, read_online_features};
 pub use row::{FeatureValue, Row, RowWriter, encode_row, layout_fingerprint};
 pub use store::{OnlineStore, RocksDbOptions, RocksDbStore, StoreStats, now_micros};

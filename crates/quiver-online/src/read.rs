@@ -1,8 +1,6 @@
 //! Online reads: features for many entity rows, each value with a status and event time.
 
-use std::collections::{HashMap, HashSet};
-
-use quiver_core::{Definitions, KeyValue, ResolvedFeature, encode_entity_key};
+use quiver_core::{Definitions, JoinKey, KeyValue, ResolvedFeature, encode_entity_key};
 
 use crate::error::{OnlineError, Result};
 use crate::row::{FeatureValue, Row, decode_value, layout_fingerprint};
@@ -33,6 +31,78 @@ pub struct Cell<'a> {
     pub event_ts: Option<i64>,
 }
 
+/// One view of a [`ReadPlan`].
+#[derive(Debug)]
+struct PlannedView {
+    name: String,
+    keys: Vec<JoinKey>,
+    /// Layout fingerprint of the view's rows; rows written under another layout are skipped.
+    fingerprint: u32,
+    /// The view's ttl in µs, if it has one.
+    ttl_micros: Option<i64>,
+}
+
+/// An online read worked out against one registry version: the features in output order and,
+/// for each of their views, the join keys, the stored-row layout and the ttl. Building it does
+/// every registry lookup a read needs, so a server keeps one per feature list and version.
+#[derive(Debug)]
+pub struct ReadPlan {
+    project: String,
+    features: Vec<ResolvedFeature>,
+    /// For each feature, the index of its view in `views`.
+    view_of: Vec<usize>,
+    views: Vec<PlannedView>,
+}
+
+impl ReadPlan {
+    /// Plans a read of `features` (resolved against `defs`); every view must be online.
+    pub fn new(defs: &Definitions, features: Vec<ResolvedFeature>) -> Result<Self> {
+        let mut views: Vec<PlannedView> = Vec::new();
+        let mut view_of = Vec::with_capacity(features.len());
+        for f in &features {
+            let view = defs.view(&f.view)?;
+            if view.features.get(f.index).map(|x| &x.name) != Some(&f.feature.name) {
+                return Err(quiver_core::CoreError::UnknownFeature {
+                    view: view.name.clone(),
+                    feature: f.feature.name.clone(),
+                }
+                .into());
+            }
+            if let Some(i) = views.iter().position(|v| v.name == view.name) {
+                view_of.push(i);
+                continue;
+            }
+            if !view.online {
+                return Err(OnlineError::InvalidRequest(format!(
+                    "feature view '{}' is not online (online: false)",
+                    view.name
+                )));
+            }
+            views.push(PlannedView {
+                name: view.name.clone(),
+                keys: defs.join_keys(view)?,
+                fingerprint: layout_fingerprint(&view.features),
+                ttl_micros: view
+                    .ttl
+                    .limit()
+                    .map(|ttl| ttl.as_micros().try_into().unwrap_or(i64::MAX)),
+            });
+            view_of.push(views.len() - 1);
+        }
+        Ok(Self {
+            project: defs.project.clone(),
+            features,
+            view_of,
+            views,
+        })
+    }
+
+    /// The planned features, in output order.
+    pub fn features(&self) -> &[ResolvedFeature] {
+        &self.features
+    }
+}
+
 /// Rows read for one view, aligned with the request's entity rows.
 #[derive(Debug)]
 struct ViewRows {
@@ -43,29 +113,27 @@ struct ViewRows {
 
 /// The answer to an online read: the requested features for every entity row, in order.
 #[derive(Debug)]
-pub struct OnlineFeatures<'f> {
-    features: &'f [ResolvedFeature],
-    /// For each requested feature, the index of its view in `views`.
-    view_of: Vec<usize>,
+pub struct OnlineFeatures<'p> {
+    plan: &'p ReadPlan,
     views: Vec<ViewRows>,
     num_rows: usize,
 }
 
-impl<'f> OnlineFeatures<'f> {
+impl<'p> OnlineFeatures<'p> {
     /// Number of entity rows.
     pub fn num_rows(&self) -> usize {
         self.num_rows
     }
 
     /// The requested features, in output order.
-    pub fn features(&self) -> &'f [ResolvedFeature] {
-        self.features
+    pub fn features(&self) -> &'p [ResolvedFeature] {
+        &self.plan.features
     }
 
     /// The cell of feature column `col` for entity row `row`.
     pub fn cell(&self, col: usize, row: usize) -> Result<Cell<'_>> {
-        let feature = &self.features[col];
-        let rows = &self.views[self.view_of[col]];
+        let feature = &self.plan.features[col];
+        let rows = &self.views[self.plan.view_of[col]];
         let Some(bytes) = rows.rows[row].as_deref() else {
             return Ok(Cell {
                 value: FeatureValue::Null,
@@ -93,18 +161,17 @@ impl<'f> OnlineFeatures<'f> {
     }
 }
 
-/// Reads `features` for entity rows given column-wise as `(join key, values)`.
+/// Reads the features of `plan` for entity rows given column-wise as `(join key, values)`.
 ///
-/// Every join key of every requested view must be given, all columns must have the same
-/// length, and a column that no requested view uses is an error. Values are converted to each
+/// Every join key of every planned view must be given, all columns must have the same
+/// length, and a column that no planned view uses is an error. Values are converted to each
 /// key's declared type (`1001` finds an int64 key whether sent as int32 or int64).
-pub fn read_online_features<'f>(
+pub fn read_online_features<'p>(
     store: &dyn OnlineStore,
-    defs: &Definitions,
-    features: &'f [ResolvedFeature],
+    plan: &'p ReadPlan,
     entities: &[(String, Vec<KeyValue>)],
     now_micros: i64,
-) -> Result<OnlineFeatures<'f>> {
+) -> Result<OnlineFeatures<'p>> {
     let num_rows = entities.first().map_or(0, |(_, v)| v.len());
     if let Some((name, col)) = entities.iter().find(|(_, v)| v.len() != num_rows) {
         return Err(OnlineError::InvalidRequest(format!(
@@ -113,86 +180,60 @@ pub fn read_online_features<'f>(
             entities[0].0
         )));
     }
-    let mut seen = HashSet::new();
-    for (name, _) in entities {
-        if !seen.insert(name.as_str()) {
+    for (i, (name, _)) in entities.iter().enumerate() {
+        if entities[..i].iter().any(|(n, _)| n == name) {
             return Err(quiver_core::CoreError::DuplicateJoinKey(name.clone()).into());
         }
     }
-
-    let mut view_index: HashMap<&str, usize> = HashMap::new();
-    let mut views = Vec::new();
-    let mut used_keys: HashSet<&str> = HashSet::new();
-    let mut view_of = Vec::with_capacity(features.len());
-    for f in features {
-        let view = defs.view(&f.view)?;
-        if !view.online {
-            return Err(OnlineError::InvalidRequest(format!(
-                "feature view '{}' is not online (online: false)",
-                view.name
-            )));
-        }
-        let vi = match view_index.get(view.name.as_str()) {
-            Some(&vi) => vi,
-            None => {
-                let keys = defs.join_keys(view)?;
-                let mut columns = Vec::with_capacity(keys.len());
-                for k in &keys {
-                    let (name, values) =
-                        entities.iter().find(|(n, _)| *n == k.name).ok_or_else(|| {
-                            OnlineError::InvalidRequest(format!(
-                                "missing join key '{}' needed by feature view '{}'",
-                                k.name, view.name
-                            ))
-                        })?;
-                    used_keys.insert(name.as_str());
-                    columns.push((name.as_str(), values));
-                }
-                let mut encoded = Vec::with_capacity(num_rows);
-                for row in 0..num_rows {
-                    let pairs = columns.iter().map(|(n, v)| (*n, &v[row]));
-                    encoded.push(encode_entity_key(&keys, pairs)?);
-                }
-                let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-                let fingerprint = layout_fingerprint(&view.features);
-                let mut rows = vec![None; num_rows];
-                store.read(&defs.project, &view.name, &refs, &mut |i, value| {
-                    // A row written under another feature layout is not this view's row.
-                    if let Some(v) = value
-                        && Row::parse(v)?.fingerprint() == fingerprint
-                    {
-                        rows[i] = Some(v.to_vec());
-                    }
-                    Ok(())
+    let mut used_keys = vec![false; entities.len()];
+    let mut views = Vec::with_capacity(plan.views.len());
+    for view in &plan.views {
+        let mut columns = Vec::with_capacity(view.keys.len());
+        for k in &view.keys {
+            let i = entities
+                .iter()
+                .position(|(n, _)| *n == k.name)
+                .ok_or_else(|| {
+                    OnlineError::InvalidRequest(format!(
+                        "missing join key '{}' needed by feature view '{}'",
+                        k.name, view.name
+                    ))
                 })?;
-                let fresh_after = view.ttl.limit().map_or(i64::MIN, |ttl| {
-                    now_micros.saturating_sub(ttl.as_micros().try_into().unwrap_or(i64::MAX))
-                });
-                views.push(ViewRows { rows, fresh_after });
-                view_index.insert(view.name.as_str(), views.len() - 1);
-                views.len() - 1
-            }
-        };
-        if view.features.get(f.index).map(|x| &x.name) != Some(&f.feature.name) {
-            return Err(quiver_core::CoreError::UnknownFeature {
-                view: view.name.clone(),
-                feature: f.feature.name.clone(),
-            }
-            .into());
+            used_keys[i] = true;
+            columns.push((entities[i].0.as_str(), &entities[i].1));
         }
-        view_of.push(vi);
+        let mut encoded = Vec::with_capacity(num_rows);
+        for row in 0..num_rows {
+            let pairs = columns.iter().map(|(n, v)| (*n, &v[row]));
+            encoded.push(encode_entity_key(&view.keys, pairs)?);
+        }
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let mut rows = vec![None; num_rows];
+        store.read(&plan.project, &view.name, &refs, &mut |i, value| {
+            // A row written under another feature layout is not this view's row.
+            if let Some(v) = value
+                && Row::parse(v)?.fingerprint() == view.fingerprint
+            {
+                rows[i] = Some(v.to_vec());
+            }
+            Ok(())
+        })?;
+        let fresh_after = view
+            .ttl_micros
+            .map_or(i64::MIN, |ttl| now_micros.saturating_sub(ttl));
+        views.push(ViewRows { rows, fresh_after });
     }
     if let Some((name, _)) = entities
         .iter()
-        .find(|(n, _)| !used_keys.contains(n.as_str()))
+        .zip(&used_keys)
+        .find_map(|(e, used)| (!used).then_some(e))
     {
         return Err(OnlineError::InvalidRequest(format!(
             "unknown join key '{name}': none of the requested feature views is keyed by it"
         )));
     }
     Ok(OnlineFeatures {
-        features,
-        view_of,
+        plan,
         views,
         num_rows,
     })

@@ -2,12 +2,13 @@
 //! `feast serve` over HTTP (`/get-online-features`, `/push`, `/write-to-online-store`,
 //! `/health`), answered by the same [`Online`] core as Quiver's own API.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 use quiver_core::{ScalarType, ValueType};
@@ -15,8 +16,9 @@ use quiver_online::{FeatureValue, FieldStatus, OnlineFeatures};
 use serde_json::{Map, Value as Json, json};
 use tonic::{Code, Request, Response, Status};
 
+use crate::catalog::FeatureSpec;
 use crate::grpc::{cell_error, timestamp};
-use crate::online::{FeatureSpec, Loose, Online, PushTarget};
+use crate::online::{Loose, Online, PushTarget};
 use crate::proto::feast::serving as fs;
 use crate::proto::feast::types as ft;
 
@@ -176,7 +178,7 @@ impl fs::serving_service_server::ServingService for FeastServing {
             .collect();
         let response = self
             .online
-            .read(&spec, &columns, r.full_feature_names, |_, read| {
+            .read(spec, &columns, r.full_feature_names, |_, read| {
                 let mut names: Vec<String> = entities.iter().map(|(k, _)| k.clone()).collect();
                 let mut results: Vec<fs::get_online_features_response::FeatureVector> = entities
                     .iter()
@@ -288,22 +290,24 @@ fn json_columns(value: Option<&Json>, field: &str) -> Result<Vec<(String, Vec<Lo
         .collect()
 }
 
-fn json_value(v: &FeatureValue<'_>) -> Json {
-    match v {
-        FeatureValue::Null => Json::Null,
-        FeatureValue::Bool(b) => json!(b),
-        FeatureValue::Int32(i) => json!(i),
-        FeatureValue::Int64(i) => json!(i),
-        FeatureValue::Float32(f) => {
-            serde_json::Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number)
+/// A feature value as Feast's HTTP server writes it.
+struct JsonCell<'v, 'a>(&'v FeatureValue<'a>);
+
+impl serde::Serialize for JsonCell<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            FeatureValue::Null => s.serialize_unit(),
+            FeatureValue::Bool(b) => s.serialize_bool(*b),
+            FeatureValue::Int32(i) => s.serialize_i32(*i),
+            FeatureValue::Int64(i) => s.serialize_i64(*i),
+            // Non-finite floats are written as null.
+            FeatureValue::Float32(f) => s.serialize_f64(f64::from(*f)),
+            FeatureValue::Float64(f) => s.serialize_f64(*f),
+            FeatureValue::String(v) => s.serialize_str(v),
+            FeatureValue::Bytes(b) => s.collect_seq(b.iter()),
+            FeatureValue::Timestamp(us) => s.serialize_str(&iso(*us)),
+            FeatureValue::List(items) => s.collect_seq(items.iter().map(JsonCell)),
         }
-        FeatureValue::Float64(f) => {
-            serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number)
-        }
-        FeatureValue::String(s) => json!(s),
-        FeatureValue::Bytes(b) => json!(b),
-        FeatureValue::Timestamp(us) => json!(iso(*us)),
-        FeatureValue::List(items) => Json::Array(items.iter().map(json_value).collect()),
     }
 }
 
@@ -314,41 +318,92 @@ fn iso(us: i64) -> String {
     )
 }
 
-fn features_json(read: &OnlineFeatures<'_>, keys: &[(String, Vec<Json>)]) -> Result<Json, Status> {
-    let rows = read.num_rows();
-    let mut names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-    let mut results: Vec<Json> = keys
-        .iter()
-        .map(|(_, values)| {
-            json!({
-                "values": values,
-                "statuses": vec!["PRESENT"; values.len()],
-                "event_timestamps": vec!["1970-01-01T00:00:00Z"; values.len()],
-            })
-        })
-        .collect();
-    for (col, f) in read.features().iter().enumerate() {
-        names.push(&f.output_name);
-        let (mut values, mut statuses, mut times) = (
-            Vec::with_capacity(rows),
-            Vec::with_capacity(rows),
-            Vec::with_capacity(rows),
-        );
-        for row in 0..rows {
-            let cell = read.cell(col, row).map_err(|e| cell_error(&e))?;
-            values.push(json_value(&cell.value));
-            statuses.push(status_name(cell.status));
-            times.push(iso(cell.event_ts.unwrap_or(0)));
-        }
-        results.push(json!({"values": values, "statuses": statuses, "event_timestamps": times}));
-    }
-    Ok(json!({"metadata": {"feature_names": names}, "results": results}))
+/// Feast's answer to `/get-online-features`, serialized straight from the read.
+#[derive(serde::Serialize)]
+struct OnlineAnswer<'a> {
+    metadata: Metadata<'a>,
+    results: Vec<FeatureVector<'a>>,
 }
 
+#[derive(serde::Serialize)]
+struct Metadata<'a> {
+    feature_names: Vec<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct FeatureVector<'a> {
+    values: Values<'a>,
+    statuses: Vec<&'static str>,
+    event_timestamps: Vec<&'a str>,
+}
+
+/// Join-key columns echo the request's values; feature columns are read cells.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Values<'a> {
+    Request(&'a [Json]),
+    Read(Vec<JsonCell<'a, 'a>>),
+}
+
+/// The JSON text of Feast's answer to `/get-online-features`.
+fn features_json(
+    read: &OnlineFeatures<'_>,
+    keys: &[(String, Vec<Json>)],
+) -> Result<Vec<u8>, Status> {
+    const EPOCH: &str = "1970-01-01T00:00:00Z";
+    let rows = read.num_rows();
+    let cells = (0..read.features().len())
+        .map(|col| {
+            (0..rows)
+                .map(|row| read.cell(col, row).map_err(|e| cell_error(&e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Rows of one view share their event time: format each distinct time once.
+    let mut times: HashMap<i64, String> = HashMap::new();
+    for cell in cells.iter().flatten() {
+        if let Some(t) = cell.event_ts {
+            times.entry(t).or_insert_with(|| iso(t));
+        }
+    }
+    let mut results: Vec<FeatureVector<'_>> = keys
+        .iter()
+        .map(|(_, values)| FeatureVector {
+            values: Values::Request(values),
+            statuses: vec!["PRESENT"; values.len()],
+            event_timestamps: vec![EPOCH; values.len()],
+        })
+        .collect();
+    for column in &cells {
+        results.push(FeatureVector {
+            values: Values::Read(column.iter().map(|c| JsonCell(&c.value)).collect()),
+            statuses: column.iter().map(|c| status_name(c.status)).collect(),
+            event_timestamps: column
+                .iter()
+                .map(|c| {
+                    c.event_ts
+                        .and_then(|t| times.get(&t))
+                        .map_or(EPOCH, String::as_str)
+                })
+                .collect(),
+        });
+    }
+    let answer = OnlineAnswer {
+        metadata: Metadata {
+            feature_names: keys
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .chain(read.features().iter().map(|f| f.output_name.as_str()))
+                .collect(),
+        },
+        results,
+    };
+    serde_json::to_vec(&answer).map_err(|e| Status::internal(e.to_string()))
+}
 async fn get_online_features(
     State(online): State<Arc<Online>>,
     body: Bytes,
-) -> Result<axum::Json<Json>, HttpError> {
+) -> Result<HttpResponse, HttpError> {
     let body = parse_body(&body)?;
     let spec = match (body.get("features"), body.get("feature_service")) {
         (Some(Json::Array(list)), None) => FeatureSpec::Refs(
@@ -379,10 +434,10 @@ async fn get_online_features(
             .collect(),
         _ => Vec::new(),
     };
-    let answer = online.read(&spec, &entities, full, |_, read| {
+    let answer = online.read(spec, &entities, full, |_, read| {
         features_json(read, &raw_keys)
     })?;
-    Ok(axum::Json(answer))
+    Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
 fn push_target(body: &Map<String, Json>) -> Result<PushTarget, HttpError> {

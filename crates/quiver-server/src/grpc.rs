@@ -9,7 +9,8 @@ use quiver_registry::{Change as RegistryChange, Plan, RegistryError};
 use tonic::{Request, Response, Status};
 
 use crate::catalog::Catalog;
-use crate::online::{FeatureSpec, Loose, Online, PushTarget};
+use crate::catalog::FeatureSpec;
+use crate::online::{Loose, Online, PushTarget};
 use crate::proto::quiver::v1 as pb;
 use crate::registry_files::validate_files;
 
@@ -111,7 +112,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
         let entities = columns(&r.entities);
         let response =
             self.online
-                .read(&spec, &entities, r.full_feature_names, |snapshot, read| {
+                .read(spec, &entities, r.full_feature_names, |snapshot, read| {
                     let rows = read.num_rows();
                     let mut features = Vec::with_capacity(read.features().len());
                     for (col, f) in read.features().iter().enumerate() {
@@ -119,7 +120,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
                             name: f.output_name.clone(),
                             values: Vec::with_capacity(rows),
                             statuses: Vec::with_capacity(rows),
-                            event_timestamps: Vec::with_capacity(rows),
+                            event_timestamps_micros: Vec::with_capacity(rows),
                         };
                         for row in 0..rows {
                             let Cell {
@@ -129,9 +130,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
                             } = read.cell(col, row).map_err(|e| cell_error(&e))?;
                             column.values.push(value(&v));
                             column.statuses.push(status(s) as i32);
-                            column
-                                .event_timestamps
-                                .push(event_ts.map_or_else(Default::default, timestamp));
+                            column.event_timestamps_micros.push(event_ts.unwrap_or(0));
                         }
                         features.push(column);
                     }

@@ -5,17 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use quiver_core::{
-    Definitions, FeatureRef, FeatureView, KeyValue, ResolvedFeature, ScalarType, ValueType,
-    encode_entity_key,
-};
+use quiver_core::{FeatureView, KeyValue, ScalarType, ValueType, encode_entity_key};
 use quiver_online::{
     FeatureValue, OnlineFeatures, OnlineStore, RocksDbStore, encode_row, now_micros,
     read_online_features,
 };
 use tonic::Status;
 
-use crate::catalog::{Catalog, Snapshot};
+use crate::catalog::{Catalog, FeatureSpec, Snapshot};
 use crate::error::{core_status, online_status};
 use crate::offline_append::append_to_source;
 
@@ -100,13 +97,6 @@ fn scalar(t: ScalarType, v: &Loose) -> Option<FeatureValue<'_>> {
     })
 }
 
-/// The features a read names.
-#[derive(Debug, Clone)]
-pub(crate) enum FeatureSpec {
-    Refs(Vec<String>),
-    Service(String),
-}
-
 /// Limits on requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -167,36 +157,11 @@ impl Online {
         self.catalog.current()
     }
 
-    /// Resolves the requested features against `defs`.
-    pub(crate) fn resolve(
-        defs: &Definitions,
-        spec: &FeatureSpec,
-        full_feature_names: bool,
-    ) -> Result<Vec<ResolvedFeature>, Status> {
-        match spec {
-            FeatureSpec::Refs(list) => {
-                if list.is_empty() {
-                    return Err(Status::invalid_argument("no features requested"));
-                }
-                let refs = list
-                    .iter()
-                    .map(|r| r.parse::<FeatureRef>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| core_status(&e))?;
-                defs.resolve(&refs, full_feature_names)
-                    .map_err(|e| core_status(&e))
-            }
-            FeatureSpec::Service(name) => defs
-                .resolve_service(name, full_feature_names)
-                .map_err(|e| core_status(&e)),
-        }
-    }
-
     /// Reads the features for entity rows given column by column, then lets `answer` build
     /// the protocol's response from the snapshot, the features and the cells.
     pub(crate) fn read<T>(
         &self,
-        spec: &FeatureSpec,
+        spec: FeatureSpec,
         entities: &[(String, Vec<Loose>)],
         full_feature_names: bool,
         answer: impl FnOnce(&Snapshot, &OnlineFeatures<'_>) -> Result<T, Status>,
@@ -209,7 +174,7 @@ impl Online {
             )));
         }
         let snapshot = self.snapshot();
-        let features = Self::resolve(&snapshot.defs, spec, full_feature_names)?;
+        let plan = snapshot.plan(spec, full_feature_names)?;
         let keys = entities
             .iter()
             .map(|(name, values)| {
@@ -221,14 +186,8 @@ impl Online {
                 Ok((name.clone(), values))
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let read = read_online_features(
-            self.store.as_ref(),
-            &snapshot.defs,
-            &features,
-            &keys,
-            now_micros(),
-        )
-        .map_err(|e| online_status(&e))?;
+        let read = read_online_features(self.store.as_ref(), &plan, &keys, now_micros())
+            .map_err(|e| online_status(&e))?;
         answer(&snapshot, &read)
     }
 

@@ -1,7 +1,7 @@
 //! Online reads: statuses, composite and mixed-type keys, request errors.
 
 use quiver_core::{FeatureRef, KeyValue};
-use quiver_online::{FeatureValue, FieldStatus, Window, read_online_features};
+use quiver_online::{FeatureValue, FieldStatus, ReadPlan, Window, read_online_features};
 
 use crate::support::{HOUR, Repo, StatRow, T0, stat};
 
@@ -70,7 +70,8 @@ fn composite_mixed_type_keys_in_any_order() {
             vec![KeyValue::Int(1), KeyValue::Int(2), KeyValue::Int(2)],
         ),
     ];
-    let result = read_online_features(&repo.store, &repo.defs, &features, &keys, T0).unwrap();
+    let plan = ReadPlan::new(&repo.defs, features).unwrap();
+    let result = read_online_features(&repo.store, &plan, &keys, T0).unwrap();
     assert_eq!(result.features()[0].output_name, "driver_zone__demand");
     assert_eq!(result.cell(0, 0).unwrap().value, FeatureValue::Float64(1.5));
     assert_eq!(result.cell(0, 1).unwrap().status, FieldStatus::NullValue);
@@ -84,8 +85,9 @@ fn bad_requests_are_errors_naming_the_key() {
         .defs
         .resolve(&[FeatureRef::parse("driver_stats:*").unwrap()], false)
         .unwrap();
+    let plan = ReadPlan::new(&repo.defs, features).unwrap();
     let read = |keys: Vec<(String, Vec<KeyValue>)>| {
-        read_online_features(&repo.store, &repo.defs, &features, &keys, T0)
+        read_online_features(&repo.store, &plan, &keys, T0)
             .unwrap_err()
             .to_string()
     };
@@ -109,4 +111,37 @@ fn bad_requests_are_errors_naming_the_key() {
         ("driver_id".into(), vec![KeyValue::Int(1)]),
     ]);
     assert!(err.contains("given twice"), "{err}");
+}
+
+#[test]
+fn plans_refuse_offline_views_and_stale_features() {
+    let repo = Repo::new(&[vec![stat(1, T0, T0, 0.1)]]);
+    let features = repo
+        .defs
+        .resolve(&[FeatureRef::parse("driver_stats:*").unwrap()], false)
+        .unwrap();
+    let mut offline = repo.defs.clone();
+    offline
+        .feature_views
+        .get_mut("driver_stats")
+        .unwrap()
+        .online = false;
+    let err = ReadPlan::new(&offline, features.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("feature view 'driver_stats' is not online"),
+        "{err}"
+    );
+
+    // Features resolved against another version whose view lost a feature.
+    let mut changed = repo.defs.clone();
+    changed
+        .feature_views
+        .get_mut("driver_stats")
+        .unwrap()
+        .features
+        .remove(0);
+    let err = ReadPlan::new(&changed, features).unwrap_err().to_string();
+    assert!(err.contains("driver_stats"), "{err}");
 }

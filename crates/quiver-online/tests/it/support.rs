@@ -14,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use quiver_core::{Definitions, FeatureRef, KeyValue};
 use quiver_online::{
-    FeatureValue, FieldStatus, RocksDbOptions, RocksDbStore, Window, materialize,
+    FeatureValue, FieldStatus, ReadPlan, RocksDbOptions, RocksDbStore, Window, materialize,
     read_online_features,
 };
 use quiver_registry::{RepoConfig, load_definitions};
@@ -137,7 +137,8 @@ impl Repo {
             "driver_id".to_owned(),
             drivers.iter().map(|d| KeyValue::Int(*d)).collect(),
         )];
-        let result = read_online_features(&self.store, &self.defs, &features, &keys, now).unwrap();
+        let plan = ReadPlan::new(&self.defs, features).unwrap();
+        let result = read_online_features(&self.store, &plan, &keys, now).unwrap();
         (0..drivers.len())
             .map(|row| {
                 let cell = result.cell(0, row).unwrap();
