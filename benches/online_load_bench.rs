@@ -51,13 +51,16 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     keys: i64,
     /// Seconds per measurement.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Runs of every measurement; the table shows the median of each column.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Concurrent requests in the closed loop.
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// HTTP/2 connections the gRPC load is spread over.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 1)]
     grpc_connections: usize,
     /// Open-loop rates for Quiver (requests/s) with 1 entity per request.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
@@ -719,20 +722,26 @@ fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
     Ok((guard, host))
 }
 
-fn row(target: &str, case: Case, mode: &str, m: &Measured) {
+/// Prints one table row: the median over the runs of each column (errors are summed).
+fn row(target: &str, case: Case, mode: &str, runs: &[Measured]) {
+    let median = |f: &dyn Fn(&Measured) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
         "| {target} | {} | {mode} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
         case.name(),
-        m.requests as f64 / m.seconds,
-        m.p(0.5),
-        m.p(0.99),
-        m.p(0.999),
-        m.errors
+        median(&|m| m.requests as f64 / m.seconds),
+        median(&|m| m.p(0.5)),
+        median(&|m| m.p(0.99)),
+        median(&|m| m.p(0.999)),
+        runs.iter().map(|m| m.errors).sum::<u64>()
     );
 }
 
-/// Runs every selected case against `target`: a warm-up, the closed loop, then the open loop
-/// at each of `rates(case)`.
+/// Runs every selected case against `target`: a check of one answer, a warm-up, then
+/// `--runs` times the closed loop and the open loop at each of `rates(case)`.
 async fn measure(
     name: &str,
     target: &Target,
@@ -750,12 +759,23 @@ async fn measure(
             .await?;
         payload.check(target, &answer)?;
         closed_loop(target, &payload, args.keys, 4, Duration::from_secs(1)).await;
-        let m = closed_loop(target, &payload, args.keys, args.connections, duration).await;
-        let mode = format!("closed, {} in flight", args.connections);
-        row(name, case, &mode, &m);
-        for rate in rates(case) {
-            let m = open_loop(target, &payload, args.keys, rate, duration).await;
-            row(name, case, &format!("open, {rate}/s"), &m);
+        let rates = rates(case);
+        let mut closed = Vec::new();
+        let mut open: Vec<Vec<Measured>> = rates.iter().map(|_| Vec::new()).collect();
+        for _ in 0..args.runs.max(1) {
+            closed.push(closed_loop(target, &payload, args.keys, args.connections, duration).await);
+            for (rate, runs) in rates.iter().zip(&mut open) {
+                runs.push(open_loop(target, &payload, args.keys, *rate, duration).await);
+            }
+        }
+        row(
+            name,
+            case,
+            &format!("closed, {} in flight", args.connections),
+            &closed,
+        );
+        for (rate, runs) in rates.iter().zip(&open) {
+            row(name, case, &format!("open, {rate}/s"), runs);
         }
     }
     Ok(())

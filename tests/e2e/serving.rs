@@ -656,3 +656,46 @@ fn python_grpcio_and_feast_sdk_clients_read_online_features() {
         assert_eq!(feast["avg_daily_trips"][i], pair[0], "{v}");
     }
 }
+
+#[test]
+fn server_reflection_lists_and_describes_every_service() {
+    let (_dir, server) = served(&[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/reflection_list.py");
+    let out = std::process::Command::new(quiver_e2e::examples_python())
+        .arg(script)
+        .arg(&server.grpc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for service in [
+        "quiver.v1.OnlineService",
+        "quiver.v1.RegistryService",
+        "feast.serving.ServingService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            v["services"].as_array().unwrap().contains(&json!(service)),
+            "{service} missing: {v}"
+        );
+    }
+    assert_eq!(
+        v["methods"]["quiver.v1.OnlineService"],
+        json!(["GetOnlineFeatures", "PushFeatures"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["methods"]["quiver.v1.RegistryService"],
+        json!(["Apply", "GetObject", "History", "ListObjects"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["methods"]["feast.serving.ServingService"],
+        json!(["GetFeastServingInfo", "GetOnlineFeatures"]),
+        "{v}"
+    );
+}
