@@ -699,3 +699,37 @@ fn server_reflection_lists_and_describes_every_service() {
         "{v}"
     );
 }
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    use std::io::{Read, Write};
+    let (_dir, server) = served(&[]);
+    let body = json!({
+        "features": ["driver_hourly_stats:conv_rate"],
+        "entities": {"driver_id": [1001]},
+    })
+    .to_string();
+    let host = server.http.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        stream,
+        "POST /get-online-features HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first.as_bytes()).unwrap();
+    // Half the body is sent: the request is in flight when the server is told to stop.
+    std::thread::sleep(Duration::from_millis(200));
+    server.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(rest.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"conv_rate\""), "{answer}");
+    assert!(server.wait(), "the server exits cleanly after draining");
+}

@@ -157,9 +157,19 @@ impl Server {
         self.terminate()
     }
 
-    fn terminate(&mut self) -> bool {
+    /// Sends SIGTERM without waiting.
+    pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
+    /// Waits for the process to exit; returns whether it exited successfully.
+    pub fn wait(mut self) -> bool {
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    fn terminate(&mut self) -> bool {
+        self.sigterm();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 }
