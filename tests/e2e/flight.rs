@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema, TimeUnit
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
 use futures::TryStreamExt;
 use quiver_e2e::{
-    Server, example_repo, examples_dir, examples_python, quiver_ok, read_parquet, write_parquet,
+    Server, example_repo, examples_dir, python_json, quiver_ok, read_parquet, write_parquet,
 };
 use tonic::Code;
 
@@ -256,17 +256,10 @@ fn python_example_reads_a_training_set() {
     let repo = dir.path();
     quiver_ok(repo, &["apply"]);
     let server = Server::start(repo);
-    let out = std::process::Command::new(examples_python())
-        .arg(examples_dir().join("python/training_set.py"))
-        .args(["--server", &server.flight, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rows = python_json(
+        &examples_dir().join("python/training_set.py"),
+        ["--server", &server.flight, "--json"],
     );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[0]["driver_id"], 1001);
@@ -293,18 +286,7 @@ fn feast_sdk_remote_offline_store_matches_feast_itself() {
         .rsplit_once(':')
         .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_offline_parity.py");
-    let out = std::process::Command::new(examples_python())
-        .arg(script)
-        .arg(repo)
-        .args([host, port])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = python_json(&script, [repo.as_os_str(), host.as_ref(), port.as_ref()]);
     assert_eq!(report["rows"], 12, "every entity row is kept: {report}");
     // Feast's file store drops rows that match nothing; Quiver keeps them with nulls.
     for row in report["dropped_by_feast"].as_array().unwrap() {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use quiver_e2e::{Server, example_repo, http, quiver_ok};
+use quiver_e2e::{Server, example_repo, http, python_json, quiver_ok};
 use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::feast::types as ft;
 use quiver_server::proto::quiver::v1 as pb;
@@ -634,18 +634,18 @@ fn registry_changes_reach_the_server_without_a_restart() {
 #[test]
 fn python_grpcio_and_feast_sdk_clients_read_online_features() {
     let (dir, server) = served(&[]);
-    let out = std::process::Command::new(quiver_e2e::examples_python())
-        .arg(quiver_e2e::examples_dir().join("python/online.py"))
-        .args(["--grpc", &server.grpc, "--http", &server.http, "--repo"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let repo = dir.path().to_string_lossy();
+    let v = python_json(
+        &quiver_e2e::examples_dir().join("python/online.py"),
+        [
+            "--grpc",
+            &server.grpc,
+            "--http",
+            &server.http,
+            "--repo",
+            &repo,
+        ],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let grpc = &v["grpc"]["avg_daily_trips"];
     assert_eq!(grpc[2][1], "NOT_FOUND", "{v}");
     assert!(grpc[0][0].is_i64() || grpc[0][1] == "NULL_VALUE", "{v}");
@@ -661,17 +661,7 @@ fn python_grpcio_and_feast_sdk_clients_read_online_features() {
 fn server_reflection_lists_and_describes_every_service() {
     let (_dir, server) = served(&[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/reflection_list.py");
-    let out = std::process::Command::new(quiver_e2e::examples_python())
-        .arg(script)
-        .arg(&server.grpc)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_json(&script, [&server.grpc]);
     for service in [
         "quiver.v1.OnlineService",
         "quiver.v1.RegistryService",

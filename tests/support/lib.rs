@@ -205,6 +205,26 @@ pub fn examples_python() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Runs a Python `script` with the examples' venv and `args`; asserts it succeeded and
+/// returns its standard output parsed as JSON.
+pub fn python_json<S: AsRef<std::ffi::OsStr>>(
+    script: &Path,
+    args: impl IntoIterator<Item = S>,
+) -> serde_json::Value {
+    let out = Command::new(examples_python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
 /// The repository's `examples/` folder.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")

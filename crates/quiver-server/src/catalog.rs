@@ -161,47 +161,28 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_core::{Entity, Feature, FeatureView, JoinKey, KeyType, Ttl};
 
+    /// A snapshot of one online view `stats` of `features` float64 features, keyed by driver.
     fn snapshot(features: usize) -> Snapshot {
-        let mut defs = Definitions {
-            project: "p".into(),
-            ..Definitions::default()
-        };
-        defs.entities.insert(
-            "driver".into(),
-            Entity {
-                name: "driver".into(),
-                join_keys: vec![JoinKey {
-                    name: "driver_id".into(),
-                    key_type: KeyType::Int64,
-                }],
-                description: String::new(),
-                owner: String::new(),
-                tags: Default::default(),
-            },
-        );
-        defs.feature_views.insert(
-            "stats".into(),
-            FeatureView {
-                name: "stats".into(),
-                entities: vec!["driver".into()],
-                source: "s".into(),
-                features: (0..features)
-                    .map(|i| Feature {
-                        name: format!("f{i}"),
-                        value_type: "float64".parse().expect("type"),
-                        description: String::new(),
-                    })
-                    .collect(),
-                ttl: Ttl::UNLIMITED,
-                online: true,
-                offline: true,
-                description: String::new(),
-                owner: String::new(),
-                tags: Default::default(),
-            },
-        );
+        let features: Vec<_> = (0..features)
+            .map(|i| serde_json::json!({"name": format!("f{i}"), "type": "float64"}))
+            .collect();
+        let defs = serde_json::from_value(serde_json::json!({
+            "project": "p",
+            "entities": {"driver": {
+                "name": "driver",
+                "join_keys": [{"name": "driver_id", "type": "int64"}],
+            }},
+            "feature_views": {"stats": {
+                "name": "stats",
+                "entities": ["driver"],
+                "source": "s",
+                "features": features,
+                "online": true,
+                "offline": true,
+            }},
+        }))
+        .expect("definitions");
         Snapshot::new(1, defs)
     }
 
