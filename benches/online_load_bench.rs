@@ -479,6 +479,9 @@ struct Measured {
     errors: u64,
     seconds: f64,
     latency: Histogram<u64>,
+    /// Open loop: how late the generator itself started each request (µs after it was due),
+    /// part of `latency`; a large value means the machine, not the server, was busy.
+    lag: Option<Histogram<u64>>,
 }
 
 impl Measured {
@@ -534,6 +537,7 @@ async fn closed_loop(
         errors,
         seconds: start.elapsed().as_secs_f64(),
         latency,
+        lag: None,
     }
 }
 
@@ -563,16 +567,21 @@ async fn open_loop(
         }
     });
     let latency = Arc::new(Mutex::new(histogram()));
+    let lag = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(AtomicUsize::new(0));
     let mut inflight = VecDeque::new();
     while let Some((i, due)) = due_rx.recv().await {
-        let (target, payload, latency, errors) = (
+        let (target, payload, latency, lag, errors) = (
             target.clone(),
             Arc::clone(payload),
             latency.clone(),
+            lag.clone(),
             errors.clone(),
         );
         inflight.push_back(tokio::spawn(async move {
+            if let Ok(mut h) = lag.lock() {
+                let _ = h.record(due.elapsed().as_micros() as u64);
+            }
             let mut rng = StdRng::seed_from_u64(i);
             match target.call(&payload, &mut rng, keys).await {
                 Ok(_) => {
@@ -596,15 +605,15 @@ async fn open_loop(
     for t in inflight {
         let _ = t.await;
     }
-    let latency = latency
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| histogram());
+    let snapshot =
+        |h: &Mutex<Histogram<u64>>| h.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+    let latency = snapshot(&latency);
     Measured {
         requests: latency.len(),
         errors: errors.load(Ordering::Relaxed) as u64,
         seconds: start.elapsed().as_secs_f64(),
         latency,
+        lag: Some(snapshot(&lag)),
     }
 }
 
@@ -729,8 +738,19 @@ fn row(target: &str, case: Case, mode: &str, runs: &[Measured]) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let lag = if runs.iter().all(|m| m.lag.is_some()) {
+        format!(
+            "{:.3}",
+            median(&|m| m
+                .lag
+                .as_ref()
+                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0))
+        )
+    } else {
+        "-".into()
+    };
     println!(
-        "| {target} | {} | {mode} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+        "| {target} | {} | {mode} | {:.0} | {:.3} | {:.3} | {:.3} | {lag} | {} |",
         case.name(),
         median(&|m| m.requests as f64 / m.seconds),
         median(&|m| m.p(0.5)),
@@ -814,8 +834,10 @@ fn main() -> Result<()> {
             .enable_all()
             .build()
     };
-    println!("| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | generator lag p99 ms | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     {
         let (_guard, grpc, http) = start_quiver(&repo)?;
         // Dropped before the server: its connections close, so the server can drain and exit.
