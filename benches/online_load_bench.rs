@@ -11,8 +11,9 @@
 //! others). For each target and case: a closed loop (`--connections` concurrent requests for
 //! `--seconds`, the saturation throughput) and open loops at fixed rates (latency percentiles
 //! with coordinated-omission correction: latency is measured from when a request was due, not
-//! when it was sent; a pacing thread sleeps to each due instant). The load generator runs on
-//! one thread (plus the pacer) of the same 2-core machine. Feast comes from PyPI into a venv
+//! when it was sent; a pacing thread sleeps to each due instant; the "generator lag" column
+//! says how late the generator itself was). The load generator runs on one thread (plus the
+//! pacer) of the same 2-core machine. Feast comes from PyPI into a venv
 //! (benches/python/venv.sh).
 
 use std::collections::VecDeque;
@@ -48,7 +49,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 struct Args {
     /// Distinct drivers.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 20_000)]
     keys: i64,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
@@ -803,7 +804,8 @@ async fn measure(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let repo = args.dir.join("quiver");
+    // Data files are kept between runs, so each key count has its own repository.
+    let repo = args.dir.join(format!("quiver-{}-keys", args.keys));
     let data = repo.join("data");
     std::fs::create_dir_all(&data)?;
     for (v, n) in VIEWS {
