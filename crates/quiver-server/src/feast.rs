@@ -400,6 +400,7 @@ fn features_json(
     };
     serde_json::to_vec(&answer).map_err(|e| Status::internal(e.to_string()))
 }
+
 async fn get_online_features(
     State(online): State<Arc<Online>>,
     body: Bytes,
