@@ -691,7 +691,7 @@ fn server_reflection_lists_and_describes_every_service() {
 }
 
 #[test]
-fn sigterm_lets_a_request_in_flight_finish() {
+fn sigterm_lets_an_http_request_in_flight_finish() {
     use std::io::{Read, Write};
     let (_dir, server) = served(&[]);
     let body = json!({
@@ -721,5 +721,51 @@ fn sigterm_lets_a_request_in_flight_finish() {
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"conv_rate\""), "{answer}");
+    assert!(server.wait(), "the server exits cleanly after draining");
+}
+
+#[test]
+fn sigterm_lets_a_grpc_call_in_flight_finish() {
+    let (_dir, server) = served(&[]);
+    let request = pb::GetOnlineFeaturesRequest {
+        features: Some(pb::get_online_features_request::Features::FeatureRefs(
+            pb::FeatureList {
+                refs: vec!["driver_hourly_stats:conv_rate".into()],
+            },
+        )),
+        entities: vec![pb::Column {
+            name: "driver_id".into(),
+            values: vec![int64(1001)],
+        }],
+        full_feature_names: false,
+    };
+    runtime().block_on(async {
+        let mut grpc = tonic::client::Grpc::new(channel(&server));
+        grpc.ready().await.unwrap();
+        // The call's stream opens at once; its one message is sent only after the SIGTERM
+        // (a unary call is the same HTTP/2 stream as a client stream of one message).
+        let (send, sent) = tokio::sync::oneshot::channel::<()>();
+        let body = futures::stream::once(async move {
+            let _ = sent.await;
+            request
+        });
+        let call = tokio::spawn(async move {
+            grpc.client_streaming::<_, _, pb::GetOnlineFeaturesResponse, _>(
+                tonic::Request::new(body),
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/quiver.v1.OnlineService/GetOnlineFeatures",
+                ),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.sigterm();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send.send(()).unwrap();
+        let answer = call.await.unwrap().unwrap().into_inner();
+        assert_eq!(answer.row_count, 1);
+        assert_eq!(answer.features[0].name, "conv_rate");
+    });
     assert!(server.wait(), "the server exits cleanly after draining");
 }
