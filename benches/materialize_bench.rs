@@ -7,6 +7,7 @@
 //! which gives the like-for-like ratio. Feast comes from PyPI into a venv
 //! (benches/python/venv.sh).
 
+use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use clap::Parser;
 use parquet::arrow::ArrowWriter;
@@ -61,14 +62,7 @@ fn write_source(path: &Path, rows: usize, keys: i64, features: usize) -> Result<
             false,
         ),
     ];
-    for i in 0..features {
-        let t = if i % 2 == 0 {
-            DataType::Float64
-        } else {
-            DataType::Int64
-        };
-        fields.push(Field::new(format!("f{i}"), t, true));
-    }
+    fields.extend(feature_fields("f", features));
     let schema = Arc::new(Schema::new(fields));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -98,24 +92,7 @@ fn write_source(path: &Path, rows: usize, keys: i64, features: usize) -> Result<
                 .with_timezone("UTC"),
             ),
         ];
-        for i in 0..features {
-            columns.push(if i % 2 == 0 {
-                Arc::new(Float64Array::from(
-                    (0..n)
-                        .map(|_| rng.random_bool(0.98).then(|| rng.random::<f64>()))
-                        .collect::<Vec<_>>(),
-                ))
-            } else {
-                Arc::new(Int64Array::from(
-                    (0..n)
-                        .map(|_| {
-                            rng.random_bool(0.98)
-                                .then(|| rng.random_range(0..1_000_000))
-                        })
-                        .collect::<Vec<_>>(),
-                ))
-            });
-        }
+        columns.extend((0..features).map(|i| feature_column(i, n, 0.98, &mut rng)));
         writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
     }
     writer.close()?;
@@ -133,14 +110,7 @@ fn quiver_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
     let repo = dir.join("quiver");
     std::fs::create_dir_all(&repo)?;
     std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
-    let feature_list: String = (0..features)
-        .map(|i| {
-            format!(
-                "      - {{name: f{i}, type: {}}}\n",
-                if i % 2 == 0 { "float64" } else { "int64" }
-            )
-        })
-        .collect();
+    let feature_list = feature_definitions("f", features);
     std::fs::write(
         repo.join("defs.yaml"),
         format!(

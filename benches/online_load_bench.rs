@@ -16,6 +16,7 @@
 //! pacer) of the same 2-core machine. Feast comes from PyPI into a venv
 //! (benches/python/venv.sh).
 
+use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use clap::Parser;
@@ -97,14 +98,7 @@ fn write_view(path: &Path, name: &str, features: usize, keys: i64) -> Result<()>
             false,
         ),
     ];
-    for i in 0..features {
-        let t = if i % 2 == 0 {
-            DataType::Float64
-        } else {
-            DataType::Int64
-        };
-        fields.push(Field::new(format!("{name}_f{i}"), t, true));
-    }
+    fields.extend(feature_fields(&format!("{name}_f"), features));
     let schema = Arc::new(Schema::new(fields));
     let mut rng = StdRng::seed_from_u64(features as u64);
     let n = usize::try_from(keys)?;
@@ -117,17 +111,7 @@ fn write_view(path: &Path, name: &str, features: usize, keys: i64) -> Result<()>
             .with_timezone("UTC"),
         ),
     ];
-    for i in 0..features {
-        columns.push(if i % 2 == 0 {
-            Arc::new(Float64Array::from_iter_values(
-                (0..n).map(|_| rng.random::<f64>()),
-            ))
-        } else {
-            Arc::new(Int64Array::from_iter_values(
-                (0..n).map(|_| rng.random_range(0..1000)),
-            ))
-        });
-    }
+    columns.extend((0..features).map(|i| feature_column(i, n, 1.0, &mut rng)));
     let mut w = ArrowWriter::try_new(File::create(path)?, schema.clone(), None)?;
     w.write(&RecordBatch::try_new(schema, columns)?)?;
     w.close()?;
@@ -148,10 +132,7 @@ fn definitions() -> String {
         d.push_str(&format!(
             "  - name: {v}\n    entities: [driver]\n    source: {v}\n    features:\n"
         ));
-        for i in 0..n {
-            let t = if i % 2 == 0 { "float64" } else { "int64" };
-            d.push_str(&format!("      - {{name: {v}_f{i}, type: {t}}}\n"));
-        }
+        d.push_str(&feature_definitions(&format!("{v}_f"), n));
     }
     d.push_str("feature_services:\n  - name: three_views\n    features: [stats_a:*, stats_b:*, stats_c:*]\n");
     d

@@ -9,6 +9,7 @@
 //! in its own process, so peak memory (VmHWM / ru_maxrss) is its own. DuckDB comes from PyPI
 //! into a venv (benches/python/venv.sh). Data is cached in `--data` per scale.
 
+use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchReader, StringArray,
+    Array, ArrayRef, Int64Array, RecordBatch, RecordBatchReader, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
@@ -80,10 +81,7 @@ fn definitions() -> String {
             "  - name: {view}\n    entities: [{}]\n    source: {view}\n    features:\n",
             entities.join(", ")
         ));
-        for i in 0..*n {
-            let t = if i % 2 == 0 { "float64" } else { "int64" };
-            d.push_str(&format!("      - {{name: {prefix}_f{i}, type: {t}}}\n"));
-        }
+        d.push_str(&feature_definitions(&format!("{prefix}_f"), *n));
     }
     d
 }
@@ -119,14 +117,7 @@ fn write_view(
     }
     fields.push(Field::new("event_timestamp", utc.clone(), false));
     fields.push(Field::new("created", utc, false));
-    for i in 0..features {
-        let t = if i % 2 == 0 {
-            DataType::Float64
-        } else {
-            DataType::Int64
-        };
-        fields.push(Field::new(format!("{prefix}_f{i}"), t, true));
-    }
+    fields.extend(feature_fields(&format!("{prefix}_f"), features));
     let schema = Arc::new(Schema::new(fields));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -169,18 +160,7 @@ fn write_view(
             )
             .with_timezone("UTC"),
         ));
-        for i in 0..features {
-            columns.push(if i % 2 == 0 {
-                Arc::new(Float64Array::from_iter(
-                    (0..n).map(|_| rng.random_bool(0.98).then(|| rng.random::<f64>())),
-                ))
-            } else {
-                Arc::new(Int64Array::from_iter((0..n).map(|_| {
-                    rng.random_bool(0.98)
-                        .then(|| rng.random_range(0..1_000_000))
-                })))
-            });
-        }
+        columns.extend((0..features).map(|i| feature_column(i, n, 0.98, &mut rng)));
         writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
         written += n;
     }
