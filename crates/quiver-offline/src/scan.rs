@@ -8,13 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
 };
 use quiver_core::{Definitions, Feature, FeatureView, JoinKey, Source};
-use quiver_registry::{row_group_reader, source_files};
+use quiver_registry::{check_view_columns, row_group_reader, source_files};
 
 use crate::error::{OfflineError, Result};
 use crate::keys::{KeyColumns, sorted_keys};
@@ -88,32 +87,14 @@ impl<'a> SourceScan<'a> {
         let file = File::open(&self.files[fi]).map_err(|e| err(e.to_string()))?;
         let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
             .map_err(|e| err(format!("not a readable Parquet file: {e}")))?;
-        let schema = footer.schema();
-        let expect =
-            |column: &str, what: &str, ok: &dyn Fn(&DataType) -> bool, want: &str| match schema
-                .field_with_name(column)
-            {
-                Err(_) => Err(err(format!("{what} column '{column}' is missing"))),
-                Ok(f) if !ok(f.data_type()) => Err(err(format!(
-                    "{what} column '{column}' has type {}, expected {want}",
-                    f.data_type()
-                ))),
-                Ok(_) => Ok(()),
-            };
-        let is_ts = |t: &DataType| matches!(t, DataType::Timestamp(_, _));
-        expect(&self.ts_column, "timestamp", &is_ts, "a timestamp")?;
-        if let Some(c) = &self.created_column {
-            expect(c, "created timestamp", &is_ts, "a timestamp")?;
-        }
-        for (k, col) in &self.keys {
-            let t = k.key_type.value_type();
-            expect(col, "join key", &|d| t.accepts(d), &t.to_string())?;
-        }
-        for f in features {
-            let col = self.source.column_for(&f.name).to_owned();
-            let t = f.value_type;
-            expect(&col, "feature", &|d| t.accepts(d), &t.to_string())?;
-        }
+        let keys = self.keys.iter().map(|(k, _)| k);
+        check_view_columns(
+            footer.schema(),
+            self.source,
+            keys,
+            features.iter().copied(),
+        )
+        .map_err(err)?;
         Ok(footer)
     }
 

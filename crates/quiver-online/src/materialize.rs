@@ -32,7 +32,7 @@ use quiver_core::{
     Definitions, FeatureView, JoinKey, KeyType, ScalarType, Source, ValueType, push_bytes_key,
     push_int32_key, push_int64_key,
 };
-use quiver_registry::{row_group_reader, source_files};
+use quiver_registry::{check_view_columns, row_group_reader, source_files};
 
 use crate::error::{OnlineError, Result};
 use crate::row::{RowVersion, RowWriter, layout_fingerprint};
@@ -350,42 +350,8 @@ impl<'a> ViewPlan<'a> {
             let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
                 .map_err(|e| err(format!("not a readable Parquet file: {e}")))?;
             let schema = footer.schema().clone();
-            let expect = |column: &str,
-                          what: &str,
-                          ok: &dyn Fn(&DataType) -> bool,
-                          declared: String|
-             -> Result<()> {
-                match schema.field_with_name(column) {
-                    Err(_) => Err(err(format!("{what} column '{column}' is missing"))),
-                    Ok(f) if !ok(f.data_type()) => Err(err(format!(
-                        "{what} column '{column}' has type {}, expected {declared}",
-                        f.data_type()
-                    ))),
-                    Ok(_) => Ok(()),
-                }
-            };
-            let is_ts = |t: &DataType| matches!(t, DataType::Timestamp(_, _));
-            expect(&ts_column, "timestamp", &is_ts, "a timestamp".into())?;
-            if let Some(created) = &source.created_timestamp_column {
-                expect(
-                    &column_of(created),
-                    "created timestamp",
-                    &is_ts,
-                    "a timestamp".into(),
-                )?;
-            }
-            for (k, col) in &keys {
-                let t = k.key_type.value_type();
-                expect(col, "join key", &|d| t.accepts(d), t.to_string())?;
-            }
-            for (f, col) in view.features.iter().zip(&feature_columns) {
-                expect(
-                    col,
-                    "feature",
-                    &|d| f.value_type.accepts(d),
-                    f.value_type.to_string(),
-                )?;
-            }
+            check_view_columns(&schema, source, keys.iter().map(|(k, _)| k), &view.features)
+                .map_err(err)?;
 
             // Row groups whose event-time range misses the window are never decoded.
             let metadata = footer.metadata().clone();

@@ -37,5 +37,7 @@ pub use config::{CONFIG_FILE, OnlineStoreConfig, RepoConfig, ServerConfig};
 pub use definitions::{definition_files, is_valid_name, load_definitions};
 pub use error::{Diagnostic, RegistryError, Result};
 pub use plan::{Action, Change, Plan};
-pub use source::{SourceSchema, read_source_schema, row_group_reader, source_files};
+pub use source::{
+    SourceSchema, check_view_columns, read_source_schema, row_group_reader, source_files,
+};
 pub use store::{BlobStore, LocalBlobStore, Registry, RegistryVersion};

@@ -3,9 +3,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::datatypes::{Field, FieldRef, Schema};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use quiver_core::Source;
+use quiver_core::{Feature, JoinKey, Source};
 
 use crate::error::{RegistryError, Result};
 
@@ -202,4 +202,40 @@ pub fn row_group_reader(
         .with_batch_size(batch_rows)
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// Checks that a file of `source` (its unmapped Arrow `schema`) has every column a view reads:
+/// the event time, the created time, the join `keys` and `features`, each of a type its
+/// declaration accepts. The error names the column, its type and the type expected.
+pub fn check_view_columns<'a>(
+    schema: &Schema,
+    source: &Source,
+    keys: impl IntoIterator<Item = &'a JoinKey>,
+    features: impl IntoIterator<Item = &'a Feature>,
+) -> std::result::Result<(), String> {
+    let expect = |name: &str, what: &str, ok: &dyn Fn(&DataType) -> bool, want: &str| {
+        let column = source.column_for(name);
+        match schema.field_with_name(column) {
+            Err(_) => Err(format!("{what} column '{column}' is missing")),
+            Ok(f) if !ok(f.data_type()) => Err(format!(
+                "{what} column '{column}' has type {}, expected {want}",
+                f.data_type()
+            )),
+            Ok(_) => Ok(()),
+        }
+    };
+    let is_ts = |t: &DataType| matches!(t, DataType::Timestamp(_, _));
+    expect(&source.timestamp_field, "timestamp", &is_ts, "a timestamp")?;
+    if let Some(created) = &source.created_timestamp_column {
+        expect(created, "created timestamp", &is_ts, "a timestamp")?;
+    }
+    for k in keys {
+        let t = k.key_type.value_type();
+        expect(&k.name, "join key", &|d| t.accepts(d), &t.to_string())?;
+    }
+    for f in features {
+        let t = f.value_type;
+        expect(&f.name, "feature", &|d| t.accepts(d), &t.to_string())?;
+    }
+    Ok(())
 }
