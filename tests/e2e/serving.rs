@@ -728,15 +728,8 @@ fn sigterm_lets_an_http_request_in_flight_finish() {
 fn sigterm_lets_a_grpc_call_in_flight_finish() {
     let (_dir, server) = served(&[]);
     let request = pb::GetOnlineFeaturesRequest {
-        features: Some(pb::get_online_features_request::Features::FeatureRefs(
-            pb::FeatureList {
-                refs: vec!["driver_hourly_stats:conv_rate".into()],
-            },
-        )),
-        entities: vec![pb::Column {
-            name: "driver_id".into(),
-            values: vec![int64(1001)],
-        }],
+        features: refs(&["driver_hourly_stats:conv_rate"]),
+        entities: vec![column("driver_id", vec![int64(1001)])],
         full_feature_names: false,
     };
     runtime().block_on(async {
@@ -768,4 +761,42 @@ fn sigterm_lets_a_grpc_call_in_flight_finish() {
         assert_eq!(answer.features[0].name, "conv_rate");
     });
     assert!(server.wait(), "the server exits cleanly after draining");
+}
+
+#[test]
+fn a_push_to_a_source_read_by_two_views_reaches_its_folder_once() {
+    let dir = example_repo();
+    let repo = dir.path();
+    std::fs::write(
+        repo.join("second.yaml"),
+        "feature_views:\n  - name: trips_only\n    entities: [driver, customer]\n    source: driver_customer_source\n    features:\n      - {name: trips_together, type: int64}\n",
+    )
+    .unwrap();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start(repo);
+    for (i, to) in ["offline", "online_and_offline"].into_iter().enumerate() {
+        let push = json!({
+            "push_source_name": "driver_customer_source",
+            "df": {"driver_id": [7101 + i], "customer_id": ["C7101"], "event_timestamp": [now_iso(1)], "trips_together": [3]},
+            "to": to,
+        });
+        let (code, body) = http(&server.http, "POST", "/push", Some(&push.to_string()));
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["feature_views"],
+            json!(["driver_customer_trips", "trips_only"]),
+            "{v}"
+        );
+    }
+    let pushed: Vec<String> = std::fs::read_dir(repo.join("data/driver_customer_trips"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("push-"))
+        .collect();
+    assert_eq!(
+        pushed.len(),
+        2,
+        "one file per push, not one per view: {pushed:?}"
+    );
 }

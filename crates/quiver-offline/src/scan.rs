@@ -88,13 +88,8 @@ impl<'a> SourceScan<'a> {
         let footer = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
             .map_err(|e| err(format!("not a readable Parquet file: {e}")))?;
         let keys = self.keys.iter().map(|(k, _)| k);
-        check_view_columns(
-            footer.schema(),
-            self.source,
-            keys,
-            features.iter().copied(),
-        )
-        .map_err(err)?;
+        check_view_columns(footer.schema(), self.source, keys, features.iter().copied())
+            .map_err(err)?;
         Ok(footer)
     }
 

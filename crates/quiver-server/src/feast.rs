@@ -484,17 +484,15 @@ async fn push(
     }
     let mut rows = 0;
     for (i, view) in views.iter().enumerate() {
-        // One offline append per source.
+        // The views share one source: it gets the rows once, with the first view.
         let target = match (to, i) {
-            (PushTarget::OnlineAndOffline, 1..) => PushTarget::Online,
-            (t, _) => t,
+            (_, 0) => to,
+            (PushTarget::Offline, _) => continue,
+            _ => PushTarget::Online,
         };
-        let columns: Vec<(String, Vec<Loose>)> = columns.clone();
-        let online = Arc::clone(&online);
-        let view = view.clone();
-        rows = tokio::task::spawn_blocking(move || online.push(&view, &columns, target))
-            .await
-            .map_err(|e| HttpError(Status::internal(e.to_string())))??
+        rows = online
+            .push_blocking(view.clone(), columns.clone(), target)
+            .await?
             .rows;
     }
     Ok(axum::Json(
@@ -513,9 +511,8 @@ async fn write_to_online_store(
         .ok_or_else(|| bad("missing \"feature_view_name\""))?
         .to_owned();
     let columns = json_columns(body.get("df"), "df")?;
-    let pushed =
-        tokio::task::spawn_blocking(move || online.push(&view, &columns, PushTarget::Online))
-            .await
-            .map_err(|e| HttpError(Status::internal(e.to_string())))??;
+    let pushed = online
+        .push_blocking(view, columns, PushTarget::Online)
+        .await?;
     Ok(axum::Json(json!({"status": "ok", "rows": pushed.rows})))
 }

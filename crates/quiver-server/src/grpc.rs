@@ -152,12 +152,10 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
             pb::PushTarget::Unspecified | pb::PushTarget::Online => PushTarget::Online,
             pb::PushTarget::OnlineAndOffline => PushTarget::OnlineAndOffline,
         };
-        let online = Arc::clone(&self.online);
-        let pushed = tokio::task::spawn_blocking(move || {
-            online.push(&r.feature_view, &columns(&r.columns), to)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let pushed = self
+            .online
+            .push_blocking(r.feature_view, columns(&r.columns), to)
+            .await?;
         Ok(Response::new(pb::PushFeaturesResponse {
             rows_written: pushed.rows as u64,
             offline_file: pushed.offline_file.unwrap_or_default(),

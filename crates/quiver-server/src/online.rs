@@ -191,6 +191,20 @@ impl Online {
         answer(&snapshot, &read)
     }
 
+    /// [`Online::push`] on the blocking pool: it writes the store and, for offline targets,
+    /// a Parquet file.
+    pub(crate) async fn push_blocking(
+        self: &Arc<Self>,
+        view: String,
+        columns: Vec<(String, Vec<Loose>)>,
+        to: PushTarget,
+    ) -> Result<Pushed, Status> {
+        let online = Arc::clone(self);
+        tokio::task::spawn_blocking(move || online.push(&view, &columns, to))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
+
     /// Writes rows of `view` given column by column: join keys, `event_timestamp`, optionally
     /// `created` / `created_timestamp`, and features (absent features are null). Newest wins.
     pub(crate) fn push(
