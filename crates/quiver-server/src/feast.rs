@@ -17,7 +17,8 @@ use serde_json::{Map, Value as Json, json};
 use tonic::{Code, Request, Response, Status};
 
 use crate::catalog::FeatureSpec;
-use crate::grpc::{cell_error, timestamp};
+use crate::error::online_status;
+use crate::grpc::timestamp;
 use crate::online::{Loose, Online, PushTarget};
 use crate::proto::feast::serving as fs;
 use crate::proto::feast::types as ft;
@@ -194,7 +195,7 @@ impl fs::serving_service_server::ServingService for FeastServing {
                     names.push(f.output_name.clone());
                     let mut vector = fs::get_online_features_response::FeatureVector::default();
                     for row in 0..read.num_rows() {
-                        let cell = read.cell(col, row).map_err(|e| cell_error(&e))?;
+                        let cell = read.cell(col, row).map_err(|e| online_status(&e))?;
                         vector
                             .values
                             .push(feast_value(f.feature.value_type, &cell.value));
@@ -355,7 +356,7 @@ fn features_json(
     let cells = (0..read.features().len())
         .map(|col| {
             (0..rows)
-                .map(|row| read.cell(col, row).map_err(|e| cell_error(&e)))
+                .map(|row| read.cell(col, row).map_err(|e| online_status(&e)))
                 .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -166,14 +166,15 @@ impl TrainingSetService {
         }
     }
 
-    /// Runs a join on a blocking thread and streams the result as Flight data.
+    /// Runs a join of `features` (resolved against `snapshot`) on a blocking thread and streams
+    /// the result as Flight data.
     async fn run(
         &self,
+        snapshot: Arc<Snapshot>,
         features: Vec<ResolvedFeature>,
         as_of_created: bool,
         rows: EntityRows,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
-        let snapshot = self.catalog.current();
         let root = self.data_root.clone();
         let options = JoinOptions {
             as_of_created,
@@ -229,7 +230,7 @@ impl TrainingSetService {
                 ));
             }
         };
-        self.run(features, false, rows).await
+        self.run(snapshot, features, false, rows).await
     }
 
     /// The training set of a native `DoGet` ticket.
@@ -237,7 +238,8 @@ impl TrainingSetService {
         &self,
         command: Command,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
-        let features = resolve(&self.snapshot().defs, &command)?;
+        let snapshot = self.snapshot();
+        let features = resolve(&snapshot.defs, &command)?;
         let rows = match (&command.entities, &command.start, &command.end) {
             (Some(path), None, None) => EntityRows::Table(
                 read_entity_file(&self.data_root.join(path)).map_err(|e| offline_status(&e))?,
@@ -252,7 +254,8 @@ impl TrainingSetService {
                 ));
             }
         };
-        self.run(features, command.as_of_created, rows).await
+        self.run(snapshot, features, command.as_of_created, rows)
+            .await
     }
 
     /// The schema of a command's training set for the minimal entity table (join keys and
@@ -565,9 +568,15 @@ impl FlightService for TrainingSetService {
                 "DoExchange joins onto the streamed entity table; \"entities\", \"start\" and \"end\" belong to DoGet",
             ));
         }
-        let features = resolve(&self.snapshot().defs, &command)?;
+        let snapshot = self.snapshot();
+        let features = resolve(&snapshot.defs, &command)?;
         let stream = self
-            .run(features, command.as_of_created, EntityRows::Table(table))
+            .run(
+                snapshot,
+                features,
+                command.as_of_created,
+                EntityRows::Table(table),
+            )
             .await?;
         Ok(Response::new(stream))
     }

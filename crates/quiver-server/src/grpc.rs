@@ -8,8 +8,8 @@ use quiver_online::{Cell, FeatureValue, FieldStatus as Status_};
 use quiver_registry::{Change as RegistryChange, Plan, RegistryError};
 use tonic::{Request, Response, Status};
 
-use crate::catalog::Catalog;
-use crate::catalog::FeatureSpec;
+use crate::catalog::{Catalog, FeatureSpec};
+use crate::error::online_status;
 use crate::online::{Loose, Online, PushTarget};
 use crate::proto::quiver::v1 as pb;
 use crate::registry_files::validate_files;
@@ -85,10 +85,6 @@ fn columns(list: &[pb::Column]) -> Vec<(String, Vec<Loose>)> {
         .collect()
 }
 
-pub(crate) fn cell_error(e: &quiver_online::OnlineError) -> Status {
-    crate::error::online_status(e)
-}
-
 #[tonic::async_trait]
 impl pb::online_service_server::OnlineService for OnlineGrpc {
     async fn get_online_features(
@@ -127,7 +123,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
                                 value: v,
                                 status: s,
                                 event_ts,
-                            } = read.cell(col, row).map_err(|e| cell_error(&e))?;
+                            } = read.cell(col, row).map_err(|e| online_status(&e))?;
                             column.values.push(value(&v));
                             column.statuses.push(status(s) as i32);
                             column.event_timestamps_micros.push(event_ts.unwrap_or(0));
