@@ -248,7 +248,7 @@ fn a_killed_materialization_resumes_to_the_same_store() {
     ];
 
     // Kill the run part-way (trying shorter delays if a run finishes first), then check
-    // nothing claims the window was done.
+    // the watermark does not run ahead of the data.
     let mut killed_after = None;
     for delay_ms in [200, 100, 50, 25, 10, 5] {
         let mut child = Command::new(quiver_bin())
@@ -279,12 +279,17 @@ fn a_killed_materialization_resumes_to_the_same_store() {
         .find(|w| w["view"] == "driver_hourly_stats")
         .unwrap()
         .clone();
-    assert!(
-        wm["watermark"].is_null(),
-        "killed after {delay} ms, watermark advanced: {stats}"
-    );
+    quiver_ok(clean.path(), &args);
+    if !wm["watermark"].is_null() {
+        // The kill landed after the run committed (while it was exiting): a watermark is
+        // only written after its rows, so they must all be there already.
+        assert_eq!(
+            sample(killed.path()),
+            sample(clean.path()),
+            "killed after {delay} ms with the watermark written, but rows missing: {stats}"
+        );
+    }
 
     quiver_ok(killed.path(), &args);
-    quiver_ok(clean.path(), &args);
     assert_eq!(sample(killed.path()), sample(clean.path()));
 }
