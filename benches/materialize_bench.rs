@@ -21,8 +21,10 @@ use clap::Parser;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use quiver_online::{RocksDbOptions, RocksDbStore, Window, materialize};
+use quiver_online::Window;
+use quiver_ops::{ApplyRequest, BaseVersion, FeatureStore, MaterializeRequest, StoreOptions};
 use quiver_registry::{RepoConfig, load_definitions};
+use quiver_source::Sources;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -119,20 +121,22 @@ fn quiver_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
         ),
     )?;
     let config = RepoConfig::load(&repo)?;
-    let defs = load_definitions(&repo, &config)?;
-    let store = RocksDbStore::open(&repo.join("online_store"), &RocksDbOptions::default())?;
+    let definitions = load_definitions(&repo, &config, &Sources::new(config.data_root(&repo)))?;
+    let store = FeatureStore::open(&repo, StoreOptions::default())?;
+    store.apply(ApplyRequest {
+        definitions,
+        based_on: BaseVersion::Latest,
+        author: "bench".into(),
+    })?;
     let started = Instant::now();
-    let reports = materialize(
-        &store,
-        &defs,
-        &repo,
-        &[],
+    let request = MaterializeRequest::manual(
+        Vec::new(),
         Window::Range {
             start: i64::MIN,
             end: i64::MAX,
         },
-        &|_| {},
-    )?;
+    );
+    let reports = store.materialize(&request, &|_| {}, None)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Run {
         engine: "quiver",

@@ -15,6 +15,12 @@
 //! says how late the generator itself was). The load generator runs on one thread (plus the
 //! pacer) of the same 2-core machine. Feast comes from PyPI into a venv
 //! (benches/python/venv.sh).
+//!
+//! "Reads during materialization": the server materializes a view of `--materialize-rows`
+//! rows (through its `Materialize` RPC, as `quiver materialize` does when a server holds the
+//! store) while an open loop reads 1 entity × 50 features over gRPC at `--during-rate`; the
+//! same run measures the reads without a materialization and the materialization without
+//! reads.
 
 use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::collections::VecDeque;
@@ -82,6 +88,51 @@ struct Args {
     /// Working folder.
     #[arg(long, default_value = "/var/tmp/quiver-load-bench")]
     dir: PathBuf,
+    /// Source rows materialized in "reads during materialization" (0 skips the case).
+    #[arg(long, default_value_t = 10_000_000)]
+    materialize_rows: usize,
+    /// Open-loop rate of the reads during materialization (requests/s).
+    #[arg(long, default_value_t = 2000)]
+    during_rate: u64,
+}
+
+/// The view materialized while reads are measured: 20 features, ten rows per key.
+const BIG: &str = "big";
+const BIG_FEATURES: usize = 20;
+
+fn write_big(path: &Path, rows: usize) -> Result<()> {
+    let mut fields = vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    fields.extend(feature_fields("big_f", BIG_FEATURES));
+    let schema = Arc::new(Schema::new(fields));
+    let mut rng = StdRng::seed_from_u64(7);
+    let keys = (rows / 10).max(1) as i64;
+    let mut w = ArrowWriter::try_new(File::create(path)?, schema.clone(), None)?;
+    let chunk = 1_000_000;
+    for start in (0..rows).step_by(chunk) {
+        let n = chunk.min(rows - start);
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|_| rng.random_range(0..keys)),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    (0..n).map(|_| T0 + rng.random_range(0..30 * 86_400_000_000)),
+                )
+                .with_timezone("UTC"),
+            ),
+        ];
+        columns.extend((0..BIG_FEATURES).map(|i| feature_column(i, n, 0.9, &mut rng)));
+        w.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+    }
+    w.close()?;
+    Ok(())
 }
 
 /// 2024-01-01T00:00:00Z in µs.
@@ -118,17 +169,21 @@ fn write_view(path: &Path, name: &str, features: usize, keys: i64) -> Result<()>
     Ok(())
 }
 
-fn definitions() -> String {
+fn definitions(big: bool) -> String {
+    let mut views: Vec<(&str, usize)> = VIEWS.to_vec();
+    if big {
+        views.push((BIG, BIG_FEATURES));
+    }
     let mut d = String::from(
         "entities:\n  - name: driver\n    join_keys: [{name: driver_id, type: int64}]\nsources:\n",
     );
-    for (v, _) in VIEWS {
+    for (v, _) in &views {
         d.push_str(&format!(
             "  - {{name: {v}, path: data/{v}.parquet, timestamp_field: event_timestamp}}\n"
         ));
     }
     d.push_str("feature_views:\n");
-    for (v, n) in VIEWS {
+    for (v, n) in views {
         d.push_str(&format!(
             "  - name: {v}\n    entities: [driver]\n    source: {v}\n    features:\n"
         ));
@@ -783,6 +838,95 @@ async fn measure(
     Ok(())
 }
 
+/// Materializes the big view through the server; returns its source rows per second.
+async fn materialize_big(grpc: &str) -> Result<f64> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let mut client = pb::materialization_service_client::MaterializationServiceClient::new(channel);
+    let started = Instant::now();
+    let mut stream = client
+        .materialize(pb::MaterializeRequest {
+            views: vec![BIG.into()],
+            start_nanos: i64::MIN,
+            end_nanos: i64::MAX,
+        })
+        .await?
+        .into_inner();
+    let mut rows = 0;
+    while let Some(event) = stream.message().await? {
+        if let Some(pb::materialize_event::Event::ViewDone(r)) = event.event {
+            rows = r.rows_scanned;
+        }
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// "Reads during materialization": for each run, reads alone, the materialization alone,
+/// then both at once; prints the median of each.
+async fn reads_during_materialization(args: &Args, grpc: &str) -> Result<()> {
+    let target = Target::grpc(grpc, args.grpc_connections).await?;
+    let payload = Arc::new(Payload::new(Case::Single));
+    let duration = Duration::from_secs(args.seconds);
+    closed_loop(&target, &payload, args.keys, 4, Duration::from_secs(1)).await;
+    let (mut idle, mut during) = (Vec::new(), Vec::new());
+    let (mut alone, mut loaded) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs.max(1) {
+        idle.push(open_loop(&target, &payload, args.keys, args.during_rate, duration).await);
+        alone.push(materialize_big(grpc).await?);
+        let grpc = grpc.to_owned();
+        let run = tokio::spawn(async move { materialize_big(&grpc).await });
+        // Reads until the materialization ends, at least one measurement long.
+        let mut reads = open_loop(&target, &payload, args.keys, args.during_rate, duration).await;
+        while !run.is_finished() {
+            let more = open_loop(
+                &target,
+                &payload,
+                args.keys,
+                args.during_rate,
+                Duration::from_secs(1),
+            )
+            .await;
+            reads.requests += more.requests;
+            reads.errors += more.errors;
+            reads.seconds += more.seconds;
+            let _ = reads.latency.add(&more.latency);
+        }
+        loaded.push(run.await??);
+        during.push(reads);
+    }
+    let rate = args.during_rate;
+    row(
+        "Quiver gRPC",
+        Case::Single,
+        &format!("open, {rate}/s, idle"),
+        &idle,
+    );
+    row(
+        "Quiver gRPC",
+        Case::Single,
+        &format!("open, {rate}/s, during materialization"),
+        &during,
+    );
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    println!(
+        "| materialization of {} rows | rows/s (median of {}) |",
+        args.materialize_rows, args.runs
+    );
+    println!("|---|---|");
+    println!("| alone | {:.0} |", median(&mut alone));
+    println!(
+        "| while serving {rate} reads/s | {:.0} |",
+        median(&mut loaded)
+    );
+    println!();
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     // Data files are kept between runs, so each key count has its own repository.
@@ -795,8 +939,17 @@ fn main() -> Result<()> {
             write_view(&path, v, n, args.keys)?;
         }
     }
+    let big = args.materialize_rows > 0;
+    let big_path = data.join(format!("{BIG}-{}.parquet", args.materialize_rows));
+    if big && !big_path.exists() {
+        write_big(&big_path, args.materialize_rows)?;
+    }
+    let _ = std::fs::remove_file(data.join(format!("{BIG}.parquet")));
+    if big {
+        std::fs::hard_link(&big_path, data.join(format!("{BIG}.parquet")))?;
+    }
     std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
-    std::fs::write(repo.join("definitions.yaml"), definitions())?;
+    std::fs::write(repo.join("definitions.yaml"), definitions(big))?;
     let _ = std::fs::remove_dir_all(repo.join("online_store"));
     let _ = std::fs::remove_dir_all(repo.join("registry"));
     let bin = quiver_bin()?;
@@ -805,10 +958,13 @@ fn main() -> Result<()> {
         "quiver apply",
     )?;
     run_ok(
-        Command::new(&bin)
-            .arg("--repo")
-            .arg(&repo)
-            .args(["materialize", "2000-01-01", "now"]),
+        Command::new(&bin).arg("--repo").arg(&repo).args([
+            "materialize",
+            "2000-01-01",
+            "now",
+            "--views",
+            "stats_a,stats_b,stats_c",
+        ]),
         "quiver materialize",
     )?;
 
@@ -842,6 +998,9 @@ fn main() -> Result<()> {
                     }
                 })
                 .await?;
+            }
+            if big && "Quiver gRPC / reads during materialization".contains(&args.only) {
+                reads_during_materialization(&args, &grpc).await?;
             }
             anyhow::Ok(())
         })?;

@@ -11,8 +11,8 @@ use quiver_core::{
     Definitions, Entity, Feature, FeatureRef, FeatureView, JoinKey, KeyType, KeyValue, Ttl,
 };
 use quiver_online::{
-    FeatureValue, OnlineStore, ReadPlan, RocksDbOptions, RocksDbStore, encode_row,
-    read_online_features,
+    FeatureValue, OnlineStore, ReadPlan, RocksDbOptions, RocksDbStore, ViewId, ViewRows,
+    encode_row, read_online_features,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -75,6 +75,7 @@ fn definitions(n: usize) -> Definitions {
             description: String::new(),
             owner: String::new(),
             tags: Default::default(),
+            materialization: None,
         },
     );
     defs
@@ -154,7 +155,7 @@ fn measure_raw(name: &str, store: &RocksDbStore, keys: i64, reads: usize) -> Res
     let started = Instant::now();
     for key in &encoded {
         let t = Instant::now();
-        store.read("bench", "stats", &[key.as_slice()], &mut |_, v| {
+        store.read(&view_id(), &[key.as_slice()], &mut |_, v| {
             bytes += v.map_or(0, <[u8]>::len);
             Ok(())
         })?;
@@ -171,13 +172,21 @@ fn measure_raw(name: &str, store: &RocksDbStore, keys: i64, reads: usize) -> Res
     })
 }
 
+/// The benchmark view's rows.
+fn view_id() -> ViewId {
+    ViewId::new("bench", "stats", 1)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let defs = definitions(args.features);
     let view = defs.view("stats")?.clone();
+    let generations = std::collections::BTreeMap::from([("stats".to_owned(), 1)]);
+    let id = view_id();
     let plan = ReadPlan::new(
         &defs,
+        &generations,
         defs.resolve(&[FeatureRef::parse("stats:*")?], false)?,
     )?;
     let keys = [JoinKey {
@@ -205,7 +214,13 @@ fn main() -> Result<()> {
                     (key, encode_row(&view.features, (1, 1, 0), &values))
                 })
                 .collect();
-            store.write("bench", "stats", &rows, false)?;
+            store.write(
+                &[ViewRows {
+                    view: &id,
+                    rows: &rows,
+                }],
+                false,
+            )?;
         }
         store.flush()?;
         store.compact()?;
@@ -226,10 +241,10 @@ fn main() -> Result<()> {
         )?;
         if label == "warm" {
             // Touch every key once, so every block and row is cached.
-            for id in 0..args.keys {
+            for driver in 0..args.keys {
                 let key =
-                    quiver_core::encode_entity_key(&keys, [("driver_id", &KeyValue::Int(id))])?;
-                store.read("bench", "stats", &[key.as_slice()], &mut |_, _| Ok(()))?;
+                    quiver_core::encode_entity_key(&keys, [("driver_id", &KeyValue::Int(driver))])?;
+                store.read(&id, &[key.as_slice()], &mut |_, _| Ok(()))?;
             }
         }
         cases.push(measure_raw(

@@ -268,7 +268,8 @@ fn peak_rss_mb() -> f64 {
 /// The child process: Parquet entity table in, the whole training set as Arrow out.
 fn run_quiver(data: &Path, out: &Path) -> Result<()> {
     let config = RepoConfig::load(data)?;
-    let defs = load_definitions(data, &config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let sources = quiver_source::Sources::new(config.data_root(data));
+    let defs = load_definitions(data, &config, &sources).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let refs: Vec<String> = VIEWS.iter().map(|(v, ..)| format!("{v}:*")).collect();
     let refs = refs
         .iter()
@@ -277,7 +278,7 @@ fn run_quiver(data: &Path, out: &Path) -> Result<()> {
     let features = defs.resolve(&refs, false)?;
     let start = Instant::now();
     let entities = read_parquet(&data.join("entities.parquet"))?;
-    let join = PointInTimeJoin::new(&defs, data, features, JoinOptions::default())?;
+    let join = PointInTimeJoin::new(&defs, &sources, features, JoinOptions::default())?;
     let set = join.run(entities, &|_| {})?;
     let schema = set.schema();
     let batches = set.collect::<quiver_offline::Result<Vec<_>>>()?;

@@ -8,6 +8,7 @@ use prost::Message;
 const FILES: &[&str] = &[
     "quiver/v1/online.proto",
     "quiver/v1/registry.proto",
+    "quiver/v1/operations.proto",
     "feast/types/Value.proto",
     "feast/serving/ServingService.proto",
 ];
@@ -18,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(FILES.iter().map(|f| proto.join(f)), [&proto])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::Codec")
+        .compile_fds(fds)?;
     Ok(())
 }

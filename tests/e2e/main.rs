@@ -5,5 +5,7 @@
 
 mod flight;
 mod online_cli;
+mod operations;
+mod pushes;
 mod registry_cli;
 mod serving;

@@ -96,6 +96,17 @@ fn materialize_then_read_backup_and_restore() {
 
     let backup = repo.join("backup");
     quiver_ok(repo, &["online", "backup", backup.to_str().unwrap()]);
+    // A restore brings back what the backup holds.
+    quiver_ok(repo, &["materialize", "2000-01-01", "2000-01-02"]);
+    let stats_before = quiver_ok(repo, &["--json", "online", "stats"]).json();
+    std::fs::remove_dir_all(repo.join("online_store")).unwrap();
+    assert_eq!(driver_1001(repo)["features"][0]["status"], "NOT_FOUND");
+    quiver_ok(repo, &["online", "restore", backup.to_str().unwrap()]);
+    assert_eq!(driver_1001(repo), got, "restored");
+    assert_eq!(
+        quiver_ok(repo, &["--json", "online", "stats"]).json()["watermarks"],
+        stats_before["watermarks"]
+    );
     // Taking the view offline deletes its online data on apply.
     let features = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
     std::fs::write(
@@ -116,9 +127,34 @@ fn materialize_then_read_backup_and_restore() {
     let gone = driver_1001(repo);
     assert_eq!(gone["features"][0]["status"], "NOT_FOUND");
 
-    quiver_ok(repo, &["online", "restore", backup.to_str().unwrap()]);
-    let back = driver_1001(repo);
-    assert_eq!(back, got);
+    // The view was re-created after the backup: its backed-up rows belong to the earlier
+    // incarnation and are not served again.
+    let restore = quiver_ok(repo, &["online", "restore", backup.to_str().unwrap()]);
+    assert!(
+        restore
+            .stdout
+            .contains("Dropped the backup's rows of feature view 'driver_hourly_stats'"),
+        "{}",
+        restore.stdout
+    );
+    assert_eq!(driver_1001(repo)["features"][0]["status"], "NOT_FOUND");
+    let customers = quiver_ok(
+        repo,
+        &[
+            "--json",
+            "online",
+            "get",
+            "--view",
+            "customer_profile",
+            "--key",
+            "customer_id=C1001",
+        ],
+    )
+    .json();
+    assert_ne!(
+        customers["features"][0]["status"], "NOT_FOUND",
+        "views that stayed keep the backup's rows: {customers}"
+    );
 }
 
 /// `quiver online get` of driver 1001's hourly stats, as JSON.

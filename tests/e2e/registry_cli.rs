@@ -233,3 +233,57 @@ fn every_command_has_help_and_usage_errors_fail() {
         not_repo.stderr
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn symlink_loops_in_a_source_folder_are_reported_not_followed() {
+    let dir = example_repo();
+    let repo = dir.path();
+    let folder = repo.join("data/driver_customer_trips");
+    std::os::unix::fs::symlink(".", folder.join("x")).unwrap();
+    std::os::unix::fs::symlink(".", folder.join("y")).unwrap();
+    let started = std::time::Instant::now();
+    let plan = quiver(repo, &["plan"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "plan must end quickly"
+    );
+    assert!(!plan.ok);
+    assert!(
+        plan.stderr.contains("driver_customer_trips/x") && plan.stderr.contains("same folder"),
+        "{}",
+        plan.stderr
+    );
+    // One loop is an error too, not the data read again and again.
+    std::fs::remove_file(folder.join("y")).unwrap();
+    let plan = quiver(repo, &["plan"]);
+    assert!(
+        !plan.ok && plan.stderr.contains("same folder"),
+        "{}",
+        plan.stderr
+    );
+}
+
+#[test]
+fn files_the_registry_did_not_write_are_ignored() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    let versions = repo.join("registry/projects/demo/versions");
+    std::fs::write(versions.join("2.json"), "{not a version}").unwrap();
+    std::fs::write(versions.join("notes.txt"), "hello").unwrap();
+    quiver_ok(repo, &["plan"]);
+    let log = quiver_ok(repo, &["registry", "log"]);
+    assert_eq!(log.stdout.lines().count(), 2, "{}", log.stdout);
+    std::fs::write(
+        repo.join("later.yaml"),
+        "feature_views:\n  - name: later\n    entities: [driver]\n    source: driver_stats_source\n    features:\n      - {name: conv_rate, type: float32}\n",
+    )
+    .unwrap();
+    let apply = quiver_ok(repo, &["apply"]);
+    assert!(
+        apply.stdout.contains("Applied registry version 2"),
+        "{}",
+        apply.stdout
+    );
+}

@@ -179,6 +179,7 @@ fn quiver_grpc_reads_statuses_composite_keys_services_and_pushes() {
                     ),
                 ],
                 to: pb::PushTarget::Online as i32,
+                timestamp_unit: 0,
             })
             .await
             .unwrap()
@@ -221,6 +222,7 @@ fn quiver_grpc_reads_statuses_composite_keys_services_and_pushes() {
                     column("avg_daily_trips", vec![int64(1)]),
                 ],
                 to: 0,
+                timestamp_unit: 0,
             })
             .await
             .unwrap();
@@ -301,6 +303,7 @@ fn bad_online_requests_get_the_right_status_and_message() {
                 feature_view: "driver_hourly_stats".into(),
                 columns: vec![column("driver_id", vec![int64(1)])],
                 to: 0,
+                timestamp_unit: 0,
             })
             .await
             .unwrap_err();
@@ -587,6 +590,7 @@ fn registry_changes_reach_the_server_without_a_restart() {
                     column("avg_daily_trips", vec![int64(3)]),
                 ],
                 to: 0,
+                timestamp_unit: 0,
             })
             .await
             .unwrap();

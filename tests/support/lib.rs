@@ -152,6 +152,17 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for a clean exit; returns whether it exited successfully.
     pub fn stop(mut self) -> bool {
         self.terminate()
@@ -276,4 +287,62 @@ pub fn read_parquet(path: &Path) -> arrow::array::RecordBatch {
     let schema = reader.schema();
     let batches: Vec<_> = reader.map(|b| b.expect("readable batch")).collect();
     arrow::compute::concat_batches(&schema, &batches).expect("one schema")
+}
+
+/// Polls `done` every 50 ms until it holds; fails the test after `seconds`, naming `what`.
+#[track_caller]
+pub fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(seconds),
+            "timed out after {seconds} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The current time in µs since the epoch.
+pub fn now_micros() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros(),
+    )
+    .expect("fits")
+}
+
+/// Writes rows `(driver, customer, event µs, trips together)` as a file of the example's
+/// `driver_customer_trips` folder source.
+pub fn write_trips(path: &Path, rows: &[(i64, &str, i64, i64)]) {
+    use arrow::array::{Float32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("trips_together", DataType::Int64, false),
+        Field::new("last_rating", DataType::Float32, true),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.2))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+            Arc::new(Float32Array::from(vec![None; rows.len()])),
+        ],
+    )
+    .expect("batch");
+    write_parquet(path, &batch);
 }

@@ -116,7 +116,11 @@ pub fn init(dir: &Path, project: Option<&str>) -> Result<String> {
     write(dir, "quiver.yaml", &config)?;
     write(dir, "entities.yaml", ENTITIES_YAML)?;
     write(dir, "features.yaml", FEATURES_YAML)?;
-    write(dir, ".gitignore", "registry/\nonline_store/\n")?;
+    write(
+        dir,
+        ".gitignore",
+        "registry/\nonline_store/\nonline_store.lock\n",
+    )?;
 
     let end = Utc::now().duration_trunc(TimeDelta::hours(1))?;
     let mut rng = StdRng::seed_from_u64(42);

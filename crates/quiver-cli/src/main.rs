@@ -1,5 +1,6 @@
 //! `quiver`: the command-line tool of the Quiver feature store.
 
+mod access;
 mod init;
 mod offline;
 mod online;
@@ -12,8 +13,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use quiver_core::{Definitions, ObjectKind};
-use quiver_online::OnlineStore;
 use quiver_registry::{Plan, Registry, RegistryVersion, RepoConfig, load_definitions};
+use quiver_source::Sources;
 use serde_json::{Value, json};
 
 /// mimalloc: glibc's allocator spent a quarter of the server's time consolidating free lists
@@ -37,6 +38,10 @@ struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// The gRPC address of the `quiver serve` to go through (commands that need the online
+    /// store find the one holding it on their own).
+    #[arg(long, global = true, env = "QUIVER_SERVER")]
+    server: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,12 +83,19 @@ enum Command {
     },
     /// Load the latest row per entity key with START <= event time <= END into the online store.
     ///
-    /// Times are RFC 3339 (2024-01-01T00:00:00Z), a date (midnight UTC), or `now`.
+    /// Times are RFC 3339 (2024-01-01T00:00:00Z), a date (midnight UTC), or `now`. When a
+    /// `quiver serve` holds the store, the server runs it. `quiver materialize status` shows
+    /// the recorded runs.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Materialize {
+        #[command(subcommand)]
+        command: Option<MaterializeCommand>,
         /// Window start (inclusive).
-        start: String,
+        #[arg(required = true)]
+        start: Option<String>,
         /// Window end (inclusive).
-        end: String,
+        #[arg(required = true)]
+        end: Option<String>,
         /// Only these feature views (default: every online view).
         #[arg(long, value_delimiter = ',')]
         views: Vec<String>,
@@ -152,6 +164,9 @@ enum Command {
         /// Memory for each training-set join before it spills to disk, in MiB.
         #[arg(long, default_value_t = 4096)]
         memory_limit_mb: usize,
+        /// Do not run the materialization schedules.
+        #[arg(long)]
+        no_schedule: bool,
     },
     /// Read online features from a running `quiver serve` (its gRPC API).
     GetOnline {
@@ -167,14 +182,25 @@ enum Command {
         /// Name outputs view__feature.
         #[arg(long)]
         full_feature_names: bool,
-        /// The server's gRPC address [default: 127.0.0.1 and the repository's gRPC port].
-        #[arg(long, env = "QUIVER_SERVER")]
-        server: Option<String>,
     },
-    /// Read, back up and restore the online store directly (no server).
+    /// Read, back up and restore the online store (through the server that holds it, if one
+    /// does).
     Online {
         #[command(subcommand)]
         command: OnlineCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MaterializeCommand {
+    /// Show the recorded materialization runs, newest first: window, rows, time, outcome.
+    Status {
+        /// Only this feature view.
+        #[arg(long)]
+        view: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
 }
 
@@ -194,7 +220,7 @@ enum OnlineCommand {
         /// Target folder.
         dir: PathBuf,
     },
-    /// Replace the online store with the backup in DIR (stop servers using the store first).
+    /// Replace the online store with the backup in DIR (refused while a server holds the store).
     Restore {
         /// Backup folder.
         dir: PathBuf,
@@ -265,7 +291,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -334,52 +360,13 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Apply { author } => {
             let repo = Repo::open(&cli.repo)?;
             let (current, definitions) = load_with_current(&repo)?;
-            let plan = plan_from(current.as_ref(), &definitions);
-            let based_on = current.as_ref().map(|v| v.version);
-            if plan.is_empty() {
-                if cli.json {
-                    return print_json(&json!({"version": based_on, "changes": []}));
-                }
-                println!(
-                    "No changes; project '{}' stays at registry version {}.",
-                    repo.config.project,
-                    based_on.map_or("none".into(), |v| v.to_string())
-                );
-                return Ok(());
-            }
-            let author = author.clone().unwrap_or_else(default_author);
-            let old = current.map(|v| v.definitions).unwrap_or_default();
-            let version = repo.registry.commit(based_on, definitions, &author)?;
-            // The new version is registered; failing to free old online data (e.g. a server
-            // holds the store) must not make the apply look failed.
-            let deleted = online::delete_stale_views(
-                &repo.path,
-                &repo.config,
-                &old,
-                &version.definitions,
+            apply(
+                &repo,
+                current.as_ref(),
+                definitions,
+                author.clone().unwrap_or_else(default_author),
+                cli.json,
             )
-            .unwrap_or_else(|e| {
-                eprintln!(
-                    "warning: the online data of removed or changed views was not deleted: {e:#}"
-                );
-                Vec::new()
-            });
-            if cli.json {
-                return print_json(
-                    &json!({"version": version.version, "changes": version.changes, "online_views_deleted": deleted}),
-                );
-            }
-            print!("{}", output::plan(&plan));
-            for view in &deleted {
-                println!("Deleted the online data of feature view '{view}'.");
-            }
-            println!(
-                "Applied registry version {} of project '{}' (registry: {}).",
-                version.version,
-                repo.config.project,
-                repo.config.registry_path(&repo.path).display()
-            );
-            Ok(())
         }
         Command::List { kind } => {
             let repo = Repo::open(&cli.repo)?;
@@ -424,7 +411,7 @@ fn run(cli: &Cli) -> Result<()> {
                 ..Default::default()
             };
             offline::training_set(
-                &repo.config.data_root(&repo.path),
+                &Sources::new(repo.config.data_root(&repo.path)),
                 &defs,
                 resolved,
                 entities,
@@ -440,10 +427,11 @@ fn run(cli: &Cli) -> Result<()> {
             http_port,
             max_rows,
             memory_limit_mb,
+            no_schedule,
         } => {
             let repo = Repo::open(&cli.repo)?;
             let file = &repo.config.server;
-            let mut options = quiver_server::ServeOptions::new(repo.config.data_root(&repo.path));
+            let mut options = quiver_server::ServeOptions::default();
             if let Some(h) = host {
                 options.host = *h;
             } else if let Some(h) = &file.host {
@@ -456,16 +444,21 @@ fn run(cli: &Cli) -> Result<()> {
                 .or(file.flight_port)
                 .unwrap_or(options.flight_port);
             options.http_port = http_port.or(file.http_port).unwrap_or(options.http_port);
-            options.limits.max_rows = *max_rows;
             options.join.memory_limit = memory_limit_mb << 20;
-            offline::serve_repo(&repo.path, &repo.config, options)
+            options.schedule = !no_schedule;
+            let store_options = quiver_ops::StoreOptions {
+                limits: quiver_ops::Limits {
+                    max_rows: *max_rows,
+                },
+                ..Default::default()
+            };
+            offline::serve_repo(&repo.path, store_options, options)
         }
         Command::GetOnline {
             features,
             service,
             entities,
             full_feature_names,
-            server,
         } => {
             use quiver_server::proto::quiver::v1 as pb;
             // The repository (when there is one) gives key types and the default port.
@@ -473,7 +466,7 @@ fn run(cli: &Cli) -> Result<()> {
             let defs = repo
                 .as_ref()
                 .and_then(|r| r.registry.latest().ok().flatten());
-            let address = server.clone().unwrap_or_else(|| {
+            let address = cli.server.clone().unwrap_or_else(|| {
                 let file = repo
                     .as_ref()
                     .map(|r| r.config.server.clone())
@@ -502,86 +495,176 @@ fn run(cli: &Cli) -> Result<()> {
             };
             remote::get_online(&address, request, cli.json)
         }
-        Command::Materialize { start, end, views } => {
-            let repo = Repo::open(&cli.repo)?;
-            let defs = repo.registry.current()?.definitions;
-            let window = online::range_window(start, end)?;
-            online::run_materialize(&repo.path, &repo.config, &defs, views, window, cli.json)
-        }
+        Command::Materialize {
+            command,
+            start,
+            end,
+            views,
+        } => match command {
+            Some(MaterializeCommand::Status { view, limit }) => online::materialize_status(
+                &cli.repo,
+                cli.server.as_deref(),
+                view.as_deref(),
+                *limit,
+                cli.json,
+            ),
+            None => {
+                let (Some(start), Some(end)) = (start, end) else {
+                    anyhow::bail!("give START and END (or `materialize status`)");
+                };
+                let window = online::range_window(start, end)?;
+                online::run_materialize(&cli.repo, cli.server.as_deref(), views, window, cli.json)
+            }
+        },
         Command::MaterializeIncremental {
             end,
             views,
             lookback,
         } => {
-            let repo = Repo::open(&cli.repo)?;
-            let defs = repo.registry.current()?.definitions;
             let window = online::incremental_window(end, lookback.as_deref())?;
-            online::run_materialize(&repo.path, &repo.config, &defs, views, window, cli.json)
+            online::run_materialize(&cli.repo, cli.server.as_deref(), views, window, cli.json)
         }
         Command::Online { command } => {
             let repo = Repo::open(&cli.repo)?;
-            online_command(&repo, command, cli.json)
+            online_command(&repo, cli.server.as_deref(), command, cli.json)
         }
     }
 }
 
-fn online_command(repo: &Repo, command: &OnlineCommand, as_json: bool) -> Result<()> {
+fn online_command(
+    repo: &Repo,
+    server: Option<&str>,
+    command: &OnlineCommand,
+    as_json: bool,
+) -> Result<()> {
     match command {
         OnlineCommand::Get { view, keys } => {
-            let defs = repo.registry.current()?.definitions;
-            online::online_get(&repo.path, &repo.config, &defs, view, keys, as_json)
+            online::online_get(&repo.path, &repo.registry, server, view, keys, as_json)
         }
-        OnlineCommand::Backup { dir } => {
-            if dir.exists() {
-                anyhow::bail!(
-                    "{} already exists; choose a new folder for the backup",
-                    dir.display()
-                );
-            }
-            let store = online::open_store(&repo.path, &repo.config, None)?;
-            store.backup(dir)?;
-            println!("Backed up {} to {}.", store.path().display(), dir.display());
-            Ok(())
+        OnlineCommand::Backup { dir } => online::online_backup(&repo.path, server, dir),
+        OnlineCommand::Restore { dir } => online::online_restore(&repo.path, &repo.config, dir),
+        OnlineCommand::Stats => online::online_stats(&repo.path, server, as_json),
+    }
+}
+
+/// `quiver apply`: registers the definitions and makes them current. With the store free,
+/// this process deletes the online data the new version no longer serves; with a server
+/// holding it, the server does when it picks the version up, and this waits for that.
+fn apply(
+    repo: &Repo,
+    current: Option<&RegistryVersion>,
+    definitions: Definitions,
+    author: String,
+    as_json: bool,
+) -> Result<()> {
+    use quiver_ops::{ApplyRequest, BaseVersion, FeatureStore, OpsError, StoreOptions};
+    let request = ApplyRequest {
+        definitions,
+        based_on: BaseVersion::Version(current.map_or(0, |v| v.version)),
+        author,
+    };
+    let runtime = access::Server::runtime()?;
+    let server = access::running_server(&runtime, &repo.path, &repo.config);
+    let local = match server {
+        Some(_) => None,
+        None => match FeatureStore::open(&repo.path, StoreOptions::default()) {
+            Ok(store) => Some(store),
+            Err(OpsError::Online(quiver_online::OnlineError::Locked { .. })) => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let (committed, deleted) = match &local {
+        Some(store) => {
+            let outcome = store.apply(request)?;
+            (outcome.committed, outcome.deleted_views)
         }
-        OnlineCommand::Restore { dir } => {
-            let path = repo.config.online_store_path(&repo.path);
-            quiver_online::RocksDbStore::restore(dir, &path)?;
-            println!("Restored {} from {}.", path.display(), dir.display());
-            Ok(())
+        None => {
+            let committed = quiver_ops::commit(&repo.registry, request)?;
+            let leaving = match (&committed.base, &committed.version) {
+                (Some(base), Some(new)) => quiver_ops::views_leaving(base, new),
+                _ => Vec::new(),
+            };
+            (committed, leaving)
         }
-        OnlineCommand::Stats => {
-            let defs = repo.registry.current()?.definitions;
-            let store = online::open_store(&repo.path, &repo.config, Some(&defs))?;
-            let stats = store.stats()?;
-            let mut watermarks = Vec::new();
-            for view in defs.feature_views.values().filter(|v| v.online) {
-                let wm = store.watermark(&defs.project, &view.name)?;
-                let wm = wm
-                    .and_then(chrono::DateTime::from_timestamp_micros)
-                    .map(|t| t.to_rfc3339());
-                watermarks.push((view.name.clone(), wm));
-            }
-            if as_json {
-                return print_json(
-                    &json!({"stats": stats, "watermarks": watermarks.iter().map(|(v, w)| json!({"view": v, "watermark": w})).collect::<Vec<_>>()}),
-                );
-            }
-            println!(
-                "estimated rows: {}\nSST bytes: {}\nmemtable bytes: {}",
-                stats.estimated_rows, stats.sst_bytes, stats.memtable_bytes
+    };
+    let Some(version) = &committed.version else {
+        let stays = committed.base.as_ref().map(|v| v.version);
+        if as_json {
+            return print_json(&json!({"version": stays, "changes": []}));
+        }
+        println!(
+            "No changes; project '{}' stays at registry version {}.",
+            repo.config.project,
+            stays.map_or("none".into(), |v| v.to_string())
+        );
+        return Ok(());
+    };
+    // The version is registered; a server that holds the store makes it current.
+    let holder = match (&local, server) {
+        (Some(_), _) => None,
+        (None, Some(server)) => Some(wait_for_server(&runtime, &server, version.version)),
+        (None, None) => Some(Err(anyhow::anyhow!(
+            "the online store is held by another process; the online data of removed or changed views is deleted when a process holding the store opens this version"
+        ))),
+    };
+    if as_json {
+        return print_json(&json!({
+            "version": version.version,
+            "changes": version.changes,
+            "online_views_deleted": deleted,
+            "server": holder.as_ref().and_then(|h| h.as_ref().ok()),
+        }));
+    }
+    print!("{}", output::plan(&committed.plan));
+    for view in &deleted {
+        println!("Deleted the online data of feature view '{view}'.");
+    }
+    match holder {
+        Some(Ok(server)) => println!("{server} made the version current."),
+        Some(Err(e)) => eprintln!("warning: {e:#}"),
+        None => {}
+    }
+    println!(
+        "Applied registry version {} of project '{}' (registry: {}).",
+        version.version,
+        repo.config.project,
+        repo.config.registry_path(&repo.path).display()
+    );
+    Ok(())
+}
+
+/// Waits (up to ten seconds) until the server serves registry `version` or a later one.
+fn wait_for_server(
+    runtime: &tokio::runtime::Runtime,
+    server: &access::Server,
+    version: u64,
+) -> Result<String> {
+    use quiver_server::proto::quiver::v1 as pb;
+    let mut client =
+        pb::online_store_service_client::OnlineStoreServiceClient::new(server.channel.clone());
+    let started = std::time::Instant::now();
+    loop {
+        let serving = runtime
+            .block_on(client.get_stats(pb::GetStatsRequest {}))
+            .map_err(|s| access::status_error(&s))?
+            .into_inner()
+            .registry_version;
+        if serving >= version {
+            return Ok(server.describe());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            anyhow::bail!(
+                "{} did not pick up registry version {version} within 10 s (it serves {serving})",
+                server.describe()
             );
-            let rows: Vec<Vec<String>> = watermarks
-                .into_iter()
-                .map(|(v, w)| vec![v, w.unwrap_or_else(|| "-".into())])
-                .collect();
-            print!("{}", output::table(&["VIEW", "WATERMARK"], &rows));
-            Ok(())
         }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
 fn load_with_current(repo: &Repo) -> Result<(Option<RegistryVersion>, Definitions)> {
-    let definitions = load_definitions(&repo.path, &repo.config)?;
+    let sources = Sources::new(repo.config.data_root(&repo.path));
+    let definitions = load_definitions(&repo.path, &repo.config, &sources)?;
     let current = repo.registry.latest()?;
     Ok((current, definitions))
 }

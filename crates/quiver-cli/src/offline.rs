@@ -11,8 +11,9 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use quiver_core::{Definitions, FeatureRef, ResolvedFeature};
 use quiver_offline::{JoinOptions, PointInTimeJoin, Progress, read_entity_file};
-use quiver_registry::{Registry, RepoConfig};
-use quiver_server::{Catalog, RepoContext, ServeOptions, serve, shutdown_signal};
+use quiver_ops::{FeatureStore, StoreOptions};
+use quiver_server::{ServeOptions, serve, shutdown_signal};
+use quiver_source::Sources;
 use serde_json::json;
 
 use crate::output;
@@ -39,7 +40,7 @@ pub fn resolve_features(
 
 /// Joins the features onto the entity table in `entities` and writes `out`.
 pub fn training_set(
-    data_root: &Path,
+    sources: &Sources,
     defs: &Definitions,
     features: Vec<ResolvedFeature>,
     entities: &Path,
@@ -54,7 +55,7 @@ pub fn training_set(
         as_json,
         "joining [{bar:30}] {human_pos}/{human_len} source rows {per_sec} {eta}",
     );
-    let join = PointInTimeJoin::new(defs, data_root, features, options)?;
+    let join = PointInTimeJoin::new(defs, sources, features, options)?;
     let set = join.run(table, &|p| match p {
         Progress::Planned(n) => bar.inc_length(n),
         Progress::Scanned(n) => bar.inc(n),
@@ -92,26 +93,29 @@ pub fn training_set(
     Ok(())
 }
 
-/// Runs the server until SIGINT or SIGTERM.
-pub fn serve_repo(repo: &Path, config: &RepoConfig, options: ServeOptions) -> Result<()> {
-    let registry = Registry::open_local(&config.registry_path(repo), &config.project);
-    let defs = registry.latest()?.map(|v| v.definitions);
-    let store = Arc::new(crate::online::open_store(repo, config, defs.as_ref())?);
-    let context = RepoContext {
-        path: repo.to_path_buf(),
-        config: config.clone(),
+/// Runs the server until SIGINT or SIGTERM; it holds the repository's online store.
+pub fn serve_repo(repo: &Path, store_options: StoreOptions, options: ServeOptions) -> Result<()> {
+    let store = match FeatureStore::open(repo, store_options) {
+        Ok(store) => Arc::new(store),
+        Err(quiver_ops::OpsError::Online(quiver_online::OnlineError::Locked { path })) => {
+            let holder = quiver_ops::Endpoint::read(&path)
+                .map(|e| format!(" (quiver serve, pid {}, gRPC {})", e.pid, e.grpc))
+                .unwrap_or_default();
+            bail!(
+                "the online store {} is held by another process{holder}; one server owns a store at a time",
+                path.display()
+            );
+        }
+        Err(e) => return Err(e.into()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let catalog = Catalog::open(registry)?;
-        let version = catalog.current().version;
-        let project = config.project.clone();
+        let snapshot = store.snapshot();
+        let (project, version) = (snapshot.defs.project.clone(), snapshot.version);
         serve(
-            Arc::clone(&catalog),
-            store,
-            context,
+            Arc::clone(&store),
             options,
             move |bound| {
                 println!(

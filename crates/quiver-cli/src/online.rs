@@ -1,69 +1,64 @@
-//! `quiver materialize`, `quiver materialize-incremental` and `quiver online ...`.
+//! `quiver materialize`, `quiver materialize-incremental`, `quiver materialize status` and
+//! `quiver online ...`: in this process, or through the server that holds the store.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use quiver_core::{Definitions, FeatureRef, KeyType, KeyValue, parse_duration, parse_time};
+use futures::StreamExt;
+use quiver_core::{KeyType, format_nanos, parse_duration, parse_time_nanos};
 use quiver_online::{
-    Cell, FeatureValue, OnlineStore, Progress, ReadPlan, RocksDbOptions, RocksDbStore, ViewReport,
-    Window, layout_fingerprint, materialize, now_micros, read_online_features,
+    Cell, FeatureValue, FieldStatus, Progress, RocksDbStore, RunRecord, ViewReport, Window,
 };
-use quiver_registry::RepoConfig;
+use quiver_ops::{FeatureSpec, InputValue, MaterializeRequest};
+use quiver_registry::{Registry, RepoConfig};
+use quiver_server::proto::quiver::v1 as pb;
 use serde_json::{Value, json};
 
+use crate::access::{Access, Server, running_server, status_error};
 use crate::output;
 
-/// Opens the repository's online store and tells it the views' ttls.
-pub fn open_store(
-    repo: &Path,
-    config: &RepoConfig,
-    defs: Option<&Definitions>,
-) -> Result<RocksDbStore> {
-    let path = config.online_store_path(repo);
-    let options = RocksDbOptions {
-        block_cache_bytes: usize::try_from(config.online_store.block_cache_mb << 20)
-            .unwrap_or(usize::MAX),
-    };
-    let store = RocksDbStore::open(&path, &options)?;
-    if let Some(defs) = defs {
-        store.set_ttls(
-            &defs.project,
-            defs.feature_views.values().map(|v| {
-                (
-                    v.name.as_str(),
-                    i64::try_from(v.ttl.as_duration().as_micros()).unwrap_or(i64::MAX),
-                )
-            }),
+/// An instant as text: RFC 3339, or the open ends of a window.
+pub fn time_text(ns: i64) -> String {
+    match ns {
+        i64::MIN => "the beginning".into(),
+        i64::MAX => "the end".into(),
+        _ => format_nanos(ns),
+    }
+}
+
+/// The window of `quiver materialize START END`.
+pub fn range_window(start: &str, end: &str) -> Result<Window> {
+    let (start, end) = (parse_time_nanos(start)?, parse_time_nanos(end)?);
+    if start > end {
+        bail!(
+            "START ({}) is after END ({})",
+            time_text(start),
+            time_text(end)
         );
     }
-    Ok(store)
+    Ok(Window::Range { start, end })
 }
 
-fn micros(text: &str) -> Result<i64> {
-    Ok(parse_time(text)?.timestamp_micros())
-}
-
-pub fn time_text(us: i64) -> String {
-    match us {
-        i64::MIN => "the beginning".into(),
-        _ => chrono::DateTime::from_timestamp_micros(us).map_or_else(
-            || us.to_string(),
-            |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        ),
-    }
+/// The window of `quiver materialize-incremental END [--lookback D]`.
+pub fn incremental_window(end: &str, lookback: Option<&str>) -> Result<Window> {
+    Ok(Window::Incremental {
+        end: parse_time_nanos(end)?,
+        lookback: lookback
+            .map(parse_duration)
+            .transpose()?
+            .unwrap_or(Duration::ZERO),
+    })
 }
 
 /// Runs a materialization with a progress bar (hidden with `--json` or off a terminal).
 pub fn run_materialize(
     repo: &Path,
-    config: &RepoConfig,
-    defs: &Definitions,
+    server: Option<&str>,
     views: &[String],
     window: Window,
     as_json: bool,
 ) -> Result<()> {
-    let store = open_store(repo, config, Some(defs))?;
     let bar = output::progress_bar(
         as_json,
         "{msg:24} [{bar:30}] {human_pos}/{human_len} rows {per_sec} {eta}",
@@ -76,14 +71,17 @@ pub fn run_materialize(
         }
         Progress::Rows(n) => bar.inc(n),
     };
-    let reports = materialize(
-        &store,
-        defs,
-        &config.data_root(repo),
-        views,
-        window,
-        &progress,
-    )?;
+    let runtime = Server::runtime()?;
+    let reports = match Access::open(&runtime, repo, server)? {
+        Access::Local(store) => store.materialize(
+            &MaterializeRequest::manual(views.to_vec(), window),
+            &progress,
+            None,
+        )?,
+        Access::Remote(server) => {
+            runtime.block_on(remote_materialize(&server, views, window, &progress))?
+        }
+    };
     bar.finish_and_clear();
     if as_json {
         println!(
@@ -99,6 +97,66 @@ pub fn run_materialize(
         print_report(r);
     }
     Ok(())
+}
+
+/// Materializes through the server, following its progress.
+async fn remote_materialize(
+    server: &Server,
+    views: &[String],
+    window: Window,
+    progress: &dyn Fn(Progress<'_>),
+) -> Result<Vec<ViewReport>> {
+    let mut client = pb::materialization_service_client::MaterializationServiceClient::new(
+        server.channel.clone(),
+    );
+    let stream = match window {
+        Window::Range { start, end } => {
+            client
+                .materialize(pb::MaterializeRequest {
+                    views: views.to_vec(),
+                    start_nanos: start,
+                    end_nanos: end,
+                })
+                .await
+        }
+        Window::Incremental { end, lookback } => {
+            client
+                .materialize_incremental(pb::MaterializeIncrementalRequest {
+                    views: views.to_vec(),
+                    end_nanos: end,
+                    lookback_nanos: i64::try_from(lookback.as_nanos()).unwrap_or(i64::MAX),
+                })
+                .await
+        }
+    }
+    .map_err(|s| status_error(&s))?;
+    let mut stream = stream.into_inner();
+    let mut reports = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event.map_err(|s| status_error(&s))?.event {
+            Some(pb::materialize_event::Event::ViewStarted(v)) => progress(Progress::ViewStarted {
+                view: &v.view,
+                rows: v.rows,
+            }),
+            Some(pb::materialize_event::Event::RowsRead(n)) => progress(Progress::Rows(n)),
+            Some(pb::materialize_event::Event::ViewDone(r)) => reports.push(ViewReport {
+                view: r.view,
+                start: r.start_nanos,
+                end: r.end_nanos,
+                files: usize::try_from(r.files).unwrap_or(usize::MAX),
+                row_groups_read: usize::try_from(r.row_groups_read).unwrap_or(usize::MAX),
+                rows_scanned: r.rows_scanned,
+                rows_in_window: r.rows_in_window,
+                rows_written: r.rows_written,
+                bytes_written: r.bytes_written,
+                skipped_null_key: r.skipped_null_key,
+                skipped_null_timestamp: r.skipped_null_timestamp,
+                elapsed_ms: r.elapsed_ms,
+            }),
+            None => {}
+        }
+    }
+    Ok(reports)
 }
 
 fn print_report(r: &ViewReport) {
@@ -122,36 +180,123 @@ fn print_report(r: &ViewReport) {
     }
 }
 
-/// The window of `quiver materialize START END`.
-pub fn range_window(start: &str, end: &str) -> Result<Window> {
-    let (start, end) = (micros(start)?, micros(end)?);
-    if start > end {
-        bail!(
-            "START ({}) is after END ({})",
-            time_text(start),
-            time_text(end)
-        );
+/// `quiver materialize status [--view V]`: the recorded runs, newest first.
+pub fn materialize_status(
+    repo: &Path,
+    server: Option<&str>,
+    view: Option<&str>,
+    limit: usize,
+    as_json: bool,
+) -> Result<()> {
+    let runtime = Server::runtime()?;
+    let runs: Vec<RunRecord> = match Access::open(&runtime, repo, server)? {
+        Access::Local(store) => store.runs(view, limit)?,
+        Access::Remote(server) => {
+            let mut client = pb::materialization_service_client::MaterializationServiceClient::new(
+                server.channel.clone(),
+            );
+            let runs = runtime
+                .block_on(client.list_runs(pb::ListRunsRequest {
+                    view: view.unwrap_or_default().to_owned(),
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                }))
+                .map_err(|s| status_error(&s))?
+                .into_inner()
+                .runs;
+            runs.into_iter().map(run_record).collect::<Result<_>>()?
+        }
+    };
+    let now = quiver_core::now_nanos();
+    if as_json {
+        let runs: Vec<Value> = runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "view": r.view,
+                    "trigger": r.trigger,
+                    "incremental": r.incremental,
+                    "started_at": time_text(r.started_at),
+                    "finished_at": r.finished_at.map(time_text),
+                    "window_start": time_text(r.window_start),
+                    "window_end": time_text(r.window_end),
+                    "outcome": r.outcome,
+                    "rows_scanned": r.rows_scanned,
+                    "rows_written": r.rows_written,
+                    "duration_ms": r.duration_ms(now),
+                    "attempt": r.attempt,
+                    "error": r.error,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"runs": runs}))?);
+        return Ok(());
     }
-    Ok(Window::Range { start, end })
+    if runs.is_empty() {
+        println!("No materialization runs recorded.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.view.clone(),
+                time_text(r.started_at),
+                format!("{:?}", r.trigger).to_lowercase(),
+                format!(
+                    "{} -> {}",
+                    time_text(r.window_start),
+                    time_text(r.window_end)
+                ),
+                r.rows_written.to_string(),
+                format!("{:.1}s", r.duration_ms(now) as f64 / 1000.0),
+                match &r.error {
+                    Some(e) => format!("{} ({e})", r.outcome.name()),
+                    None => r.outcome.name().to_owned(),
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &[
+                "VIEW", "STARTED", "TRIGGER", "WINDOW", "ROWS", "TIME", "OUTCOME"
+            ],
+            &rows
+        )
+    );
+    Ok(())
 }
 
-/// The window of `quiver materialize-incremental END [--lookback D]`.
-pub fn incremental_window(end: &str, lookback: Option<&str>) -> Result<Window> {
-    Ok(Window::Incremental {
-        end: micros(end)?,
-        lookback: lookback
-            .map(parse_duration)
-            .transpose()?
-            .unwrap_or(Duration::ZERO),
+/// A run record from its protobuf form.
+fn run_record(r: pb::Run) -> Result<RunRecord> {
+    let text = |s: &str| Value::String(s.to_owned());
+    Ok(RunRecord {
+        id: r.id,
+        project: String::new(),
+        view: r.view,
+        generation: r.generation,
+        trigger: serde_json::from_value(text(&r.trigger))?,
+        incremental: r.incremental,
+        started_at: r.started_at_nanos,
+        finished_at: (r.finished_at_nanos != 0).then_some(r.finished_at_nanos),
+        window_start: r.window_start_nanos,
+        window_end: r.window_end_nanos,
+        outcome: serde_json::from_value(text(&r.outcome))?,
+        rows_scanned: r.rows_scanned,
+        rows_written: r.rows_written,
+        error: (!r.error.is_empty()).then_some(r.error),
+        attempt: r.attempt,
     })
 }
 
 /// Parses `--key name=value` against the view's declared join-key types.
 fn parse_keys(
-    defs: &Definitions,
+    registry: &Registry,
     view: &str,
     keys: &[String],
-) -> Result<Vec<(String, Vec<KeyValue>)>> {
+) -> Result<Vec<(String, Vec<InputValue>)>> {
+    let defs = registry.current()?.definitions;
     let join_keys = defs.join_keys(defs.view(view)?)?;
     let mut out = Vec::new();
     for text in keys {
@@ -163,11 +308,13 @@ fn parse_keys(
             .find(|k| k.name == name)
             .with_context(|| format!("feature view '{view}' has no join key '{name}'"))?;
         let value = match key.key_type {
-            KeyType::Int32 | KeyType::Int64 => KeyValue::Int(value.parse().with_context(|| {
-                format!("join key '{name}' is {}, got '{value}'", key.key_type)
-            })?),
-            KeyType::String => KeyValue::String(value.to_owned()),
-            KeyType::Bytes => KeyValue::Bytes(value.as_bytes().to_vec()),
+            KeyType::Int32 | KeyType::Int64 => {
+                InputValue::Int(value.parse().with_context(|| {
+                    format!("join key '{name}' is {}, got '{value}'", key.key_type)
+                })?)
+            }
+            KeyType::String => InputValue::String(value.to_owned()),
+            KeyType::Bytes => InputValue::Bytes(value.as_bytes().to_vec()),
         };
         out.push((name.to_owned(), vec![value]));
     }
@@ -189,41 +336,52 @@ pub fn value_json(v: &FeatureValue<'_>) -> Value {
         FeatureValue::Float64(x) => json!(x),
         FeatureValue::String(s) => json!(s),
         FeatureValue::Bytes(b) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
-        FeatureValue::Timestamp(t) => json!(time_text(*t)),
+        FeatureValue::Timestamp(t) => json!(time_text(t.saturating_mul(1_000))),
         FeatureValue::List(items) => Value::Array(items.iter().map(value_json).collect()),
     }
 }
 
+/// One answered feature of `quiver online get`: name, value as JSON, status, event time.
+type GotFeature = (String, Value, FieldStatus, Option<i64>);
+
 /// `quiver online get --view V --key k=v ...`.
 pub fn online_get(
     repo: &Path,
-    config: &RepoConfig,
-    defs: &Definitions,
+    registry: &Registry,
+    server: Option<&str>,
     view: &str,
     keys: &[String],
     as_json: bool,
 ) -> Result<()> {
-    let entities = parse_keys(defs, view, keys)?;
-    let plan = ReadPlan::new(
-        defs,
-        defs.resolve(&[FeatureRef::parse(&format!("{view}:*"))?], false)?,
-    )?;
-    let features = plan.features();
-    let store = open_store(repo, config, Some(defs))?;
-    let result = read_online_features(&store, &plan, &entities, now_micros())?;
-    let cells: Vec<Cell<'_>> = (0..features.len())
-        .map(|c| result.cell(c, 0))
-        .collect::<Result<_, _>>()?;
+    let entities = parse_keys(registry, view, keys)?;
+    let spec = FeatureSpec::Refs(vec![format!("{view}:*")]);
+    let runtime = Server::runtime()?;
+    let got: Vec<GotFeature> = match Access::open(&runtime, repo, server)? {
+        Access::Local(store) => store.read_online(spec, false, &entities, |_, read| {
+            read.features()
+                .iter()
+                .enumerate()
+                .map(|(c, f)| {
+                    let Cell {
+                        value,
+                        status,
+                        event_ts,
+                    } = read.cell(c, 0)?;
+                    Ok((f.output_name.clone(), value_json(&value), status, event_ts))
+                })
+                .collect::<Result<_, quiver_ops::OpsError>>()
+        })?,
+        Access::Remote(server) => runtime.block_on(remote_get(&server, view, entities))?,
+    };
     if as_json {
-        let features: Vec<Value> = features
+        let features: Vec<Value> = got
             .iter()
-            .zip(&cells)
-            .map(|(f, c)| {
+            .map(|(name, value, status, event)| {
                 json!({
-                    "name": f.output_name,
-                    "value": value_json(&c.value),
-                    "status": c.status,
-                    "event_timestamp": c.event_ts.map(time_text),
+                    "name": name,
+                    "value": value,
+                    "status": status,
+                    "event_timestamp": event.map(time_text),
                 })
             })
             .collect();
@@ -233,22 +391,21 @@ pub fn online_get(
         );
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = features
+    let rows: Vec<Vec<String>> = got
         .iter()
-        .zip(&cells)
-        .map(|(f, c)| {
-            let value = match value_json(&c.value) {
-                Value::String(s) => s,
+        .map(|(name, value, status, event)| {
+            let value = match value {
+                Value::String(s) => s.clone(),
                 v => v.to_string(),
             };
             vec![
-                f.output_name.clone(),
+                name.clone(),
                 value,
-                serde_json::to_value(c.status)
+                serde_json::to_value(status)
                     .ok()
                     .and_then(|s| s.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                c.event_ts.map(time_text).unwrap_or_else(|| "-".into()),
+                event.map(time_text).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -259,37 +416,173 @@ pub fn online_get(
     Ok(())
 }
 
-/// Deletes the online data of views an apply removed, took offline or re-keyed / re-typed.
-pub fn delete_stale_views(
-    repo: &Path,
-    config: &RepoConfig,
-    old: &Definitions,
-    new: &Definitions,
-) -> Result<Vec<String>> {
-    let store_path = config.online_store_path(repo);
-    if !store_path.exists() {
-        return Ok(Vec::new());
-    }
-    let stale: Vec<String> = old
-        .feature_views
-        .values()
-        .filter(|v| v.online)
-        .filter(|v| match new.feature_views.get(&v.name) {
-            None => true,
-            Some(n) => {
-                !n.online
-                    || old.join_keys(v).ok() != new.join_keys(n).ok()
-                    || layout_fingerprint(&n.features) != layout_fingerprint(&v.features)
-            }
+/// `online get` through the server: every feature of the view for one key.
+async fn remote_get(
+    server: &Server,
+    view: &str,
+    entities: Vec<(String, Vec<InputValue>)>,
+) -> Result<Vec<GotFeature>> {
+    let key_value = |v: &InputValue| pb::Value {
+        kind: Some(match v {
+            InputValue::Int(i) => pb::value::Kind::Int64Value(*i),
+            InputValue::Bytes(b) => pb::value::Kind::BytesValue(b.clone()),
+            other => pb::value::Kind::StringValue(match other {
+                InputValue::String(s) => s.clone(),
+                _ => String::new(),
+            }),
+        }),
+    };
+    let mut client = pb::online_service_client::OnlineServiceClient::new(server.channel.clone());
+    let response = client
+        .get_online_features(pb::GetOnlineFeaturesRequest {
+            features: Some(pb::get_online_features_request::Features::FeatureRefs(
+                pb::FeatureList {
+                    refs: vec![format!("{view}:*")],
+                },
+            )),
+            entities: entities
+                .iter()
+                .map(|(name, values)| pb::Column {
+                    name: name.clone(),
+                    values: values.iter().map(key_value).collect(),
+                })
+                .collect(),
+            full_feature_names: false,
         })
-        .map(|v| v.name.clone())
+        .await
+        .map_err(|s| status_error(&s))?
+        .into_inner();
+    Ok(response
+        .features
+        .iter()
+        .map(|f| {
+            let status = match pb::FieldStatus::try_from(f.statuses[0]) {
+                Ok(pb::FieldStatus::Present) => FieldStatus::Present,
+                Ok(pb::FieldStatus::NullValue) => FieldStatus::NullValue,
+                Ok(pb::FieldStatus::OutsideMaxAge) => FieldStatus::OutsideMaxAge,
+                _ => FieldStatus::NotFound,
+            };
+            let event = (f.event_timestamps_micros[0] != 0)
+                .then(|| f.event_timestamps_micros[0].saturating_mul(1_000));
+            (
+                f.name.clone(),
+                crate::remote::value_json(&f.values[0]),
+                status,
+                event,
+            )
+        })
+        .collect())
+}
+
+/// `quiver online stats`.
+pub fn online_stats(repo: &Path, server: Option<&str>, as_json: bool) -> Result<()> {
+    let runtime = Server::runtime()?;
+    let (stats, watermarks) = match Access::open(&runtime, repo, server)? {
+        Access::Local(store) => store.stats()?,
+        Access::Remote(server) => {
+            let mut client = pb::online_store_service_client::OnlineStoreServiceClient::new(
+                server.channel.clone(),
+            );
+            let r = runtime
+                .block_on(client.get_stats(pb::GetStatsRequest {}))
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            (
+                quiver_online::StoreStats {
+                    estimated_rows: r.estimated_rows,
+                    sst_bytes: r.sst_bytes,
+                    memtable_bytes: r.memtable_bytes,
+                },
+                r.watermarks
+                    .into_iter()
+                    .map(|w| (w.view, w.watermark_nanos))
+                    .collect(),
+            )
+        }
+    };
+    let watermarks: Vec<(String, Option<String>)> = watermarks
+        .into_iter()
+        .map(|(v, w)| (v, w.map(time_text)))
         .collect();
-    if stale.is_empty() {
-        return Ok(stale);
+    if as_json {
+        return crate::print_json(&json!({
+            "stats": stats,
+            "watermarks": watermarks.iter().map(|(v, w)| json!({"view": v, "watermark": w})).collect::<Vec<_>>(),
+        }));
     }
-    let store = open_store(repo, config, None)?;
-    for view in &stale {
-        store.delete_view(&old.project, view)?;
+    println!(
+        "estimated rows: {}\nSST bytes: {}\nmemtable bytes: {}",
+        stats.estimated_rows, stats.sst_bytes, stats.memtable_bytes
+    );
+    let rows: Vec<Vec<String>> = watermarks
+        .into_iter()
+        .map(|(v, w)| vec![v, w.unwrap_or_else(|| "-".into())])
+        .collect();
+    print!("{}", output::table(&["VIEW", "WATERMARK"], &rows));
+    Ok(())
+}
+
+/// `quiver online backup DIR`.
+pub fn online_backup(repo: &Path, server: Option<&str>, dir: &Path) -> Result<()> {
+    let dir = std::path::absolute(dir)?;
+    if dir.exists() {
+        bail!(
+            "{} already exists; choose a new folder for the backup",
+            dir.display()
+        );
     }
-    Ok(stale)
+    let runtime = Server::runtime()?;
+    match Access::open(&runtime, repo, server)? {
+        Access::Local(store) => {
+            store.backup(&dir)?;
+            println!(
+                "Backed up {} to {}.",
+                store.store().location(),
+                dir.display()
+            );
+        }
+        Access::Remote(server) => {
+            let mut client = pb::online_store_service_client::OnlineStoreServiceClient::new(
+                server.channel.clone(),
+            );
+            runtime
+                .block_on(client.backup(pb::BackupRequest {
+                    dir: dir.display().to_string(),
+                }))
+                .map_err(|s| status_error(&s))?;
+            println!(
+                "Backed up the online store of {} to {}.",
+                server.describe(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `quiver online restore DIR`: refused while any process holds the store.
+pub fn online_restore(repo: &Path, config: &RepoConfig, dir: &Path) -> Result<()> {
+    let path = config.online_store_path(repo);
+    let runtime = Server::runtime()?;
+    if let Some(server) = running_server(&runtime, repo, config) {
+        bail!(
+            "{} holds the online store {}; stop it, then restore (a restore under a running server would lose what it writes)",
+            server.describe(),
+            path.display()
+        );
+    }
+    RocksDbStore::restore(dir, &path)?;
+    println!("Restored {} from {}.", path.display(), dir.display());
+    // Opening the store makes the current registry version current on it: rows of view
+    // generations it no longer serves (views removed or re-created since the backup) go.
+    let store = quiver_ops::FeatureStore::open(repo, quiver_ops::StoreOptions::default())?;
+    for id in &store.opened().deleted {
+        println!(
+            "Dropped the backup's rows of feature view '{}' (generation {}): registry version {} no longer serves them (the view was removed or re-created after the backup).",
+            id.view(),
+            id.generation(),
+            store.opened().version
+        );
+    }
+    Ok(())
 }

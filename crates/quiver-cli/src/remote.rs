@@ -52,7 +52,8 @@ pub fn entity_columns(flags: &[String], defs: Option<&Definitions>) -> Result<Ve
         .collect()
 }
 
-fn value_json(v: &pb::Value) -> Value {
+/// A value of an answer as JSON, as `quiver online get` prints values.
+pub fn value_json(v: &pb::Value) -> Value {
     use pb::value::Kind as K;
     match &v.kind {
         None => Value::Null,
@@ -67,7 +68,7 @@ fn value_json(v: &pb::Value) -> Value {
         Some(K::DoubleValue(f)) => json!(f),
         Some(K::StringValue(s)) => json!(s),
         Some(K::BytesValue(b)) => json!(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
-        Some(K::TimestampMicros(t)) => json!(crate::online::time_text(*t)),
+        Some(K::TimestampMicros(t)) => json!(crate::online::time_text(t.saturating_mul(1_000))),
         Some(K::ListValue(l)) => Value::Array(l.values.iter().map(value_json).collect()),
     }
 }

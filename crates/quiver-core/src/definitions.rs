@@ -4,8 +4,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::entity_key::canonical_order;
 use crate::error::{CoreError, Result};
 use crate::model::{Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, Source};
+use crate::types::ValueType;
 
 /// Every object of one project, keyed by name. Produced by validation, stored in the registry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +41,32 @@ pub struct ResolvedFeature {
     pub output_name: String,
 }
 
+/// What the stored online rows of a view depend on: its join keys (in canonical order) and
+/// its features' names and types, in order. Rows stored under one layout are never served
+/// under another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineLayout {
+    /// Join keys, canonical order.
+    pub keys: Vec<JoinKey>,
+    /// `(name, type)` of every feature, in view order.
+    pub features: Vec<(String, ValueType)>,
+}
+
 impl Definitions {
+    /// The online layout of view `name`, or `None` if there is no such view or it is not
+    /// online.
+    pub fn online_layout(&self, name: &str) -> Option<OnlineLayout> {
+        let view = self.feature_views.get(name).filter(|v| v.online)?;
+        Some(OnlineLayout {
+            keys: canonical_order(self.join_keys(view).ok()?),
+            features: view
+                .features
+                .iter()
+                .map(|f| (f.name.clone(), f.value_type))
+                .collect(),
+        })
+    }
+
     /// The feature view with this name, or a `NotFound`-style error naming it.
     pub fn view(&self, name: &str) -> Result<&FeatureView> {
         self.feature_views
@@ -126,7 +153,7 @@ impl Definitions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{KeyType, ScalarType, ValueType};
+    use crate::types::{KeyType, ScalarType};
 
     fn defs() -> Definitions {
         let mut d = Definitions {
@@ -167,6 +194,7 @@ mod tests {
                     description: String::new(),
                     owner: String::new(),
                     tags: Default::default(),
+                    materialization: None,
                 },
             );
         }

@@ -41,6 +41,39 @@ impl Ttl {
     }
 }
 
+/// A duration written as in definition files (`90s`, `1h`, `1d12h`), e.g. how often a view
+/// is materialized. Serialized as that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Period(pub Duration);
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+impl FromStr for Period {
+    type Err = CoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        parse_duration(s).map(Self)
+    }
+}
+
+impl Serialize for Period {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parses a duration such as `0`, `500ms`, `90s`, `15m`, `36h`, `1d`, `2w` or `1d12h`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let bad = || CoreError::InvalidDuration(text.to_owned());

@@ -11,10 +11,24 @@
 //! | int32         | 4 bytes big-endian, sign bit flipped (sorts like the number) |
 //! | int64         | 8 bytes big-endian, sign bit flipped                         |
 //! | string, bytes | `u32` big-endian length, then the UTF-8 or raw bytes         |
+//!
+//! [`encode_entity_key`] encodes one key from request values; [`KeyColumns`] encodes the rows
+//! of Arrow key columns (sources, entity tables) the same way. [`canonical_order`] is the one
+//! place that decides the order of a view's join keys.
+
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int32Array, Int64Array, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int32Type, Int64Type};
 
 use crate::error::{CoreError, Result};
 use crate::model::JoinKey;
 use crate::types::KeyType;
+
+/// A view's join keys in canonical order (by name): the order their values are encoded in.
+pub fn canonical_order(mut keys: Vec<JoinKey>) -> Vec<JoinKey> {
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    keys
+}
 
 /// A join-key value as a caller sent it, before conversion to the declared type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,8 +58,9 @@ pub fn encode_entity_key<'a>(
     keys: &[JoinKey],
     values: impl IntoIterator<Item = (&'a str, &'a KeyValue)>,
 ) -> Result<Vec<u8>> {
-    let mut by_name: Vec<(&JoinKey, Option<&KeyValue>)> = keys.iter().map(|k| (k, None)).collect();
-    by_name.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let ordered = canonical_order(keys.to_vec());
+    let mut by_name: Vec<(&JoinKey, Option<&KeyValue>)> =
+        ordered.iter().map(|k| (k, None)).collect();
     for (name, value) in values {
         let slot = by_name
             .iter_mut()
@@ -104,10 +119,139 @@ pub fn push_bytes_key(bytes: &[u8], out: &mut Vec<u8>, key: &str) -> Result<()> 
     Ok(())
 }
 
+/// Whether a column of type `t` can carry values of a join key of type `key`.
+///
+/// Any integer column serves an int32 or int64 key (a pandas entity table has int64 columns
+/// even for int32 keys): values are compared after conversion to the declared type, and a
+/// value out of its range matches nothing.
+pub fn column_fits_key(key: KeyType, t: &DataType) -> bool {
+    match key {
+        KeyType::Int32 | KeyType::Int64 => t.is_integer(),
+        _ => key.value_type().accepts(t),
+    }
+}
+
+/// One join-key column, converted to its declared type and downcast once.
+#[derive(Debug)]
+enum KeyArray {
+    Int32(Int32Array),
+    Int64(Int64Array),
+    String(StringArray),
+    Bytes(BinaryArray),
+}
+
+/// The join-key columns of a batch, converted to their declared types and put in canonical
+/// order, encoding each row's key exactly as [`encode_entity_key`] encodes request values.
+#[derive(Debug)]
+pub struct KeyColumns {
+    columns: Vec<KeyArray>,
+}
+
+impl KeyColumns {
+    /// `columns[i]` holds the values of `keys[i]`; both in canonical order (see
+    /// [`canonical_order`]).
+    pub fn new(keys: &[JoinKey], columns: &[&ArrayRef]) -> arrow::error::Result<Self> {
+        debug_assert!(keys.windows(2).all(|w| w[0].name < w[1].name));
+        let columns = keys
+            .iter()
+            .zip(columns)
+            .map(|(k, a)| {
+                let a = cast(a, &k.key_type.value_type().to_arrow())?;
+                Ok(match k.key_type {
+                    KeyType::Int32 => KeyArray::Int32(a.as_primitive::<Int32Type>().clone()),
+                    KeyType::Int64 => KeyArray::Int64(a.as_primitive::<Int64Type>().clone()),
+                    KeyType::String => KeyArray::String(a.as_string::<i32>().clone()),
+                    KeyType::Bytes => KeyArray::Bytes(a.as_binary::<i32>().clone()),
+                })
+            })
+            .collect::<arrow::error::Result<_>>()?;
+        Ok(Self { columns })
+    }
+
+    /// Appends row `i`'s canonical key to `out`; returns false (leaving `out` as it was) if a
+    /// part of the key is null, since a null key matches nothing.
+    pub fn encode(&self, i: usize, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        for a in &self.columns {
+            let ok = match a {
+                KeyArray::Int32(a) => {
+                    a.is_valid(i) && {
+                        push_int32_key(a.value(i), out);
+                        true
+                    }
+                }
+                KeyArray::Int64(a) => {
+                    a.is_valid(i) && {
+                        push_int64_key(a.value(i), out);
+                        true
+                    }
+                }
+                // i32 offsets bound lengths, so these never fail.
+                KeyArray::String(a) => {
+                    a.is_valid(i) && push_bytes_key(a.value(i).as_bytes(), out, "").is_ok()
+                }
+                KeyArray::Bytes(a) => a.is_valid(i) && push_bytes_key(a.value(i), out, "").is_ok(),
+            };
+            if !ok {
+                out.truncate(start);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Row `i`'s key as an integer when the key is a single int32 or int64 column (`None` for
+    /// a null); `None` always for other keys.
+    #[inline]
+    pub fn int(&self, i: usize) -> Option<i64> {
+        match self.columns.as_slice() {
+            [KeyArray::Int64(a)] => a.is_valid(i).then(|| a.value(i)),
+            [KeyArray::Int32(a)] => a.is_valid(i).then(|| i64::from(a.value(i))),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a view's keys are a single integer (probed by value, not by encoded bytes).
+pub fn is_single_int(keys: &[JoinKey]) -> bool {
+    matches!(keys, [k] if matches!(k.key_type, KeyType::Int32 | KeyType::Int64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn int32_and_int64_columns_encode_like_request_values() {
+        let k = [key("id", KeyType::Int64)];
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![1001]));
+        let b: ArrayRef = Arc::new(Int64Array::from(vec![1001]));
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        assert!(KeyColumns::new(&k, &[&a]).unwrap().encode(0, &mut x));
+        assert!(KeyColumns::new(&k, &[&b]).unwrap().encode(0, &mut y));
+        assert_eq!(x, y);
+        assert_eq!(
+            x,
+            encode_entity_key(&k, [("id", &KeyValue::Int(1001))]).unwrap()
+        );
+    }
+
+    #[test]
+    fn null_parts_do_not_encode() {
+        let k = [key("a", KeyType::Int64), key("b", KeyType::String)];
+        let a: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(2)]));
+        let b: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None]));
+        let cols = KeyColumns::new(&k, &[&a, &b]).unwrap();
+        let mut out = Vec::new();
+        assert!(cols.encode(0, &mut out));
+        let len = out.len();
+        assert!(!cols.encode(1, &mut out));
+        assert_eq!(out.len(), len);
+        assert!(column_fits_key(KeyType::Int32, &DataType::Int64));
+        assert!(!column_fits_key(KeyType::Int64, &DataType::Utf8));
+    }
 
     fn key(name: &str, key_type: KeyType) -> JoinKey {
         JoinKey {

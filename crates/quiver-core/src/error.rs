@@ -5,6 +5,52 @@ use crate::types::KeyType;
 /// Result alias with [`CoreError`].
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
+/// What kind of failure an error is, whatever protocol reports it. Every library error of the
+/// workspace knows its kind ([`HasKind`]); each protocol maps kinds to its own statuses once,
+/// at its edge (gRPC codes, HTTP statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or names something the wrong way (a bad type, a bad value).
+    InvalidArgument,
+    /// A named object does not exist (a feature view, a feature, a registry version).
+    NotFound,
+    /// Someone else changed the state the request was based on (a concurrent apply).
+    Conflict,
+    /// The request is valid but the system is not in a state to run it (a source whose files
+    /// vanished, a view that is not online, a store held by another process).
+    FailedPrecondition,
+    /// A transient failure: retrying later may succeed.
+    Unavailable,
+    /// The disk (or another storage resource) is full; nothing was written.
+    StorageFull,
+    /// The operation is not supported.
+    Unimplemented,
+    /// The operation was cancelled by its caller.
+    Cancelled,
+    /// A bug or a broken invariant on the server's side.
+    Internal,
+}
+
+/// An error that knows its [`ErrorKind`].
+pub trait HasKind {
+    /// The kind of this error.
+    fn kind(&self) -> ErrorKind;
+}
+
+impl ErrorKind {
+    /// The kind of an I/O error: a full disk is [`ErrorKind::StorageFull`], everything else
+    /// [`ErrorKind::Internal`].
+    pub fn of_io(e: &std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Self::StorageFull
+            }
+            _ => Self::Internal,
+        }
+    }
+}
+
 /// Errors from parsing and resolving Quiver objects. Each names the offending value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CoreError {
@@ -24,6 +70,12 @@ pub enum CoreError {
         "invalid time '{0}' (expected RFC 3339 like 2024-01-01T00:00:00Z, a date like 2024-01-01, or now)"
     )]
     InvalidTime(String),
+    /// A time outside the range of nanosecond instants.
+    #[error("time '{0}' is outside the range Quiver stores (1677-09-21 to 2262-04-11 UTC)")]
+    TimeOutOfRange(String),
+    /// A unit of integer times that is not `s`, `ms`, `us` or `ns`.
+    #[error("invalid timestamp unit '{0}' (expected s, ms, us or ns)")]
+    InvalidTimestampUnit(String),
     /// A malformed feature reference.
     #[error("invalid feature reference '{0}' (expected view:feature or view:*)")]
     InvalidFeatureRef(String),
@@ -71,4 +123,16 @@ pub enum CoreError {
     /// A string or bytes key longer than 4 GiB.
     #[error("join key '{0}' is too long")]
     JoinKeyTooLong(String),
+}
+
+impl HasKind for CoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnknownFeatureView(_)
+            | Self::UnknownFeatureService(_)
+            | Self::UnknownFeature { .. }
+            | Self::UnknownEntity(_) => ErrorKind::NotFound,
+            _ => ErrorKind::InvalidArgument,
+        }
+    }
 }

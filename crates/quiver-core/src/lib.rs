@@ -26,12 +26,16 @@ pub mod model;
 pub mod time;
 pub mod types;
 
-pub use definitions::{Definitions, ResolvedFeature};
-pub use duration::{Ttl, format_duration, parse_duration};
-pub use entity_key::{KeyValue, encode_entity_key, push_bytes_key, push_int32_key, push_int64_key};
-pub use error::{CoreError, Result};
-pub use model::{
-    Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, ObjectKind, Source, Tags,
+pub use definitions::{Definitions, OnlineLayout, ResolvedFeature};
+pub use duration::{Period, Ttl, format_duration, parse_duration};
+pub use entity_key::{
+    KeyColumns, KeyValue, canonical_order, column_fits_key, encode_entity_key, is_single_int,
+    push_bytes_key, push_int32_key, push_int64_key,
 };
-pub use time::parse_time;
+pub use error::{CoreError, ErrorKind, HasKind, Result};
+pub use model::{
+    Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, ObjectKind, Schedule,
+    Source, Tags,
+};
+pub use time::{TimestampUnit, format_nanos, now_nanos, parse_time, parse_time_nanos};
 pub use types::{KeyType, ScalarType, ValueType};

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::Ttl;
+use crate::duration::{Period, Ttl};
 use crate::error::{CoreError, Result};
 use crate::types::{KeyType, ValueType};
 
@@ -116,6 +116,29 @@ pub struct FeatureView {
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: Tags,
+    /// When `quiver serve` materializes the view on its own (the repository's default when
+    /// unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub materialization: Option<Schedule>,
+}
+
+/// A materialization schedule: incremental runs every `every`, re-reading `lookback` before
+/// the watermark for late data. `every: 0` turns scheduling off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Time between the starts of two runs.
+    pub every: Period,
+    /// How far before the watermark each run starts.
+    #[serde(default)]
+    pub lookback: Period,
+}
+
+impl Schedule {
+    /// Whether runs are scheduled at all.
+    pub fn is_on(&self) -> bool {
+        !self.every.0.is_zero()
+    }
 }
 
 impl FeatureView {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use quiver_core::{ErrorKind, HasKind};
+
 /// Result alias with [`OfflineError`].
 pub type Result<T, E = OfflineError> = std::result::Result<T, E>;
 
@@ -12,15 +14,8 @@ pub enum OfflineError {
     #[error("{0}")]
     InvalidRequest(String),
     /// Source data that cannot be read (a vanished file, a column of the wrong type).
-    #[error("source '{source_name}' ({}): {message}", path.display())]
-    Source {
-        /// The source.
-        source_name: String,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Source(#[from] quiver_source::SourceError),
     /// A spill file could not be written or read back.
     #[error("spill file {}: {source}", path.display())]
     Spill {
@@ -35,17 +30,24 @@ pub enum OfflineError {
     /// An object model error (unknown view or feature, duplicate output name).
     #[error(transparent)]
     Core(#[from] quiver_core::CoreError),
-    /// A registry error (source files that cannot be found).
-    #[error(transparent)]
-    Registry(#[from] quiver_registry::RegistryError),
+}
+
+impl HasKind for OfflineError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidRequest(_) => ErrorKind::InvalidArgument,
+            Self::Source(e) => e.kind(),
+            Self::Spill { source, .. } => match ErrorKind::of_io(source) {
+                ErrorKind::StorageFull => ErrorKind::StorageFull,
+                _ => ErrorKind::Internal,
+            },
+            Self::Arrow(_) => ErrorKind::Internal,
+            Self::Core(e) => e.kind(),
+        }
+    }
 }
 
 impl OfflineError {
-    /// Whether the error is the caller's fault (a bad request), not the server's.
-    pub fn is_invalid_request(&self) -> bool {
-        matches!(self, Self::InvalidRequest(_) | Self::Core(_))
-    }
-
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidRequest(message.into())
     }

@@ -30,10 +30,11 @@ use quiver_core::{Definitions, Feature, FeatureView, JoinKey, ResolvedFeature};
 
 use crate::entities::{EVENT_TIMESTAMP, event_timestamp_column};
 use crate::error::{OfflineError, Result};
-use crate::keys::{KeyColumns, KeyIndex, column_fits_key, is_single_int, sorted_keys};
-use crate::scan::{SourceScan, Task, feature_array, in_parallel};
+use quiver_core::{KeyColumns, canonical_order, column_fits_key, is_single_int};
+use quiver_source::{SourceScan, Sources, Task, in_parallel, nanos};
+
+use crate::keys::KeyIndex;
 use crate::spill::{SpillWriter, SpilledColumns};
-use crate::timestamp::nanos;
 
 /// How a join runs.
 #[derive(Debug, Clone)]
@@ -81,7 +82,7 @@ struct ViewRequest<'a> {
 /// A point-in-time join of requested features onto entity tables.
 pub struct PointInTimeJoin<'a> {
     defs: &'a Definitions,
-    data_root: PathBuf,
+    sources: &'a Sources,
     features: Vec<ResolvedFeature>,
     views: Vec<ViewRequest<'a>>,
     options: JoinOptions,
@@ -94,15 +95,12 @@ type KeyFilter<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
 type Version = (i64, i64, u64);
 const NO_VERSION: Version = (i64::MIN, i64::MIN, 0);
 
-/// `sequence` = file index << 40 | row in file.
-const ROW_BITS: u32 = 40;
-
 impl<'a> PointInTimeJoin<'a> {
     /// Plans a join of `features` (resolved against `defs`, in output order). Every view must
     /// be `offline`.
     pub fn new(
         defs: &'a Definitions,
-        data_root: impl Into<PathBuf>,
+        sources: &'a Sources,
         features: Vec<ResolvedFeature>,
         options: JoinOptions,
     ) -> Result<Self> {
@@ -129,7 +127,7 @@ impl<'a> PointInTimeJoin<'a> {
         }
         Ok(Self {
             defs,
-            data_root: data_root.into(),
+            sources,
             features,
             views,
             options,
@@ -152,6 +150,17 @@ impl<'a> PointInTimeJoin<'a> {
     /// The schema of the training set for an entity table of schema `entities`: its columns,
     /// then the features. Checks the entity table without reading any data.
     pub fn output_schema(&self, entities: &Schema) -> Result<SchemaRef> {
+        for (i, field) in entities.fields().iter().enumerate() {
+            if entities.fields()[..i]
+                .iter()
+                .any(|f| f.name() == field.name())
+            {
+                return Err(OfflineError::invalid(format!(
+                    "entity table has two columns named '{}'",
+                    field.name()
+                )));
+            }
+        }
         event_timestamp_column(entities)?;
         for v in &self.views {
             for k in self.defs.join_keys(v.view)? {
@@ -226,9 +235,9 @@ impl<'a> PointInTimeJoin<'a> {
     /// time. The views must share their join keys.
     pub fn entity_rows_in_range(&self, start: i64, end: i64) -> Result<RecordBatch> {
         let first = self.views[0].view;
-        let keys = sorted_keys(self.defs.join_keys(first)?);
+        let keys = canonical_order(self.defs.join_keys(first)?);
         for v in &self.views[1..] {
-            if sorted_keys(self.defs.join_keys(v.view)?) != keys {
+            if canonical_order(self.defs.join_keys(v.view)?) != keys {
                 return Err(OfflineError::invalid(format!(
                     "a training set without an entity table needs views with the same join keys; '{}' and '{}' differ",
                     first.name, v.view.name
@@ -251,19 +260,19 @@ impl<'a> PointInTimeJoin<'a> {
             if !sources.insert(&v.view.source) {
                 continue;
             }
-            let scan = SourceScan::open(self.defs, &self.data_root, v.view, &[])?;
+            let scan = self.open_scan(v.view, &[])?;
             let tasks = scan.tasks(start, end);
             let columns = scan.key_and_time_columns();
             let found = in_parallel(tasks.len(), self.options.threads, Vec::new, |t, out| {
                 let task = &tasks[t];
                 for batch in scan.reader(task, &columns, None)? {
                     let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
-                    let (_, ts, _) = scan.key_and_times(&batch, task.file)?;
+                    let ts = scan.key_and_times(&batch, task.file)?.event;
                     let keep: arrow::array::BooleanArray = (0..batch.num_rows())
                         .map(|i| Some(ts.is_valid(i) && (start..=end).contains(&ts.value(i))))
                         .collect();
-                    let mut cols: Vec<ArrayRef> = Vec::with_capacity(scan.keys.len() + 1);
-                    for (k, c) in &scan.keys {
+                    let mut cols: Vec<ArrayRef> = Vec::with_capacity(keys.len() + 1);
+                    for (k, c) in scan.keys().zip(scan.key_columns()) {
                         let a = batch.column_by_name(c).ok_or_else(|| {
                             scan.error(task.file, format!("column '{c}' is missing"))
                         })?;
@@ -276,7 +285,7 @@ impl<'a> PointInTimeJoin<'a> {
                     let rows = RecordBatch::try_new(schema.clone(), cols)?;
                     out.push(filter_record_batch(&rows, &keep)?);
                 }
-                Ok(())
+                Ok::<_, OfflineError>(())
             })?;
             batches.extend(found.into_iter().flatten());
         }
@@ -304,6 +313,19 @@ impl<'a> PointInTimeJoin<'a> {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
+    /// Opens the source of `view` for reading its keys, times and `features`.
+    fn open_scan(&self, view: &FeatureView, features: &[&Feature]) -> Result<SourceScan> {
+        let source = self.defs.sources.get(&view.source).ok_or_else(|| {
+            OfflineError::invalid(format!(
+                "feature view '{}' names unknown source '{}'",
+                view.name, view.source
+            ))
+        })?;
+        Ok(self
+            .sources
+            .scan(source, self.defs.join_keys(view)?, features)?)
+    }
+
     /// Joins one view: its requested features for every entity row, in input order.
     fn join_view(
         &self,
@@ -314,8 +336,8 @@ impl<'a> PointInTimeJoin<'a> {
     ) -> Result<ViewColumns> {
         let view = request.view;
         let features: Vec<&Feature> = request.features.iter().map(|(_, f)| *f).collect();
-        let scan = SourceScan::open(self.defs, &self.data_root, view, &features)?;
-        let keys: Vec<JoinKey> = scan.keys.iter().map(|(k, _)| k.clone()).collect();
+        let scan = self.open_scan(view, &features)?;
+        let keys: Vec<JoinKey> = scan.keys().cloned().collect();
         let key_columns: Vec<&ArrayRef> = keys
             .iter()
             .map(|k| {
@@ -411,7 +433,7 @@ impl<'a> PointInTimeJoin<'a> {
     /// position.
     fn find_winners(
         &self,
-        scan: &SourceScan<'_>,
+        scan: &SourceScan,
         side: &EntitySide,
         ttl: Option<i64>,
         in_partition: Option<&KeyFilter<'_>>,
@@ -435,11 +457,12 @@ impl<'a> PointInTimeJoin<'a> {
             || slots.clone(),
             |t, best| {
                 let task = &tasks[t];
-                let mut row = task.first_row;
+                let mut row = 0u64;
                 let mut key = Vec::with_capacity(64);
                 for batch in scan.reader(task, &columns, None)? {
                     let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
-                    let (keys, ts, created) = scan.key_and_times(&batch, task.file)?;
+                    let times = scan.key_and_times(&batch, task.file)?;
+                    let (keys, ts) = (&times.keys, &times.event);
                     for i in 0..batch.num_rows() {
                         if ts.is_null(i) {
                             continue;
@@ -468,17 +491,11 @@ impl<'a> PointInTimeJoin<'a> {
                         let Some((from, to)) = found else {
                             continue;
                         };
-                        let c = created.as_ref().map_or(i64::MIN, |c| {
-                            if c.is_null(i) { i64::MIN } else { c.value(i) }
-                        });
+                        let c = times.created_at(i);
                         let effective = if as_of_created { event.max(c) } else { event };
                         let run = &mut best[from as usize..to as usize];
                         let at = run.partition_point(|s| s.0 < effective);
-                        let version = (
-                            event,
-                            c,
-                            ((task.file as u64) << ROW_BITS) | (row + i as u64),
-                        );
+                        let version = (event, c, task.sequence(row + i as u64));
                         if let Some(slot) = run.get_mut(at)
                             && slot.1 < version
                         {
@@ -488,7 +505,7 @@ impl<'a> PointInTimeJoin<'a> {
                     row += batch.num_rows() as u64;
                     progress(Progress::Scanned(batch.num_rows() as u64));
                 }
-                Ok(())
+                Ok::<_, OfflineError>(())
             },
         )?;
         drop(slots);
@@ -524,7 +541,7 @@ impl<'a> PointInTimeJoin<'a> {
     /// (ascending entity row numbers; every row of `side` is among them).
     fn fetch(
         &self,
-        scan: &SourceScan<'_>,
+        scan: &SourceScan,
         features: &[&Feature],
         side: &EntitySide,
         winners: &[Option<u64>],
@@ -573,7 +590,7 @@ impl<'a> PointInTimeJoin<'a> {
     /// order (`None` when there are no rows).
     fn decode_rows(
         &self,
-        scan: &SourceScan<'_>,
+        scan: &SourceScan,
         features: &[&Feature],
         seqs: &[u64],
     ) -> Result<Vec<Option<ArrayRef>>> {
@@ -584,7 +601,7 @@ impl<'a> PointInTimeJoin<'a> {
             .tasks(i64::MIN, i64::MAX)
             .into_iter()
             .filter_map(|task| {
-                let first = ((task.file as u64) << ROW_BITS) | task.first_row;
+                let first = task.sequence(0);
                 let from = seqs.partition_point(|&s| s < first);
                 let to = seqs.partition_point(|&s| s < first + task.rows);
                 let rows: Vec<u32> = seqs[from..to]
@@ -594,8 +611,7 @@ impl<'a> PointInTimeJoin<'a> {
                 (!rows.is_empty()).then_some((task, rows))
             })
             .collect();
-        let names: Vec<String> = features.iter().map(|f| scan.feature_column(f)).collect();
-        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+        let columns: Vec<&str> = features.iter().map(|f| scan.feature_column(f)).collect();
         let parts = in_parallel(tasks.len(), self.options.threads, Vec::new, |t, out| {
             let (task, rows) = &tasks[t];
             // Many winners in a row group: decoding it whole and picking rows beats a
@@ -617,13 +633,11 @@ impl<'a> PointInTimeJoin<'a> {
                 }
                 let arrays = features
                     .iter()
-                    .zip(&names)
-                    .map(|(f, c)| feature_array(&batch, c, f))
-                    .collect::<arrow::error::Result<Vec<_>>>()
-                    .map_err(|e| scan.error(task.file, e.to_string()))?;
+                    .map(|f| scan.feature_array(&batch, task.file, f))
+                    .collect::<quiver_source::Result<Vec<_>>>()?;
                 out.push((t, arrays));
             }
-            Ok(())
+            Ok::<_, OfflineError>(())
         })?;
         let mut parts: Vec<(usize, Vec<ArrayRef>)> = parts.into_iter().flatten().collect();
         // Tasks are in sequence order; a task's batches were pushed in order (stable sort).

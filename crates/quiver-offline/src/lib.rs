@@ -4,16 +4,15 @@
 //! any label columns) following the rules of the product contract: for every entity row and
 //! view, the source row of the same key with the greatest event time not after the row's time
 //! (within the view's ttl, optionally created no later than it), nulls when there is none, one
-//! output row per input row in input order. The engine knows nothing of Flight or gRPC; the
+//! output row per input row in input order. Sources are read through `quiver-source`'s scan
+//! layer (the same one materialization uses). The engine knows nothing of Flight or gRPC; the
 //! server streams its [`TrainingSet`] batches.
 
 mod entities;
 mod error;
 mod join;
 mod keys;
-mod scan;
 mod spill;
-mod timestamp;
 
 pub use entities::{EVENT_TIMESTAMP, event_timestamp_column, read_entity_file};
 pub use error::{OfflineError, Result};

@@ -2,13 +2,37 @@
 
 use std::path::{Path, PathBuf};
 
+use quiver_core::{ErrorKind, HasKind};
+
 /// Result alias with [`OnlineError`].
 pub type Result<T, E = OnlineError> = std::result::Result<T, E>;
 
 /// Errors of the online store, online reads and materialization.
 #[derive(Debug, thiserror::Error)]
 pub enum OnlineError {
-    /// RocksDB failed (including "the store is locked by another process").
+    /// Another process holds the store (RocksDB's lock).
+    #[error("online store {} is held by another process", path.display())]
+    Locked {
+        /// The store's folder.
+        path: PathBuf,
+    },
+    /// The disk is full: nothing of the write that failed was stored.
+    #[error("online store {}: no space left on device ({message})", path.display())]
+    StorageFull {
+        /// The store's folder.
+        path: PathBuf,
+        /// RocksDB's message.
+        message: String,
+    },
+    /// The store cannot answer right now; retrying later may succeed.
+    #[error("online store {}: {message}", path.display())]
+    Unavailable {
+        /// The store.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// RocksDB failed.
     #[error("online store {}: {message}", path.display())]
     RocksDb {
         /// The store's folder.
@@ -33,29 +57,32 @@ pub enum OnlineError {
     /// A request that cannot be answered as asked (unknown key, wrong type, bad shape).
     #[error("{0}")]
     InvalidRequest(String),
-    /// Source data that cannot be materialized (a vanished file, a column of the wrong type).
-    #[error("source '{source_name}' ({}): {message}", path.display())]
-    Source {
-        /// The source.
-        source_name: String,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// A request that names something the view cannot do (materializing an offline view).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller cancelled the operation.
+    #[error("cancelled")]
+    Cancelled,
+    /// Source data that cannot be read or materialized.
+    #[error(transparent)]
+    Source(#[from] quiver_source::SourceError),
     /// An object model error (unknown view, feature, bad key value).
     #[error(transparent)]
     Core(#[from] quiver_core::CoreError),
-    /// A registry error (source files that cannot be found).
-    #[error(transparent)]
-    Registry(#[from] quiver_registry::RegistryError),
 }
 
 impl OnlineError {
     pub(crate) fn rocksdb(path: &Path, e: rocksdb::Error) -> Self {
-        Self::RocksDb {
-            path: path.to_path_buf(),
-            message: e.into_string(),
+        let message = e.into_string();
+        let path = path.to_path_buf();
+        // Another process: "While lock file: …/LOCK: Resource temporarily unavailable";
+        // this process: "lock hold by current process … /LOCK: No locks available".
+        if message.contains("While lock file") || message.contains("lock hold by current process") {
+            Self::Locked { path }
+        } else if message.contains("No space left") || message.contains("NoSpace") {
+            Self::StorageFull { path, message }
+        } else {
+            Self::RocksDb { path, message }
         }
     }
 
@@ -63,9 +90,20 @@ impl OnlineError {
         let path = path.into();
         move |source| Self::Io { path, source }
     }
+}
 
-    /// Whether the error is the caller's fault (a bad request), not the server's.
-    pub fn is_invalid_request(&self) -> bool {
-        matches!(self, Self::InvalidRequest(_) | Self::Core(_))
+impl HasKind for OnlineError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Locked { .. } | Self::Unavailable { .. } => ErrorKind::Unavailable,
+            Self::StorageFull { .. } => ErrorKind::StorageFull,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+            Self::RocksDb { .. } | Self::CorruptRow(_) | Self::Corrupt(_) => ErrorKind::Internal,
+            Self::InvalidRequest(_) => ErrorKind::InvalidArgument,
+            Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Self::Cancelled => ErrorKind::Cancelled,
+            Self::Source(e) => e.kind(),
+            Self::Core(e) => e.kind(),
+        }
     }
 }

@@ -1,11 +1,15 @@
-//! The online store: the latest value of every feature per entity key, in RocksDB.
+//! The online store: the latest value of every feature per entity key.
 //!
-//! - [`store`]: the [`OnlineStore`] trait and [`RocksDbStore`]: key layout, newest-wins merge,
-//!   ttl purge by compaction filter, watermarks, view deletion, backup and restore.
+//! - [`store`]: the [`OnlineStore`] trait and [`RocksDbStore`]: key layout (one key range per
+//!   view generation, [`ViewId`]), newest-wins merge, ttl purge by compaction filter,
+//!   watermarks and run records beside the data, [`OnlineStore::retain`], backup and
+//!   restore.
 //! - [`row`]: the stored row format (every feature of a view's row plus its timestamps),
 //!   decoded without allocating per feature.
 //! - [`read`]: online reads with per-value statuses ([`FieldStatus`]).
-//! - [`materialize`](mod@materialize): Parquet sources into the store, latest row per key.
+//! - [`materialize`](mod@materialize): one view's Parquet source into the store, latest row
+//!   per key.
+//! - [`runs`]: records of materialization runs ([`RunRecord`]).
 //!
 //! This is the only crate of the workspace that depends on `rocksdb`.
 //!
@@ -21,10 +25,17 @@ pub mod error;
 pub mod materialize;
 pub mod read;
 pub mod row;
+pub mod runs;
 pub mod store;
 
 pub use error::{OnlineError, Result};
-pub use materialize::{Progress, ViewReport, Window, materialize};
+pub use materialize::{
+    MaterializeOptions, Progress, ViewReport, ViewTarget, Window, materialize_view, resolve_window,
+};
 pub use read::{Cell, FieldStatus, OnlineFeatures, ReadPlan, read_online_features};
-pub use row::{FeatureValue, Row, RowWriter, encode_row, layout_fingerprint};
-pub use store::{OnlineStore, RocksDbOptions, RocksDbStore, StoreStats, now_micros};
+pub use row::{FeatureValue, Row, RowVersion, RowWriter, encode_row, layout_fingerprint};
+pub use runs::{RunOutcome, RunRecord, RunTrigger};
+pub use store::{
+    KeyedRows, LiveView, OnlineStore, RUNS_KEPT, RocksDbOptions, RocksDbStore, StoreStats, ViewId,
+    ViewRows,
+};

@@ -1,10 +1,12 @@
 //! Online reads: features for many entity rows, each value with a status and event time.
 
+use std::collections::BTreeMap;
+
 use quiver_core::{Definitions, JoinKey, KeyValue, ResolvedFeature, encode_entity_key};
 
 use crate::error::{OnlineError, Result};
 use crate::row::{FeatureValue, Row, decode_value, layout_fingerprint};
-use crate::store::OnlineStore;
+use crate::store::{OnlineStore, ViewId};
 
 /// The status of one returned value (Feast's `FieldStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -27,7 +29,7 @@ pub struct Cell<'a> {
     pub value: FeatureValue<'a>,
     /// Its status.
     pub status: FieldStatus,
-    /// The row's event time (µs), when a row was found.
+    /// The row's event time (ns), when a row was found.
     pub event_ts: Option<i64>,
 }
 
@@ -35,19 +37,21 @@ pub struct Cell<'a> {
 #[derive(Debug)]
 struct PlannedView {
     name: String,
+    /// Its stored rows.
+    id: ViewId,
     keys: Vec<JoinKey>,
     /// Layout fingerprint of the view's rows; rows written under another layout are skipped.
     fingerprint: u32,
-    /// The view's ttl in µs, if it has one.
-    ttl_micros: Option<i64>,
+    /// The view's ttl in ns, if it has one.
+    ttl_nanos: Option<i64>,
 }
 
 /// An online read worked out against one registry version: the features in output order and,
-/// for each of their views, the join keys, the stored-row layout and the ttl. Building it does
-/// every registry lookup a read needs, so a server keeps one per feature list and version.
+/// for each of their views, the stored rows (with the view's online generation), the join
+/// keys, the row layout and the ttl. Building it does every registry lookup a read needs, so
+/// a server keeps one per feature list and version.
 #[derive(Debug)]
 pub struct ReadPlan {
-    project: String,
     features: Vec<ResolvedFeature>,
     /// For each feature, the index of its view in `views`.
     view_of: Vec<usize>,
@@ -55,8 +59,13 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
-    /// Plans a read of `features` (resolved against `defs`); every view must be online.
-    pub fn new(defs: &Definitions, features: Vec<ResolvedFeature>) -> Result<Self> {
+    /// Plans a read of `features` (resolved against `defs`, whose views have the online
+    /// `generations` of their registry version); every view must be online.
+    pub fn new(
+        defs: &Definitions,
+        generations: &BTreeMap<String, u64>,
+        features: Vec<ResolvedFeature>,
+    ) -> Result<Self> {
         let mut views: Vec<PlannedView> = Vec::new();
         let mut view_of = Vec::with_capacity(features.len());
         for f in &features {
@@ -73,24 +82,25 @@ impl ReadPlan {
                 continue;
             }
             if !view.online {
-                return Err(OnlineError::InvalidRequest(format!(
+                return Err(OnlineError::FailedPrecondition(format!(
                     "feature view '{}' is not online (online: false)",
                     view.name
                 )));
             }
+            let generation = generations.get(&view.name).copied().unwrap_or(0);
             views.push(PlannedView {
                 name: view.name.clone(),
+                id: ViewId::new(&defs.project, &view.name, generation),
                 keys: defs.join_keys(view)?,
                 fingerprint: layout_fingerprint(&view.features),
-                ttl_micros: view
+                ttl_nanos: view
                     .ttl
                     .limit()
-                    .map(|ttl| ttl.as_micros().try_into().unwrap_or(i64::MAX)),
+                    .map(|ttl| ttl.as_nanos().try_into().unwrap_or(i64::MAX)),
             });
             view_of.push(views.len() - 1);
         }
         Ok(Self {
-            project: defs.project.clone(),
             features,
             view_of,
             views,
@@ -107,7 +117,7 @@ impl ReadPlan {
 #[derive(Debug)]
 struct ViewRows {
     rows: Vec<Option<Vec<u8>>>,
-    /// Rows older than this (µs) are outside max age (`i64::MIN` without ttl).
+    /// Rows older than this (ns) are outside max age (`i64::MIN` without ttl).
     fresh_after: i64,
 }
 
@@ -170,7 +180,7 @@ pub fn read_online_features<'p>(
     store: &dyn OnlineStore,
     plan: &'p ReadPlan,
     entities: &[(String, Vec<KeyValue>)],
-    now_micros: i64,
+    now_nanos: i64,
 ) -> Result<OnlineFeatures<'p>> {
     let num_rows = entities.first().map_or(0, |(_, v)| v.len());
     if let Some((name, col)) = entities.iter().find(|(_, v)| v.len() != num_rows) {
@@ -209,7 +219,7 @@ pub fn read_online_features<'p>(
         }
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         let mut rows = vec![None; num_rows];
-        store.read(&plan.project, &view.name, &refs, &mut |i, value| {
+        store.read(&view.id, &refs, &mut |i, value| {
             // A row written under another feature layout is not this view's row.
             if let Some(v) = value
                 && Row::parse(v)?.fingerprint() == view.fingerprint
@@ -219,8 +229,8 @@ pub fn read_online_features<'p>(
             Ok(())
         })?;
         let fresh_after = view
-            .ttl_micros
-            .map_or(i64::MIN, |ttl| now_micros.saturating_sub(ttl));
+            .ttl_nanos
+            .map_or(i64::MIN, |ttl| now_nanos.saturating_sub(ttl));
         views.push(ViewRows { rows, fresh_after });
     }
     if let Some((name, _)) = entities

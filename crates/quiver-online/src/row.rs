@@ -4,9 +4,9 @@
 //! offset  size      field
 //! 0       1         format version (1)
 //! 1       4         layout fingerprint of the view's features (u32 LE)
-//! 5       8         event timestamp, µs since the epoch (i64 LE)
-//! 13      8         created timestamp, µs (i64 LE; i64::MIN when the source has none)
-//! 21      8         tie-break sequence (u64 LE; source file and row, u64::MAX for pushes)
+//! 5       8         event timestamp, ns since the epoch (i64 LE)
+//! 13      8         created timestamp, ns (i64 LE; i64::MIN when the source has none)
+//! 21      8         tie-break sequence (u64 LE; source file and row, or a push counter)
 //! 29      2         feature count n (u16 LE)
 //! 31      ⌈n/8⌉     null bitmap, bit i set = feature i is null
 //! ..      4(n+1)    end offsets of each feature's bytes in the data area (u32 LE), after a 0
@@ -22,7 +22,7 @@ use quiver_core::{Feature, ScalarType, ValueType};
 
 use crate::error::{OnlineError, Result};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER: usize = 31;
 
 /// Orders two rows for newest-wins: event time, then created time, then sequence.
@@ -136,12 +136,12 @@ impl<'a> Row<'a> {
         u32::from_le_bytes([self.bytes[1], self.bytes[2], self.bytes[3], self.bytes[4]])
     }
 
-    /// Event timestamp, µs.
+    /// Event timestamp, ns.
     pub fn event_ts(&self) -> i64 {
         self.u64_at(5) as i64
     }
 
-    /// Created timestamp, µs (`i64::MIN` when absent).
+    /// Created timestamp, ns (`i64::MIN` when absent).
     pub fn created_ts(&self) -> i64 {
         self.u64_at(13) as i64
     }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use quiver_core::Period;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Diagnostic, RegistryError, Result};
@@ -27,6 +28,40 @@ pub struct RepoConfig {
     /// `quiver serve` settings (environment variables and flags override them).
     #[serde(default)]
     pub server: ServerConfig,
+    /// The materialization schedule of online views that declare none (none by default).
+    #[serde(default)]
+    pub materialization: Option<quiver_core::Schedule>,
+    /// How pushed rows are checked and stored.
+    #[serde(default)]
+    pub push: PushConfig,
+}
+
+/// Settings of pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Pushed event times later than now plus this are refused (default 1h).
+    #[serde(default = "default_max_future")]
+    pub max_future: Period,
+    /// A folder source holding this many small pushed files gets them merged (default 64).
+    #[serde(default = "default_compact_after_files")]
+    pub compact_after_files: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            max_future: default_max_future(),
+            compact_after_files: default_compact_after_files(),
+        }
+    }
+}
+
+fn default_max_future() -> Period {
+    Period(std::time::Duration::from_secs(3600))
+}
+fn default_compact_after_files() -> usize {
+    64
 }
 
 /// Where `quiver serve` listens; unset values take the built-in defaults.

@@ -19,6 +19,7 @@
 //!     entities: [driver]
 //!     source: driver_stats_source
 //!     ttl: 1d
+//!     materialization: {every: 1h, lookback: 2h}   # optional: `quiver serve` runs it
 //!     features:
 //!       - {name: conv_rate, type: float32}
 //! feature_services:
@@ -34,13 +35,24 @@ use std::path::{Path, PathBuf};
 use marked_yaml::{Node, Spanned};
 use quiver_core::{
     Definitions, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, KeyType,
-    ObjectKind, Source, Tags, Ttl, ValueType,
+    ObjectKind, Period, Schedule, Source, Tags, Ttl, ValueType,
 };
 use serde::Deserialize;
 
+use quiver_source::{SourceSchema, Sources};
+
 use crate::config::{CONFIG_FILE, RepoConfig};
 use crate::error::{Diagnostic, RegistryError, Result};
-use crate::source::{SourceSchema, read_source_schema};
+
+/// A source error as a diagnostic message: the diagnostic already names the source.
+fn source_problem(e: &quiver_source::SourceError) -> String {
+    match e {
+        quiver_source::SourceError::Data { path, message, .. } => {
+            format!("{}: {message}", path.display())
+        }
+        other => other.to_string(),
+    }
+}
 
 /// Whether `name` is a valid object name: ASCII letters, digits, `_` and `-`, starting with a
 /// letter or `_`.
@@ -153,6 +165,8 @@ struct RawFeatureView {
     source: Spanned<String>,
     features: Vec<RawFeature>,
     ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    materialization: Option<RawSchedule>,
     #[serde(default = "yes")]
     online: bool,
     #[serde(default = "yes")]
@@ -167,6 +181,13 @@ struct RawFeatureView {
 
 fn yes() -> bool {
     true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    every: Spanned<String>,
+    lookback: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -224,7 +245,12 @@ pub fn definition_files(repo: &Path, config: &RepoConfig) -> Result<Vec<PathBuf>
         .collect();
     let mut out = Vec::new();
     let mut stack = vec![repo.to_path_buf()];
+    // Each folder is searched once, whatever symlinks lead to it (a loop would never end).
+    let mut seen = HashSet::new();
     while let Some(dir) = stack.pop() {
+        if !dir.canonicalize().is_ok_and(|c| seen.insert(c)) {
+            continue;
+        }
         let entries = std::fs::read_dir(&dir).map_err(RegistryError::io(&dir))?;
         for entry in entries {
             let path = entry.map_err(RegistryError::io(&dir))?.path();
@@ -325,8 +351,12 @@ fn parse_object(
 }
 
 /// Loads and validates every definition file of a repository, checking each source against
-/// its Parquet data. Returns every problem found at once.
-pub fn load_definitions(repo: &Path, config: &RepoConfig) -> Result<Definitions> {
+/// its Parquet data (resolved by `sources`). Returns every problem found at once.
+pub fn load_definitions(
+    repo: &Path,
+    config: &RepoConfig,
+    sources: &Sources,
+) -> Result<Definitions> {
     let mut diags = Diagnostics(Vec::new());
     let mut raw = RawRepo::default();
     for file in definition_files(repo, config)? {
@@ -336,7 +366,7 @@ pub fn load_definitions(repo: &Path, config: &RepoConfig) -> Result<Definitions>
     }
     let defs = Validator {
         project: config.project.clone(),
-        data_root: config.data_root(repo),
+        sources,
         diags: &mut diags,
         locations: HashMap::new(),
         schemas: HashMap::new(),
@@ -351,7 +381,7 @@ pub fn load_definitions(repo: &Path, config: &RepoConfig) -> Result<Definitions>
 
 struct Validator<'a> {
     project: String,
-    data_root: PathBuf,
+    sources: &'a Sources,
     diags: &'a mut Diagnostics,
     locations: HashMap<(ObjectKind, String), Location>,
     /// Schemas of sources that could be read.
@@ -495,11 +525,11 @@ impl Validator<'_> {
             owner: s.owner,
             tags: s.tags,
         };
-        let schema = match read_source_schema(&self.data_root, &source) {
+        let schema = match self.sources.schema(&source) {
             Ok(schema) => schema,
             Err(err) => {
                 self.diags
-                    .push(file, line_of(&s.path), object, err.to_string());
+                    .push(file, line_of(&s.path), object, source_problem(&err));
                 return None;
             }
         };
@@ -568,6 +598,34 @@ impl Validator<'_> {
                 Ttl::UNLIMITED
             }),
         };
+        let materialization = v.materialization.as_ref().and_then(|m| {
+            let every = m
+                .every
+                .parse::<Period>()
+                .map_err(|e| report(line_of(&m.every), format!("materialization.every: {e}")))
+                .ok()?;
+            let lookback = match &m.lookback {
+                None => Period::default(),
+                Some(l) => l
+                    .parse::<Period>()
+                    .map_err(|e| report(line_of(l), format!("materialization.lookback: {e}")))
+                    .ok()?,
+            };
+            let schedule = Schedule { every, lookback };
+            if schedule.is_on() && every.0 < std::time::Duration::from_secs(1) {
+                report(
+                    line_of(&m.every),
+                    "materialization.every must be at least 1s (or 0 for no schedule)".into(),
+                );
+            }
+            if schedule.is_on() && !v.online {
+                report(
+                    line_of(&m.every),
+                    "a materialization schedule needs an online view (online: false here)".into(),
+                );
+            }
+            Some(schedule)
+        });
 
         // Entities and their join keys.
         let mut join_keys: Vec<(JoinKey, usize)> = Vec::new();
@@ -725,6 +783,7 @@ impl Validator<'_> {
             description: v.description,
             owner: v.owner,
             tags: v.tags,
+            materialization,
         })
     }
 

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use quiver_core::{ErrorKind, HasKind};
+
 /// Result alias with [`RegistryError`].
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -58,6 +60,18 @@ pub enum RegistryError {
         /// The missing version.
         version: u64,
     },
+    /// An apply based on a version the registry does not have yet.
+    #[error(
+        "project '{project}' has no registry version {based_on} to apply on (its latest version is {latest})"
+    )]
+    UnknownBase {
+        /// Project.
+        project: String,
+        /// The version the apply named.
+        based_on: u64,
+        /// The latest version.
+        latest: u64,
+    },
     /// The project has never been applied.
     #[error("project '{0}' has no registry version yet; run `quiver apply` first")]
     Empty(String),
@@ -70,13 +84,8 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// A source's data cannot be used: missing, unreadable, or inconsistent files.
-    #[error("{}: {message}", path.display())]
-    Source {
-        /// The file or path involved.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Source(#[from] quiver_source::SourceError),
     /// A stored registry object that cannot be decoded.
     #[error("{}: corrupt registry object: {message}", path.display())]
     Corrupt {
@@ -96,6 +105,21 @@ fn render(diagnostics: &[Diagnostic]) -> String {
         .map(|d| format!("  {d}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+impl HasKind for RegistryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) => ErrorKind::InvalidArgument,
+            Self::Conflict { .. } => ErrorKind::Conflict,
+            Self::UnknownBase { .. } => ErrorKind::FailedPrecondition,
+            Self::UnknownVersion { .. } | Self::Empty(_) => ErrorKind::NotFound,
+            Self::Io { source, .. } => ErrorKind::of_io(source),
+            Self::Source(e) => e.kind(),
+            Self::Corrupt { .. } => ErrorKind::Internal,
+            Self::Core(e) => e.kind(),
+        }
+    }
 }
 
 impl RegistryError {

@@ -3,17 +3,17 @@
 //! - [`config`]: `quiver.yaml` ([`RepoConfig`]).
 //! - [`definitions`]: finding, parsing and validating definition files; every problem is
 //!   reported at once with file, line and object ([`load_definitions`]).
-//! - [`source`]: a source's Parquet files and schema after `field_mapping`.
 //! - [`plan`]: the diff between two sets of definitions, with breaking changes ([`Plan`]).
 //! - [`store`]: the append-only log of immutable registry versions ([`Registry`]).
 //!
 //! ```no_run
 //! use std::path::Path;
 //! use quiver_registry::{Plan, Registry, RepoConfig, load_definitions};
+//! use quiver_source::Sources;
 //!
 //! let repo = Path::new("my_repo");
 //! let config = RepoConfig::load(repo)?;
-//! let definitions = load_definitions(repo, &config)?;
+//! let definitions = load_definitions(repo, &config, &Sources::new(config.data_root(repo)))?;
 //! let registry = Registry::open_local(&config.registry_path(repo), &config.project);
 //! let current = registry.latest()?;
 //! let plan = Plan::between(
@@ -30,14 +30,10 @@ pub mod config;
 pub mod definitions;
 pub mod error;
 pub mod plan;
-pub mod source;
 pub mod store;
 
-pub use config::{CONFIG_FILE, OnlineStoreConfig, RepoConfig, ServerConfig};
+pub use config::{CONFIG_FILE, OnlineStoreConfig, PushConfig, RepoConfig, ServerConfig};
 pub use definitions::{definition_files, is_valid_name, load_definitions};
 pub use error::{Diagnostic, RegistryError, Result};
 pub use plan::{Action, Change, Plan};
-pub use source::{
-    SourceSchema, check_view_columns, read_source_schema, row_group_reader, source_files,
-};
 pub use store::{BlobStore, LocalBlobStore, Registry, RegistryVersion};

@@ -16,6 +16,7 @@
 //! - any number of processes read concurrently without locks;
 //! - every version stays readable for `log`, `show` and `diff`.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ pub trait BlobStore: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Lists the names of the blobs directly under `prefix` (a folder-like key ending in `/`).
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Removes temporary objects that failed writers left under `prefix`; returns how many.
+    fn sweep(&self, prefix: &str) -> Result<usize>;
 }
 
 /// A [`BlobStore`] on a local folder. Needs no setup: folders are created on first write.
@@ -48,6 +51,9 @@ pub struct LocalBlobStore {
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Prefix of the temporary files a blob is written to before it is published.
+const TMP_PREFIX: &str = ".tmp-";
 
 impl LocalBlobStore {
     /// A store rooted at `root`.
@@ -67,7 +73,7 @@ impl BlobStore for LocalBlobStore {
         // Write the whole blob to a private temporary file, make it durable, then publish it
         // with link(2), which fails if the target exists: readers never see a partial file.
         let tmp = dir.join(format!(
-            ".tmp-{}-{}",
+            "{TMP_PREFIX}{}-{}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
@@ -76,7 +82,14 @@ impl BlobStore for LocalBlobStore {
             f.write_all(bytes)?;
             f.sync_all()
         };
-        write().map_err(RegistryError::io(&tmp))?;
+        if let Err(e) = write() {
+            // A failed write (a full disk) leaves nothing behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(RegistryError::Io {
+                path: tmp,
+                source: e,
+            });
+        }
         let linked = fs::hard_link(&tmp, &target);
         let _ = fs::remove_file(&tmp);
         match linked {
@@ -126,6 +139,13 @@ impl BlobStore for LocalBlobStore {
         }
         Ok(names)
     }
+
+    fn sweep(&self, prefix: &str) -> Result<usize> {
+        Ok(quiver_source::sweep_temporary_files(
+            &self.root.join(prefix),
+            &[TMP_PREFIX],
+        )?)
+    }
 }
 
 /// One registry version: the project's complete definitions and how they came to be.
@@ -141,6 +161,41 @@ pub struct RegistryVersion {
     pub changes: Vec<Change>,
     /// The project's complete definitions at this version.
     pub definitions: Definitions,
+    /// The online generation of every online view: the version at which its online rows
+    /// started to be valid. It changes when a view is added, comes back online, or changes
+    /// its join keys or features, so rows stored for an earlier incarnation of a view are
+    /// never served by a later one (see [`Registry::commit`]).
+    #[serde(default)]
+    pub generations: BTreeMap<String, u64>,
+}
+
+impl RegistryVersion {
+    /// The online generation of `view` at this version (0 if it is not online).
+    pub fn generation(&self, view: &str) -> u64 {
+        self.generations.get(view).copied().unwrap_or(0)
+    }
+}
+
+/// The online generations of `new` (to be registered as `version`) given its parent: a view
+/// keeps its parent's generation while it stays online with the same online layout, and
+/// starts a new one otherwise.
+fn generations(
+    parent: Option<&RegistryVersion>,
+    new: &Definitions,
+    version: u64,
+) -> BTreeMap<String, u64> {
+    new.feature_views
+        .keys()
+        .filter_map(|name| {
+            let layout = new.online_layout(name)?;
+            let inherited = parent.and_then(|p| {
+                (p.definitions.online_layout(name).as_ref() == Some(&layout))
+                    .then(|| p.generations.get(name).copied())
+                    .flatten()
+            });
+            Some((name.clone(), inherited.unwrap_or(version)))
+        })
+        .collect()
 }
 
 /// The registry of one project.
@@ -184,13 +239,19 @@ impl Registry {
         format!("{}{version:020}.json", self.prefix())
     }
 
-    /// All version numbers, ascending.
+    /// All version numbers, ascending. Only names this registry writes count (twenty
+    /// digits and `.json`); anything else in the folder is ignored.
     pub fn versions(&self) -> Result<Vec<u64>> {
         let mut versions: Vec<u64> = self
             .store
             .list(&self.prefix())?
             .iter()
-            .filter_map(|name| name.strip_suffix(".json")?.parse().ok())
+            .filter_map(|name| {
+                let digits = name.strip_suffix(".json")?;
+                (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| digits.parse().ok())
+                    .flatten()
+            })
             .collect();
         versions.sort_unstable();
         Ok(versions)
@@ -228,6 +289,11 @@ impl Registry {
         })
     }
 
+    /// Removes temporary files that failed applies left in the registry.
+    pub fn sweep_temporary_files(&self) -> Result<usize> {
+        self.store.sweep(&self.prefix())
+    }
+
     /// Every version, oldest first.
     pub fn history(&self) -> Result<Vec<RegistryVersion>> {
         self.versions()?.into_iter().map(|v| self.get(v)).collect()
@@ -243,17 +309,27 @@ impl Registry {
         definitions: Definitions,
         author: &str,
     ) -> Result<RegistryVersion> {
+        let latest = self.latest_version()?.unwrap_or(0);
+        if based_on.unwrap_or(0) > latest {
+            return Err(RegistryError::UnknownBase {
+                project: self.project.clone(),
+                based_on: based_on.unwrap_or(0),
+                latest,
+            });
+        }
         let parent = based_on.map(|v| self.get(v)).transpose()?;
         let empty = Definitions::default();
         let plan = Plan::between(
             parent.as_ref().map_or(&empty, |p| &p.definitions),
             &definitions,
         );
+        let number = based_on.unwrap_or(0) + 1;
         let version = RegistryVersion {
-            version: based_on.unwrap_or(0) + 1,
+            version: number,
             created_at: Utc::now(),
             author: author.to_owned(),
             changes: plan.changes,
+            generations: generations(parent.as_ref(), &definitions, number),
             definitions,
         };
         let bytes = serde_json::to_vec_pretty(&version).map_err(|e| RegistryError::Corrupt {

@@ -1,8 +1,8 @@
-//! The error type of `quiver-server`, and the one place errors become gRPC statuses.
+//! The error type of `quiver-server`, and the one place library errors become protocol
+//! statuses: gRPC codes and HTTP statuses, both from the error's [`ErrorKind`].
 
-use quiver_core::CoreError;
-use quiver_offline::OfflineError;
-use tonic::Status;
+use quiver_core::{ErrorKind, HasKind};
+use tonic::{Code, Status};
 
 /// Result alias with [`ServerError`].
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;
@@ -18,48 +18,66 @@ pub enum ServerError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The registry could not be read.
+    /// An operation failed (opening the repository, the online store).
     #[error(transparent)]
-    Registry(#[from] quiver_registry::RegistryError),
-    /// The online store could not be opened.
-    #[error(transparent)]
-    Online(#[from] quiver_online::OnlineError),
+    Ops(#[from] quiver_ops::OpsError),
     /// A transport failure.
     #[error("server: {0}")]
     Transport(String),
 }
 
-/// The status of an object-model error: unknown names are `NOT_FOUND`, the rest
-/// `INVALID_ARGUMENT`.
-pub(crate) fn core_status(e: &CoreError) -> Status {
-    match e {
-        CoreError::UnknownFeatureView(_)
-        | CoreError::UnknownFeatureService(_)
-        | CoreError::UnknownFeature { .. }
-        | CoreError::UnknownEntity(_) => Status::not_found(e.to_string()),
-        _ => Status::invalid_argument(e.to_string()),
+/// The gRPC code of an error kind.
+pub fn grpc_code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Conflict => Code::Aborted,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::StorageFull => Code::ResourceExhausted,
+        ErrorKind::Unimplemented => Code::Unimplemented,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Internal => Code::Internal,
     }
 }
 
-/// The status of a training-set error.
-pub(crate) fn offline_status(e: &OfflineError) -> Status {
-    match e {
-        OfflineError::Core(c) => core_status(c),
-        OfflineError::InvalidRequest(m) => Status::invalid_argument(m.clone()),
-        OfflineError::Source { .. } | OfflineError::Registry(_) => {
-            Status::failed_precondition(e.to_string())
-        }
-        OfflineError::Spill { .. } | OfflineError::Arrow(_) => Status::internal(e.to_string()),
+/// The HTTP status of an error kind.
+pub fn http_status(kind: ErrorKind) -> axum::http::StatusCode {
+    use axum::http::StatusCode as S;
+    match kind {
+        ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => S::BAD_REQUEST,
+        ErrorKind::NotFound => S::NOT_FOUND,
+        ErrorKind::Conflict => S::CONFLICT,
+        ErrorKind::Unavailable => S::SERVICE_UNAVAILABLE,
+        ErrorKind::StorageFull => S::INSUFFICIENT_STORAGE,
+        ErrorKind::Unimplemented => S::NOT_IMPLEMENTED,
+        // nginx's "client closed request".
+        ErrorKind::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+        ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// The status of an online read or write error.
-pub(crate) fn online_status(e: &quiver_online::OnlineError) -> Status {
-    use quiver_online::OnlineError as E;
-    match e {
-        E::Core(c) => core_status(c),
-        E::InvalidRequest(m) => Status::invalid_argument(m.clone()),
-        E::Source { .. } | E::Registry(_) => Status::failed_precondition(e.to_string()),
-        _ => Status::internal(e.to_string()),
+/// An error as a gRPC status: its kind's code and its message.
+pub fn status<E: HasKind + std::fmt::Display + ?Sized>(e: &E) -> Status {
+    Status::new(grpc_code(e.kind()), e.to_string())
+}
+
+/// The kind of a gRPC status, for answering a status over HTTP.
+pub(crate) fn kind_of_code(code: Code) -> ErrorKind {
+    match code {
+        Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::Aborted | Code::AlreadyExists => ErrorKind::Conflict,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::ResourceExhausted => ErrorKind::StorageFull,
+        Code::Unimplemented => ErrorKind::Unimplemented,
+        Code::Cancelled => ErrorKind::Cancelled,
+        _ => ErrorKind::Internal,
     }
+}
+
+/// The status of an operation that failed to run (a blocking task that panicked).
+pub(crate) fn join_status(e: &tokio::task::JoinError) -> Status {
+    Status::internal(format!("the request's task failed: {e}"))
 }

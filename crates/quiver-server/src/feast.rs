@@ -8,18 +8,18 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
-use quiver_core::{ScalarType, ValueType};
+use quiver_core::{ErrorKind, HasKind, ScalarType, TimestampUnit, ValueType, format_nanos};
 use quiver_online::{FeatureValue, FieldStatus, OnlineFeatures};
-use serde_json::{Map, Value as Json, json};
-use tonic::{Code, Request, Response, Status};
+use quiver_ops::{FeatureSpec, FeatureStore, InputValue, OpsError, PushRequest, PushTarget};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tonic::{Request, Response, Status};
 
-use crate::catalog::FeatureSpec;
-use crate::error::online_status;
-use crate::grpc::timestamp;
-use crate::online::{Loose, Online, PushTarget};
+use crate::error::{http_status, status};
+use crate::grpc::{blocking, timestamp};
 use crate::proto::feast::serving as fs;
 use crate::proto::feast::types as ft;
 
@@ -28,44 +28,48 @@ const SERVING_VERSION: &str = concat!("quiver ", env!("CARGO_PKG_VERSION"));
 
 /// `feast.serving.ServingService`.
 pub struct FeastServing {
-    online: Arc<Online>,
+    store: Arc<FeatureStore>,
 }
 
 impl FeastServing {
-    /// Serves Feast's gRPC clients through `online`.
-    pub fn new(online: Arc<Online>) -> Self {
-        Self { online }
+    /// Serves Feast's gRPC clients from `store`.
+    pub fn new(store: Arc<FeatureStore>) -> Self {
+        Self { store }
     }
 }
 
-fn loose(v: &ft::Value) -> Loose {
+fn input(v: &ft::Value) -> InputValue {
     use ft::value::Val as V;
-    let list = |items: Vec<Loose>| Loose::List(items);
+    let seconds = |s: i64| InputValue::Timestamp(s.saturating_mul(1_000_000_000));
+    let list = |items: Vec<InputValue>| InputValue::List(items);
     match &v.val {
-        None | Some(V::NullVal(_)) => Loose::Null,
-        Some(V::BytesVal(b)) => Loose::Bytes(b.clone()),
-        Some(V::StringVal(s) | V::JsonVal(s)) => Loose::String(s.clone()),
-        Some(V::Int32Val(i)) => Loose::Int(i64::from(*i)),
-        Some(V::Int64Val(i)) => Loose::Int(*i),
-        Some(V::DoubleVal(f)) => Loose::Float(*f),
-        Some(V::FloatVal(f)) => Loose::Float(f64::from(*f)),
-        Some(V::BoolVal(b)) => Loose::Bool(*b),
-        Some(V::UnixTimestampVal(s)) => Loose::Timestamp(s.saturating_mul(1_000_000)),
-        Some(V::BytesListVal(l)) => list(l.val.iter().cloned().map(Loose::Bytes).collect()),
-        Some(V::StringListVal(l)) => list(l.val.iter().cloned().map(Loose::String).collect()),
-        Some(V::Int32ListVal(l)) => list(l.val.iter().map(|i| Loose::Int(i64::from(*i))).collect()),
-        Some(V::Int64ListVal(l)) => list(l.val.iter().map(|i| Loose::Int(*i)).collect()),
-        Some(V::DoubleListVal(l)) => list(l.val.iter().map(|f| Loose::Float(*f)).collect()),
-        Some(V::FloatListVal(l)) => {
-            list(l.val.iter().map(|f| Loose::Float(f64::from(*f))).collect())
-        }
-        Some(V::BoolListVal(l)) => list(l.val.iter().map(|b| Loose::Bool(*b)).collect()),
-        Some(V::UnixTimestampListVal(l)) => list(
+        None | Some(V::NullVal(_)) => InputValue::Null,
+        Some(V::BytesVal(b)) => InputValue::Bytes(b.clone()),
+        Some(V::StringVal(s) | V::JsonVal(s)) => InputValue::String(s.clone()),
+        Some(V::Int32Val(i)) => InputValue::Int(i64::from(*i)),
+        Some(V::Int64Val(i)) => InputValue::Int(*i),
+        Some(V::DoubleVal(f)) => InputValue::Float(*f),
+        Some(V::FloatVal(f)) => InputValue::Float(f64::from(*f)),
+        Some(V::BoolVal(b)) => InputValue::Bool(*b),
+        Some(V::UnixTimestampVal(s)) => seconds(*s),
+        Some(V::BytesListVal(l)) => list(l.val.iter().cloned().map(InputValue::Bytes).collect()),
+        Some(V::StringListVal(l)) => list(l.val.iter().cloned().map(InputValue::String).collect()),
+        Some(V::Int32ListVal(l)) => list(
             l.val
                 .iter()
-                .map(|s| Loose::Timestamp(s.saturating_mul(1_000_000)))
+                .map(|i| InputValue::Int(i64::from(*i)))
                 .collect(),
         ),
+        Some(V::Int64ListVal(l)) => list(l.val.iter().map(|i| InputValue::Int(*i)).collect()),
+        Some(V::DoubleListVal(l)) => list(l.val.iter().map(|f| InputValue::Float(*f)).collect()),
+        Some(V::FloatListVal(l)) => list(
+            l.val
+                .iter()
+                .map(|f| InputValue::Float(f64::from(*f)))
+                .collect(),
+        ),
+        Some(V::BoolListVal(l)) => list(l.val.iter().map(|b| InputValue::Bool(*b)).collect()),
+        Some(V::UnixTimestampListVal(l)) => list(l.val.iter().map(|s| seconds(*s)).collect()),
     }
 }
 
@@ -173,13 +177,13 @@ impl fs::serving_service_server::ServingService for FeastServing {
         let mut entities: Vec<(String, Vec<ft::Value>)> =
             r.entities.into_iter().map(|(k, v)| (k, v.val)).collect();
         entities.sort_by(|a, b| a.0.cmp(&b.0));
-        let columns: Vec<(String, Vec<Loose>)> = entities
+        let columns: Vec<(String, Vec<InputValue>)> = entities
             .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(loose).collect()))
+            .map(|(k, v)| (k.clone(), v.iter().map(input).collect()))
             .collect();
         let response = self
-            .online
-            .read(spec, &columns, r.full_feature_names, |_, read| {
+            .store
+            .read_online(spec, r.full_feature_names, &columns, |_, read| {
                 let mut names: Vec<String> = entities.iter().map(|(k, _)| k.clone()).collect();
                 let mut results: Vec<fs::get_online_features_response::FeatureVector> = entities
                     .iter()
@@ -195,7 +199,7 @@ impl fs::serving_service_server::ServingService for FeastServing {
                     names.push(f.output_name.clone());
                     let mut vector = fs::get_online_features_response::FeatureVector::default();
                     for row in 0..read.num_rows() {
-                        let cell = read.cell(col, row).map_err(|e| online_status(&e))?;
+                        let cell = read.cell(col, row)?;
                         vector
                             .values
                             .push(feast_value(f.feature.value_type, &cell.value));
@@ -214,81 +218,129 @@ impl fs::serving_service_server::ServingService for FeastServing {
                     results,
                     status: true,
                 })
-            })?;
+            })
+            .map_err(|e| status(&e))?;
         Ok(Response::new(response))
     }
 }
 
 /// Feast's HTTP feature server endpoints.
-pub fn http_router(online: Arc<Online>) -> Router {
+pub fn http_router(store: Arc<FeatureStore>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/get-online-features", post(get_online_features))
         .route("/push", post(push))
         .route("/write-to-online-store", post(write_to_online_store))
-        .with_state(online)
+        .with_state(store)
 }
 
 /// An error as Feast's server answers it: an HTTP status and `{"detail": message}`.
-struct HttpError(Status);
+#[derive(Debug)]
+struct HttpError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl From<OpsError> for HttpError {
+    fn from(e: OpsError) -> Self {
+        Self {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
 
 impl From<Status> for HttpError {
     fn from(s: Status) -> Self {
-        Self(s)
+        Self {
+            kind: crate::error::kind_of_code(s.code()),
+            message: s.message().to_owned(),
+        }
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> HttpResponse {
-        let code = match self.0.code() {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-                StatusCode::BAD_REQUEST
-            }
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-            Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (code, axum::Json(json!({"detail": self.0.message()}))).into_response()
+        (
+            http_status(self.kind),
+            axum::Json(json!({"detail": self.message})),
+        )
+            .into_response()
     }
 }
 
 fn bad(message: impl Into<String>) -> HttpError {
-    HttpError(Status::invalid_argument(message.into()))
-}
-
-fn parse_body(body: &Bytes) -> Result<Map<String, Json>, HttpError> {
-    match serde_json::from_slice(body) {
-        Ok(Json::Object(m)) => Ok(m),
-        Ok(_) => Err(bad("the request body must be a JSON object")),
-        Err(e) => Err(bad(format!("malformed JSON: {e}"))),
+    HttpError {
+        kind: ErrorKind::InvalidArgument,
+        message: message.into(),
     }
 }
 
-fn json_loose(v: &Json) -> Loose {
+/// Parses a JSON request body into `T`; malformed JSON and a body of the wrong shape are
+/// both 400s that say which.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            bad(format!("malformed JSON: {e}"))
+        }
+        _ => bad(format!("invalid request: {e}")),
+    })
+}
+
+/// `{"column": [values...]}`: columns in the object's order; a column given twice is an
+/// error (JSON parsers keep the last silently).
+#[derive(Debug, Default)]
+struct Columns(Vec<(String, Vec<Json>)>);
+
+impl<'de> Deserialize<'de> for Columns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Columns;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of columns, each a list of values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Columns, A::Error> {
+                let mut columns: Vec<(String, Vec<Json>)> = Vec::new();
+                while let Some((name, values)) = map.next_entry::<String, Vec<Json>>()? {
+                    if columns.iter().any(|(n, _)| *n == name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "column '{name}' is given twice"
+                        )));
+                    }
+                    columns.push((name, values));
+                }
+                Ok(Columns(columns))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+impl Columns {
+    fn inputs(&self) -> Vec<(String, Vec<InputValue>)> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(json_input).collect()))
+            .collect()
+    }
+}
+
+fn json_input(v: &Json) -> InputValue {
     match v {
-        Json::Null => Loose::Null,
-        Json::Bool(b) => Loose::Bool(*b),
-        Json::Number(n) => n
-            .as_i64()
-            .map_or_else(|| Loose::Float(n.as_f64().unwrap_or(f64::NAN)), Loose::Int),
-        Json::String(s) => Loose::String(s.clone()),
-        Json::Array(items) => Loose::List(items.iter().map(json_loose).collect()),
-        Json::Object(_) => Loose::String(v.to_string()),
+        Json::Null => InputValue::Null,
+        Json::Bool(b) => InputValue::Bool(*b),
+        Json::Number(n) => n.as_i64().map_or_else(
+            || InputValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+            InputValue::Int,
+        ),
+        Json::String(s) => InputValue::String(s.clone()),
+        Json::Array(items) => InputValue::List(items.iter().map(json_input).collect()),
+        Json::Object(_) => InputValue::String(v.to_string()),
     }
-}
-
-/// `{"column": [values...]}` as protocol-neutral columns, in the object's order.
-fn json_columns(value: Option<&Json>, field: &str) -> Result<Vec<(String, Vec<Loose>)>, HttpError> {
-    let Some(Json::Object(map)) = value else {
-        return Err(bad(format!("\"{field}\" must be an object of columns")));
-    };
-    map.iter()
-        .map(|(k, v)| match v {
-            Json::Array(items) => Ok((k.clone(), items.iter().map(json_loose).collect())),
-            _ => Err(bad(format!("\"{field}\".\"{k}\" must be a list of values"))),
-        })
-        .collect()
 }
 
 /// A feature value as Feast's HTTP server writes it.
@@ -306,17 +358,10 @@ impl serde::Serialize for JsonCell<'_, '_> {
             FeatureValue::Float64(f) => s.serialize_f64(*f),
             FeatureValue::String(v) => s.serialize_str(v),
             FeatureValue::Bytes(b) => s.collect_seq(b.iter()),
-            FeatureValue::Timestamp(us) => s.serialize_str(&iso(*us)),
+            FeatureValue::Timestamp(us) => s.serialize_str(&format_nanos(us.saturating_mul(1_000))),
             FeatureValue::List(items) => s.collect_seq(items.iter().map(JsonCell)),
         }
     }
-}
-
-fn iso(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).map_or_else(
-        || us.to_string(),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-    )
 }
 
 /// Feast's answer to `/get-online-features`, serialized straight from the read.
@@ -347,16 +392,13 @@ enum Values<'a> {
 }
 
 /// The JSON text of Feast's answer to `/get-online-features`.
-fn features_json(
-    read: &OnlineFeatures<'_>,
-    keys: &[(String, Vec<Json>)],
-) -> Result<Vec<u8>, Status> {
+fn features_json(read: &OnlineFeatures<'_>, keys: &Columns) -> Result<Vec<u8>, OpsError> {
     const EPOCH: &str = "1970-01-01T00:00:00Z";
     let rows = read.num_rows();
     let cells = (0..read.features().len())
         .map(|col| {
             (0..rows)
-                .map(|row| read.cell(col, row).map_err(|e| online_status(&e)))
+                .map(|row| read.cell(col, row).map_err(OpsError::from))
                 .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -364,10 +406,11 @@ fn features_json(
     let mut times: HashMap<i64, String> = HashMap::new();
     for cell in cells.iter().flatten() {
         if let Some(t) = cell.event_ts {
-            times.entry(t).or_insert_with(|| iso(t));
+            times.entry(t).or_insert_with(|| format_nanos(t));
         }
     }
     let mut results: Vec<FeatureVector<'_>> = keys
+        .0
         .iter()
         .map(|(_, values)| FeatureVector {
             values: Values::Request(values),
@@ -392,6 +435,7 @@ fn features_json(
     let answer = OnlineAnswer {
         metadata: Metadata {
             feature_names: keys
+                .0
                 .iter()
                 .map(|(k, _)| k.as_str())
                 .chain(read.features().iter().map(|f| f.output_name.as_str()))
@@ -399,121 +443,117 @@ fn features_json(
         },
         results,
     };
-    serde_json::to_vec(&answer).map_err(|e| Status::internal(e.to_string()))
+    serde_json::to_vec(&answer).map_err(|e| OpsError::Internal(e.to_string()))
+}
+
+/// The body of `/get-online-features`.
+#[derive(Deserialize)]
+struct ReadBody {
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    #[serde(default)]
+    feature_service: Option<String>,
+    #[serde(default)]
+    entities: Columns,
+    #[serde(default)]
+    full_feature_names: bool,
 }
 
 async fn get_online_features(
-    State(online): State<Arc<Online>>,
+    State(store): State<Arc<FeatureStore>>,
     body: Bytes,
 ) -> Result<HttpResponse, HttpError> {
-    let body = parse_body(&body)?;
-    let spec = match (body.get("features"), body.get("feature_service")) {
-        (Some(Json::Array(list)), None) => FeatureSpec::Refs(
-            list.iter()
-                .map(|f| {
-                    f.as_str().map(str::to_owned).ok_or_else(|| {
-                        bad("\"features\" must be a list of \"view:feature\" strings")
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        (None, Some(Json::String(s))) => FeatureSpec::Service(s.clone()),
+    let body: ReadBody = parse_body(&body)?;
+    let spec = match (body.features, body.feature_service) {
+        (Some(list), None) => FeatureSpec::Refs(list),
+        (None, Some(s)) => FeatureSpec::Service(s),
         _ => {
             return Err(bad(
                 "give exactly one of \"features\" (a list) and \"feature_service\" (a name)",
             ));
         }
     };
-    let full = body
-        .get("full_feature_names")
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
-    let entities = json_columns(body.get("entities"), "entities")?;
-    let raw_keys: Vec<(String, Vec<Json>)> = match body.get("entities") {
-        Some(Json::Object(m)) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_array().cloned().unwrap_or_default()))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let answer = online.read(spec, &entities, full, |_, read| {
-        features_json(read, &raw_keys)
+    let entities = body.entities.inputs();
+    let answer = store.read_online(spec, body.full_feature_names, &entities, |_, read| {
+        features_json(read, &body.entities)
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
-fn push_target(body: &Map<String, Json>) -> Result<PushTarget, HttpError> {
-    match body.get("to").and_then(Json::as_str).unwrap_or("online") {
-        "online" => Ok(PushTarget::Online),
-        "offline" => Ok(PushTarget::Offline),
-        "online_and_offline" => Ok(PushTarget::OnlineAndOffline),
-        other => Err(bad(format!(
-            "\"to\" must be online, offline or online_and_offline, not '{other}'"
-        ))),
+/// The body of `/push` and `/write-to-online-store`.
+#[derive(Deserialize)]
+struct PushBody {
+    #[serde(default)]
+    push_source_name: Option<String>,
+    #[serde(default)]
+    feature_view_name: Option<String>,
+    df: Columns,
+    #[serde(default)]
+    to: Option<String>,
+    /// The unit of integer times: `s`, `ms`, `us` or `ns`.
+    #[serde(default)]
+    timestamp_unit: Option<String>,
+}
+
+impl PushBody {
+    fn request(self, name: String, to: PushTarget) -> Result<PushRequest, HttpError> {
+        let timestamp_unit = self
+            .timestamp_unit
+            .as_deref()
+            .map(str::parse::<TimestampUnit>)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(PushRequest {
+            name,
+            columns: self.df.inputs(),
+            to,
+            timestamp_unit,
+        })
     }
 }
 
-async fn push(
-    State(online): State<Arc<Online>>,
-    body: Bytes,
+async fn run_push(
+    store: Arc<FeatureStore>,
+    request: PushRequest,
 ) -> Result<axum::Json<Json>, HttpError> {
-    let body = parse_body(&body)?;
-    let name = body
-        .get("push_source_name")
-        .and_then(Json::as_str)
-        .ok_or_else(|| bad("missing \"push_source_name\""))?
-        .to_owned();
-    let to = push_target(&body)?;
-    let columns = json_columns(body.get("df"), "df")?;
-    // A push source is a feature view, or a source: every view reading it.
-    let snapshot = online.snapshot();
-    let views: Vec<String> = if snapshot.defs.feature_views.contains_key(&name) {
-        vec![name.clone()]
-    } else {
-        snapshot
-            .defs
-            .feature_views
-            .values()
-            .filter(|v| v.source == name && (v.online || to == PushTarget::Offline))
-            .map(|v| v.name.clone())
-            .collect()
-    };
-    if views.is_empty() {
-        return Err(HttpError(Status::not_found(format!(
-            "unknown push source '{name}' (expected a feature view or a source name)"
-        ))));
-    }
-    let mut rows = 0;
-    for (i, view) in views.iter().enumerate() {
-        // The views share one source: it gets the rows once, with the first view.
-        let target = match (to, i) {
-            (_, 0) => to,
-            (PushTarget::Offline, _) => continue,
-            _ => PushTarget::Online,
-        };
-        rows = online
-            .push_blocking(view.clone(), columns.clone(), target)
-            .await?
-            .rows;
-    }
+    let pushed = blocking(move || store.push(&request).map_err(|e| status(&e))).await?;
     Ok(axum::Json(
-        json!({"status": "ok", "rows": rows, "feature_views": views}),
+        json!({"status": "ok", "rows": pushed.rows, "feature_views": pushed.views}),
     ))
 }
 
-async fn write_to_online_store(
-    State(online): State<Arc<Online>>,
+async fn push(
+    State(store): State<Arc<FeatureStore>>,
     body: Bytes,
 ) -> Result<axum::Json<Json>, HttpError> {
-    let body = parse_body(&body)?;
+    let mut body: PushBody = parse_body(&body)?;
+    let name = body
+        .push_source_name
+        .take()
+        .ok_or_else(|| bad("missing \"push_source_name\""))?;
+    let to = match body.to.as_deref().unwrap_or("online") {
+        "online" => PushTarget::Online,
+        "offline" => PushTarget::Offline,
+        "online_and_offline" => PushTarget::OnlineAndOffline,
+        other => {
+            return Err(bad(format!(
+                "\"to\" must be online, offline or online_and_offline, not '{other}'"
+            )));
+        }
+    };
+    let request = body.request(name, to)?;
+    run_push(store, request).await
+}
+
+async fn write_to_online_store(
+    State(store): State<Arc<FeatureStore>>,
+    body: Bytes,
+) -> Result<axum::Json<Json>, HttpError> {
+    let mut body: PushBody = parse_body(&body)?;
     let view = body
-        .get("feature_view_name")
-        .and_then(Json::as_str)
-        .ok_or_else(|| bad("missing \"feature_view_name\""))?
-        .to_owned();
-    let columns = json_columns(body.get("df"), "df")?;
-    let pushed = online
-        .push_blocking(view, columns, PushTarget::Online)
-        .await?;
-    Ok(axum::Json(json!({"status": "ok", "rows": pushed.rows})))
+        .feature_view_name
+        .take()
+        .ok_or_else(|| bad("missing \"feature_view_name\""))?;
+    let request = body.request(view, PushTarget::Online)?;
+    run_push(store, request).await
 }

@@ -33,15 +33,15 @@ use arrow_flight::{
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use quiver_core::{Definitions, FeatureRef, ResolvedFeature, parse_time};
+use quiver_core::{Definitions, FeatureRef, ResolvedFeature, parse_time_nanos};
 use quiver_offline::{
     EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, TrainingSet, read_entity_file,
 };
+use quiver_ops::{FeatureStore, Snapshot};
 use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::catalog::{Catalog, Snapshot};
-use crate::error::{core_status, offline_status};
+use crate::error::status;
 
 /// How long an entity table uploaded with Feast's `DoPut` waits for its `DoGet`.
 const PENDING_TTL: Duration = Duration::from_secs(600);
@@ -114,7 +114,7 @@ fn parse_command(bytes: &[u8]) -> Result<ParsedCommand, Status> {
 /// Parses feature references, naming the bad one.
 fn feature_refs(list: &[String]) -> Result<Vec<FeatureRef>, Status> {
     list.iter()
-        .map(|r| r.parse::<FeatureRef>().map_err(|e| core_status(&e)))
+        .map(|r| r.parse::<FeatureRef>().map_err(|e| status(&e)))
         .collect()
 }
 
@@ -123,10 +123,8 @@ fn resolve(defs: &Definitions, command: &Command) -> Result<Vec<ResolvedFeature>
     match (&command.features, &command.feature_service) {
         (Some(list), None) => defs
             .resolve(&feature_refs(list)?, full)
-            .map_err(|e| core_status(&e)),
-        (None, Some(service)) => defs
-            .resolve_service(service, full)
-            .map_err(|e| core_status(&e)),
+            .map_err(|e| status(&e)),
+        (None, Some(service)) => defs.resolve_service(service, full).map_err(|e| status(&e)),
         _ => Err(invalid(
             "the command needs exactly one of \"features\" and \"feature_service\"",
         )),
@@ -135,32 +133,33 @@ fn resolve(defs: &Definitions, command: &Command) -> Result<Vec<ResolvedFeature>
 
 /// Nanoseconds since the epoch of a time in a request.
 fn nanos(text: &str, field: &str) -> Result<i64, Status> {
-    let t = parse_time(text).map_err(|e| invalid(format!("{field}: {e}")))?;
-    t.timestamp_nanos_opt()
-        .ok_or_else(|| invalid(format!("{field}: '{text}' is out of range")))
+    parse_time_nanos(text).map_err(|e| invalid(format!("{field}: {e}")))
 }
 
 /// What a training set is joined onto.
 enum EntityRows {
     Table(RecordBatch),
-    Range { start: i64, end: i64 },
+    /// A Parquet file on the server, read on the blocking pool.
+    File(PathBuf),
+    Range {
+        start: i64,
+        end: i64,
+    },
 }
 
 /// The Flight service.
 pub struct TrainingSetService {
-    catalog: Arc<Catalog>,
-    data_root: PathBuf,
+    store: Arc<FeatureStore>,
     options: JoinOptions,
     /// Entity tables uploaded by Feast's `DoPut`, by command.
     pending: Mutex<HashMap<Bytes, (Instant, RecordBatch)>>,
 }
 
 impl TrainingSetService {
-    /// A service answering from `catalog`'s snapshot, with sources under `data_root`.
-    pub fn new(catalog: Arc<Catalog>, data_root: PathBuf, options: JoinOptions) -> Self {
+    /// A service answering from `store`'s snapshot and sources.
+    pub fn new(store: Arc<FeatureStore>, options: JoinOptions) -> Self {
         Self {
-            catalog,
-            data_root,
+            store,
             options,
             pending: Mutex::new(HashMap::new()),
         }
@@ -175,27 +174,28 @@ impl TrainingSetService {
         as_of_created: bool,
         rows: EntityRows,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
-        let root = self.data_root.clone();
+        let sources = Arc::clone(self.store.sources());
         let options = JoinOptions {
             as_of_created,
             ..self.options.clone()
         };
         let set = tokio::task::spawn_blocking(move || -> quiver_offline::Result<TrainingSet> {
-            let join = PointInTimeJoin::new(&snapshot.defs, root, features, options)?;
+            let join = PointInTimeJoin::new(&snapshot.defs, &sources, features, options)?;
             let entities = match rows {
                 EntityRows::Table(t) => t,
+                EntityRows::File(path) => read_entity_file(&path)?,
                 EntityRows::Range { start, end } => join.entity_rows_in_range(start, end)?,
             };
             join.run(entities, &|_| {})
         })
         .await
         .map_err(|e| Status::internal(format!("join failed: {e}")))?
-        .map_err(|e| offline_status(&e))?;
+        .map_err(|e| status(&e))?;
         Ok(stream_training_set(set))
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.catalog.current()
+        self.store.snapshot()
     }
 
     /// Answers a Feast command with the entity table it came with (`DoExchange`) or that was
@@ -214,7 +214,7 @@ impl TrainingSetService {
                 &feature_refs(&command.feature_refs)?,
                 command.full_feature_names,
             )
-            .map_err(|e| core_status(&e))?;
+            .map_err(|e| status(&e))?;
         let placeholder = |t: &RecordBatch| {
             t.num_columns() == 0 || (t.num_columns() == 1 && t.schema().field(0).name() == "key")
         };
@@ -241,9 +241,9 @@ impl TrainingSetService {
         let snapshot = self.snapshot();
         let features = resolve(&snapshot.defs, &command)?;
         let rows = match (&command.entities, &command.start, &command.end) {
-            (Some(path), None, None) => EntityRows::Table(
-                read_entity_file(&self.data_root.join(path)).map_err(|e| offline_status(&e))?,
-            ),
+            (Some(path), None, None) => {
+                EntityRows::File(self.store.sources().data_root().join(path))
+            }
             (None, Some(start), Some(end)) => EntityRows::Range {
                 start: nanos(start, "start")?,
                 end: nanos(end, "end")?,
@@ -265,17 +265,17 @@ impl TrainingSetService {
         let features = resolve(&snapshot.defs, command)?;
         let join = PointInTimeJoin::new(
             &snapshot.defs,
-            self.data_root.clone(),
+            self.store.sources(),
             features,
             JoinOptions::default(),
         )
-        .map_err(|e| offline_status(&e))?;
-        let keys = join.join_keys().map_err(|e| offline_status(&e))?;
+        .map_err(|e| status(&e))?;
+        let keys = join.join_keys().map_err(|e| status(&e))?;
         let entity = minimal_entity_schema(
             keys.iter()
                 .map(|k| Field::new(&k.name, k.key_type.value_type().to_arrow(), true)),
         );
-        join.output_schema(&entity).map_err(|e| offline_status(&e))
+        join.output_schema(&entity).map_err(|e| status(&e))
     }
 
     /// Reads a client's entity-table stream; the first message carries the descriptor.
@@ -349,7 +349,7 @@ fn stream_training_set(set: TrainingSet) -> BoxStream<'static, Result<FlightData
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         for batch in set {
-            let item = batch.map_err(|e| FlightError::Tonic(Box::new(offline_status(&e))));
+            let item = batch.map_err(|e| FlightError::Tonic(Box::new(status(&e))));
             if tx.blocking_send(item).is_err() {
                 break;
             }

@@ -1,44 +1,64 @@
-//! Quiver's own gRPC services: `quiver.v1.OnlineService` and `quiver.v1.RegistryService`.
+//! Quiver's own gRPC services: `quiver.v1.OnlineService`, `RegistryService`,
+//! `MaterializationService` and `OnlineStoreService`. Each only translates messages; the
+//! operations are `quiver-ops`'.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use quiver_core::{Definitions, ObjectKind as Kind};
-use quiver_online::{Cell, FeatureValue, FieldStatus as Status_};
-use quiver_registry::{Change as RegistryChange, Plan, RegistryError};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use quiver_core::{Definitions, ObjectKind as Kind, TimestampUnit};
+use quiver_online::{
+    Cell, FeatureValue, FieldStatus as Status_, Progress, RunRecord, ViewReport, Window,
+};
+use quiver_ops::{
+    ApplyRequest, BaseVersion, FeatureSpec, FeatureStore, InputValue, MaterializeRequest,
+    PushRequest, PushTarget,
+};
+use quiver_registry::Change as RegistryChange;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{Catalog, FeatureSpec};
-use crate::error::online_status;
-use crate::online::{Loose, Online, PushTarget};
+use crate::error::{join_status, status};
 use crate::proto::quiver::v1 as pb;
 use crate::registry_files::validate_files;
 
+/// Runs `work` on the blocking pool: operations do file and store IO, never on the runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| join_status(&e))?
+}
+
 /// `quiver.v1.OnlineService`.
 pub struct OnlineGrpc {
-    online: Arc<Online>,
+    store: Arc<FeatureStore>,
 }
 
 impl OnlineGrpc {
-    /// Serves reads and pushes through `online`.
-    pub fn new(online: Arc<Online>) -> Self {
-        Self { online }
+    /// Serves reads and pushes of `store`.
+    pub fn new(store: Arc<FeatureStore>) -> Self {
+        Self { store }
     }
 }
 
-fn loose(v: &pb::Value) -> Loose {
+fn input(v: &pb::Value) -> InputValue {
     use pb::value::Kind as K;
     match &v.kind {
-        None => Loose::Null,
-        Some(K::BoolValue(b)) => Loose::Bool(*b),
-        Some(K::Int32Value(i)) => Loose::Int(i64::from(*i)),
-        Some(K::Int64Value(i)) => Loose::Int(*i),
-        Some(K::FloatValue(f)) => Loose::Float(f64::from(*f)),
-        Some(K::DoubleValue(f)) => Loose::Float(*f),
-        Some(K::StringValue(s)) => Loose::String(s.clone()),
-        Some(K::BytesValue(b)) => Loose::Bytes(b.clone()),
-        Some(K::TimestampMicros(t)) => Loose::Timestamp(*t),
-        Some(K::ListValue(l)) => Loose::List(l.values.iter().map(loose).collect()),
+        None => InputValue::Null,
+        Some(K::BoolValue(b)) => InputValue::Bool(*b),
+        Some(K::Int32Value(i)) => InputValue::Int(i64::from(*i)),
+        Some(K::Int64Value(i)) => InputValue::Int(*i),
+        Some(K::FloatValue(f)) => InputValue::Float(f64::from(*f)),
+        Some(K::DoubleValue(f)) => InputValue::Float(*f),
+        Some(K::StringValue(s)) => InputValue::String(s.clone()),
+        Some(K::BytesValue(b)) => InputValue::Bytes(b.clone()),
+        Some(K::TimestampMicros(t)) => InputValue::Timestamp(t.saturating_mul(1_000)),
+        Some(K::ListValue(l)) => InputValue::List(l.values.iter().map(input).collect()),
     }
 }
 
@@ -61,15 +81,15 @@ fn value(v: &FeatureValue<'_>) -> pb::Value {
     pb::Value { kind }
 }
 
-/// A protobuf timestamp of µs since the epoch.
-pub(crate) fn timestamp(us: i64) -> prost_types::Timestamp {
+/// A protobuf timestamp of ns since the epoch.
+pub(crate) fn timestamp(ns: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: i32::try_from(us.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+        seconds: ns.div_euclid(1_000_000_000),
+        nanos: i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0),
     }
 }
 
-fn status(s: Status_) -> pb::FieldStatus {
+fn field_status(s: Status_) -> pb::FieldStatus {
     match s {
         Status_::Present => pb::FieldStatus::Present,
         Status_::NullValue => pb::FieldStatus::NullValue,
@@ -78,11 +98,21 @@ fn status(s: Status_) -> pb::FieldStatus {
     }
 }
 
-/// Protocol-neutral entity columns of a request.
-fn columns(list: &[pb::Column]) -> Vec<(String, Vec<Loose>)> {
+/// Protocol-neutral columns of a request.
+fn columns(list: &[pb::Column]) -> Vec<(String, Vec<InputValue>)> {
     list.iter()
-        .map(|c| (c.name.clone(), c.values.iter().map(loose).collect()))
+        .map(|c| (c.name.clone(), c.values.iter().map(input).collect()))
         .collect()
+}
+
+fn timestamp_unit(unit: i32) -> Option<TimestampUnit> {
+    match pb::TimestampUnit::try_from(unit).unwrap_or(pb::TimestampUnit::Unspecified) {
+        pb::TimestampUnit::Unspecified => None,
+        pb::TimestampUnit::Seconds => Some(TimestampUnit::Seconds),
+        pb::TimestampUnit::Milliseconds => Some(TimestampUnit::Millis),
+        pb::TimestampUnit::Microseconds => Some(TimestampUnit::Micros),
+        pb::TimestampUnit::Nanoseconds => Some(TimestampUnit::Nanos),
+    }
 }
 
 #[tonic::async_trait]
@@ -106,36 +136,39 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
             }
         };
         let entities = columns(&r.entities);
-        let response =
-            self.online
-                .read(spec, &entities, r.full_feature_names, |snapshot, read| {
-                    let rows = read.num_rows();
-                    let mut features = Vec::with_capacity(read.features().len());
-                    for (col, f) in read.features().iter().enumerate() {
-                        let mut column = pb::FeatureColumn {
-                            name: f.output_name.clone(),
-                            values: Vec::with_capacity(rows),
-                            statuses: Vec::with_capacity(rows),
-                            event_timestamps_micros: Vec::with_capacity(rows),
-                        };
-                        for row in 0..rows {
-                            let Cell {
-                                value: v,
-                                status: s,
-                                event_ts,
-                            } = read.cell(col, row).map_err(|e| online_status(&e))?;
-                            column.values.push(value(&v));
-                            column.statuses.push(status(s) as i32);
-                            column.event_timestamps_micros.push(event_ts.unwrap_or(0));
-                        }
-                        features.push(column);
+        let response = self
+            .store
+            .read_online(spec, r.full_feature_names, &entities, |snapshot, read| {
+                let rows = read.num_rows();
+                let mut features = Vec::with_capacity(read.features().len());
+                for (col, f) in read.features().iter().enumerate() {
+                    let mut column = pb::FeatureColumn {
+                        name: f.output_name.clone(),
+                        values: Vec::with_capacity(rows),
+                        statuses: Vec::with_capacity(rows),
+                        event_timestamps_micros: Vec::with_capacity(rows),
+                    };
+                    for row in 0..rows {
+                        let Cell {
+                            value: v,
+                            status: s,
+                            event_ts,
+                        } = read.cell(col, row)?;
+                        column.values.push(value(&v));
+                        column.statuses.push(field_status(s) as i32);
+                        column
+                            .event_timestamps_micros
+                            .push(event_ts.map_or(0, |t| t.div_euclid(1_000)));
                     }
-                    Ok(pb::GetOnlineFeaturesResponse {
-                        registry_version: snapshot.version,
-                        row_count: u32::try_from(rows).unwrap_or(u32::MAX),
-                        features,
-                    })
-                })?;
+                    features.push(column);
+                }
+                Ok(pb::GetOnlineFeaturesResponse {
+                    registry_version: snapshot.version,
+                    row_count: u32::try_from(rows).unwrap_or(u32::MAX),
+                    features,
+                })
+            })
+            .map_err(|e| status(&e))?;
         Ok(Response::new(response))
     }
 
@@ -148,28 +181,34 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
             pb::PushTarget::Unspecified | pb::PushTarget::Online => PushTarget::Online,
             pb::PushTarget::OnlineAndOffline => PushTarget::OnlineAndOffline,
         };
-        let pushed = self
-            .online
-            .push_blocking(r.feature_view, columns(&r.columns), to)
-            .await?;
+        let push = PushRequest {
+            name: r.feature_view,
+            columns: columns(&r.columns),
+            to,
+            timestamp_unit: timestamp_unit(r.timestamp_unit),
+        };
+        let store = Arc::clone(&self.store);
+        let pushed = blocking(move || store.push(&push).map_err(|e| status(&e))).await?;
         Ok(Response::new(pb::PushFeaturesResponse {
             rows_written: pushed.rows as u64,
-            offline_file: pushed.offline_file.unwrap_or_default(),
+            offline_file: pushed
+                .offline_file
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
+            feature_views: pushed.views,
         }))
     }
 }
 
 /// `quiver.v1.RegistryService`.
 pub struct RegistryGrpc {
-    catalog: Arc<Catalog>,
-    /// The repository's `quiver.yaml` settings (definitions are validated against its data).
-    repo: crate::registry_files::RepoContext,
+    store: Arc<FeatureStore>,
 }
 
 impl RegistryGrpc {
-    /// Serves the registry that `catalog` follows.
-    pub fn new(catalog: Arc<Catalog>, repo: crate::registry_files::RepoContext) -> Self {
-        Self { catalog, repo }
+    /// Serves the registry of `store`.
+    pub fn new(store: Arc<FeatureStore>) -> Self {
+        Self { store }
     }
 }
 
@@ -229,14 +268,6 @@ fn objects(defs: &Definitions, kind: Option<Kind>) -> Vec<pb::Object> {
     out
 }
 
-fn registry_status(e: &RegistryError) -> Status {
-    match e {
-        RegistryError::Conflict { .. } => Status::aborted(e.to_string()),
-        RegistryError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        _ => Status::internal(e.to_string()),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::registry_service_server::RegistryService for RegistryGrpc {
     async fn apply(
@@ -244,44 +275,36 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let r = request.into_inner();
-        let catalog = Arc::clone(&self.catalog);
-        let repo = self.repo.clone();
-        let response = tokio::task::spawn_blocking(move || -> Result<pb::ApplyResponse, Status> {
-            let defs = validate_files(&repo, &r.files)?;
-            let registry = catalog.registry();
-            let current = registry.latest().map_err(|e| registry_status(&e))?;
-            let latest = current.as_ref().map(|v| v.version);
-            let based_on = match r.based_on {
-                Some(0) => None,
-                Some(v) => Some(v),
-                None => latest,
-            };
-            let empty = Definitions::default();
-            let plan = Plan::between(current.as_ref().map_or(&empty, |v| &v.definitions), &defs);
-            if plan.is_empty() && based_on == latest {
-                return Ok(pb::ApplyResponse {
-                    version: latest.unwrap_or(0),
-                    changes: Vec::new(),
-                });
-            }
-            let author = if r.author.is_empty() {
-                "grpc"
-            } else {
-                &r.author
-            };
-            let version = registry
-                .commit(based_on, defs, author)
-                .map_err(|e| registry_status(&e))?;
-            catalog
-                .refresh()
-                .map_err(|e| Status::internal(e.to_string()))?;
+        let store = Arc::clone(&self.store);
+        let response = blocking(move || {
+            let definitions = validate_files(&store, &r.files)?;
+            let outcome = store
+                .apply(ApplyRequest {
+                    definitions,
+                    based_on: r.based_on.map_or(BaseVersion::Latest, BaseVersion::Version),
+                    author: if r.author.is_empty() {
+                        "grpc".into()
+                    } else {
+                        r.author
+                    },
+                })
+                .map_err(|e| status(&e))?;
+            let committed = &outcome.committed;
             Ok(pb::ApplyResponse {
-                version: version.version,
-                changes: version.changes.iter().map(change).collect(),
+                version: committed
+                    .version
+                    .as_ref()
+                    .or(committed.base.as_ref())
+                    .map_or(0, |v| v.version),
+                changes: committed
+                    .version
+                    .iter()
+                    .flat_map(|v| v.changes.iter().map(change))
+                    .collect(),
+                online_views_deleted: outcome.deleted_views,
             })
         })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .await?;
         Ok(Response::new(response))
     }
 
@@ -290,7 +313,7 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
         request: Request<pb::ListObjectsRequest>,
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
         let kind = kind_of(request.into_inner().kind());
-        let snapshot = self.catalog.current();
+        let snapshot = self.store.snapshot();
         Ok(Response::new(pb::ListObjectsResponse {
             version: snapshot.version,
             objects: objects(&snapshot.defs, kind),
@@ -303,7 +326,7 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
     ) -> Result<Response<pb::Object>, Status> {
         let r = request.into_inner();
         let kind = kind_of(r.kind()).ok_or_else(|| Status::invalid_argument("set kind"))?;
-        let snapshot = self.catalog.current();
+        let snapshot = self.store.snapshot();
         objects(&snapshot.defs, Some(kind))
             .into_iter()
             .find(|o| o.name == r.name)
@@ -315,21 +338,247 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
         &self,
         _request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
-        let catalog = Arc::clone(&self.catalog);
-        let versions = tokio::task::spawn_blocking(move || catalog.registry().history())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| registry_status(&e))?;
+        let store = Arc::clone(&self.store);
+        let versions = blocking(move || store.registry().history().map_err(|e| status(&e))).await?;
         Ok(Response::new(pb::HistoryResponse {
             versions: versions
                 .iter()
                 .map(|v| pb::Version {
                     version: v.version,
-                    created_at: Some(timestamp(v.created_at.timestamp_micros())),
+                    created_at: Some(timestamp(v.created_at.timestamp_nanos_opt().unwrap_or(0))),
                     author: v.author.clone(),
                     changes: v.changes.iter().map(change).collect(),
                 })
                 .collect(),
         }))
+    }
+}
+
+/// `quiver.v1.MaterializationService`.
+pub struct MaterializationGrpc {
+    store: Arc<FeatureStore>,
+}
+
+impl MaterializationGrpc {
+    /// Runs materializations of `store`.
+    pub fn new(store: Arc<FeatureStore>) -> Self {
+        Self { store }
+    }
+
+    /// Runs `request` on the blocking pool, streaming progress and one report per view; the
+    /// run is cancelled when the client goes away.
+    fn run(
+        &self,
+        request: MaterializeRequest,
+    ) -> BoxStream<'static, Result<pb::MaterializeEvent, Status>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::MaterializeEvent, Status>>(64);
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let cancel = AtomicBool::new(false);
+            let send = |event: pb::materialize_event::Event| {
+                if tx
+                    .blocking_send(Ok(pb::MaterializeEvent { event: Some(event) }))
+                    .is_err()
+                {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            };
+            let progress = |p: Progress<'_>| match p {
+                Progress::ViewStarted { view, rows } => {
+                    send(pb::materialize_event::Event::ViewStarted(pb::ViewStarted {
+                        view: view.to_owned(),
+                        rows,
+                    }));
+                }
+                Progress::Rows(n) => send(pb::materialize_event::Event::RowsRead(n)),
+            };
+            // One view at a time, so each view's report follows its progress.
+            let views = if request.views.is_empty() {
+                store
+                    .snapshot()
+                    .online_views()
+                    .map(|v| v.name.clone())
+                    .collect()
+            } else {
+                request.views.clone()
+            };
+            for view in views {
+                let one = MaterializeRequest {
+                    views: vec![view],
+                    ..request.clone()
+                };
+                match store.materialize(&one, &progress, Some(&cancel)) {
+                    Ok(reports) => {
+                        for r in reports {
+                            send(pb::materialize_event::Event::ViewDone(view_report(&r)));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(status(&e)));
+                        return;
+                    }
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+            .boxed()
+    }
+}
+
+/// The protobuf form of a view report.
+pub(crate) fn view_report(r: &ViewReport) -> pb::ViewReport {
+    pb::ViewReport {
+        view: r.view.clone(),
+        start_nanos: r.start,
+        end_nanos: r.end,
+        files: r.files as u64,
+        row_groups_read: r.row_groups_read as u64,
+        rows_scanned: r.rows_scanned,
+        rows_in_window: r.rows_in_window,
+        rows_written: r.rows_written,
+        bytes_written: r.bytes_written,
+        skipped_null_key: r.skipped_null_key,
+        skipped_null_timestamp: r.skipped_null_timestamp,
+        elapsed_ms: r.elapsed_ms,
+    }
+}
+
+fn run_message(r: &RunRecord) -> pb::Run {
+    pb::Run {
+        id: r.id,
+        view: r.view.clone(),
+        generation: r.generation,
+        trigger: serde_json::to_value(r.trigger)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        incremental: r.incremental,
+        started_at_nanos: r.started_at,
+        finished_at_nanos: r.finished_at.unwrap_or(0),
+        window_start_nanos: r.window_start,
+        window_end_nanos: r.window_end,
+        outcome: r.outcome.name().to_owned(),
+        rows_scanned: r.rows_scanned,
+        rows_written: r.rows_written,
+        error: r.error.clone().unwrap_or_default(),
+        attempt: r.attempt,
+    }
+}
+
+fn views(list: Vec<String>) -> Vec<String> {
+    list.into_iter().filter(|v| !v.is_empty()).collect()
+}
+
+#[tonic::async_trait]
+impl pb::materialization_service_server::MaterializationService for MaterializationGrpc {
+    type MaterializeStream = BoxStream<'static, Result<pb::MaterializeEvent, Status>>;
+    type MaterializeIncrementalStream = BoxStream<'static, Result<pb::MaterializeEvent, Status>>;
+
+    async fn materialize(
+        &self,
+        request: Request<pb::MaterializeRequest>,
+    ) -> Result<Response<Self::MaterializeStream>, Status> {
+        let r = request.into_inner();
+        if r.start_nanos > r.end_nanos {
+            return Err(Status::invalid_argument("start_nanos is after end_nanos"));
+        }
+        Ok(Response::new(self.run(MaterializeRequest::manual(
+            views(r.views),
+            Window::Range {
+                start: r.start_nanos,
+                end: r.end_nanos,
+            },
+        ))))
+    }
+
+    async fn materialize_incremental(
+        &self,
+        request: Request<pb::MaterializeIncrementalRequest>,
+    ) -> Result<Response<Self::MaterializeIncrementalStream>, Status> {
+        let r = request.into_inner();
+        let lookback = u64::try_from(r.lookback_nanos)
+            .map_err(|_| Status::invalid_argument("lookback_nanos is negative"))?;
+        Ok(Response::new(self.run(MaterializeRequest::manual(
+            views(r.views),
+            Window::Incremental {
+                end: r.end_nanos,
+                lookback: Duration::from_nanos(lookback),
+            },
+        ))))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let r = request.into_inner();
+        let store = Arc::clone(&self.store);
+        let limit = if r.limit == 0 { 20 } else { r.limit as usize };
+        let runs = blocking(move || {
+            let view = (!r.view.is_empty()).then_some(r.view.as_str());
+            store.runs(view, limit).map_err(|e| status(&e))
+        })
+        .await?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: runs.iter().map(run_message).collect(),
+        }))
+    }
+}
+
+/// `quiver.v1.OnlineStoreService`.
+pub struct OnlineStoreGrpc {
+    store: Arc<FeatureStore>,
+}
+
+impl OnlineStoreGrpc {
+    /// Serves the figures and backups of `store`'s online store.
+    pub fn new(store: Arc<FeatureStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::online_store_service_server::OnlineStoreService for OnlineStoreGrpc {
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let store = Arc::clone(&self.store);
+        let response = blocking(move || {
+            let (stats, watermarks) = store.stats().map_err(|e| status(&e))?;
+            Ok(pb::GetStatsResponse {
+                location: store.store().location(),
+                estimated_rows: stats.estimated_rows,
+                sst_bytes: stats.sst_bytes,
+                memtable_bytes: stats.memtable_bytes,
+                watermarks: watermarks
+                    .into_iter()
+                    .map(|(view, watermark_nanos)| pb::ViewWatermark {
+                        view,
+                        watermark_nanos,
+                    })
+                    .collect(),
+                registry_version: store.snapshot().version,
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        let dir = PathBuf::from(request.into_inner().dir);
+        if !dir.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "backup folder '{}' must be an absolute path on the server's machine",
+                dir.display()
+            )));
+        }
+        let store = Arc::clone(&self.store);
+        let shown = dir.display().to_string();
+        blocking(move || store.backup(&dir).map_err(|e| status(&e))).await?;
+        Ok(Response::new(pb::BackupResponse { dir: shown }))
     }
 }

@@ -1,29 +1,26 @@
 //! Quiver's server: one process serving training sets over Arrow Flight, online features over
 //! gRPC (Quiver's API and Feast's `ServingService`, with health checking and reflection) and
-//! HTTP/JSON (Feast's feature-server endpoints), and the registry over gRPC.
+//! HTTP/JSON (Feast's feature-server endpoints), the registry, materialization and the online
+//! store's administration over gRPC; it owns the repository's online store.
 //!
-//! The only crate that knows tonic services. Requests resolve features from the
-//! [`Catalog`]'s in-memory registry snapshot, which follows new registry versions without a
-//! restart; errors become gRPC statuses in one place (`error`).
+//! The only crate that knows tonic services. Every operation is `quiver-ops`'
+//! [`quiver_ops::FeatureStore`]'s; the handlers translate messages, and errors become gRPC
+//! and HTTP statuses in one place (`error`), from their kind.
 
-mod catalog;
+mod codec;
 mod error;
 mod feast;
 mod flight;
 mod grpc;
-mod offline_append;
-mod online;
 pub mod proto;
 mod registry_files;
 mod server;
 
-pub use catalog::{Catalog, Snapshot};
-pub use error::{Result, ServerError};
+pub use codec::Codec;
+pub use error::{Result, ServerError, grpc_code, http_status, status};
 pub use feast::{FeastServing, http_router};
 pub use flight::TrainingSetService;
-pub use grpc::{OnlineGrpc, RegistryGrpc};
-pub use online::{Limits, Online};
-pub use registry_files::RepoContext;
+pub use grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
 pub use server::{
     BoundAddresses, DEFAULT_FLIGHT_PORT, DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, ServeOptions, serve,
     shutdown_signal,

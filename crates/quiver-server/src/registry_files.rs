@@ -1,25 +1,18 @@
 //! Validating definition files sent over the network exactly as `quiver apply` validates a
-//! repository: they are laid out in a scratch repository whose data root is the real one.
+//! repository: they are laid out in a scratch repository whose sources are the served ones.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use quiver_core::Definitions;
-use quiver_registry::{RegistryError, RepoConfig, load_definitions};
+use quiver_ops::FeatureStore;
+use quiver_registry::{RegistryError, load_definitions};
 use tonic::Status;
 
-/// The served repository: where it is and its settings.
-#[derive(Debug, Clone)]
-pub struct RepoContext {
-    /// The repository folder.
-    pub path: PathBuf,
-    /// Its `quiver.yaml`.
-    pub config: RepoConfig,
-}
+use crate::error::status;
 
 /// Validates `files` (name → YAML) as the complete definitions of the served project.
 pub(crate) fn validate_files(
-    repo: &RepoContext,
+    store: &FeatureStore,
     files: &HashMap<String, String>,
 ) -> Result<Definitions, Status> {
     if files.is_empty() {
@@ -41,14 +34,13 @@ pub(crate) fn validate_files(
         std::fs::write(scratch.path().join(name), text)
             .map_err(|e| Status::internal(e.to_string()))?;
     }
-    let mut config = repo.config.clone();
-    config.data_root = repo.config.data_root(&repo.path).display().to_string();
+    let mut config = store.config().clone();
     config.registry = "registry".into();
-    load_definitions(scratch.path(), &config).map_err(|e| match e {
+    load_definitions(scratch.path(), &config, store.sources()).map_err(|e| match e {
         RegistryError::Invalid(_) => Status::invalid_argument(
             e.to_string()
                 .replace(&format!("{}/", scratch.path().display()), ""),
         ),
-        other => Status::internal(other.to_string()),
+        other => status(&other),
     })
 }

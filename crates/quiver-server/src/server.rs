@@ -2,26 +2,24 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use quiver_offline::JoinOptions;
-use quiver_online::RocksDbStore;
+use quiver_ops::{Endpoint, FeatureStore};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::catalog::Catalog;
 use crate::error::{Result, ServerError};
 use crate::feast::{FeastServing, http_router};
 use crate::flight::TrainingSetService;
-use crate::grpc::{OnlineGrpc, RegistryGrpc};
-use crate::online::{Limits, Online};
+use crate::grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
+use crate::proto::quiver::v1::materialization_service_server::MaterializationServiceServer;
 use crate::proto::quiver::v1::online_service_server::OnlineServiceServer;
+use crate::proto::quiver::v1::online_store_service_server::OnlineStoreServiceServer;
 use crate::proto::quiver::v1::registry_service_server::RegistryServiceServer;
-use crate::registry_files::RepoContext;
 
 /// Default port of the Arrow Flight training-set service (Feast's `serve_offline` port).
 pub const DEFAULT_FLIGHT_PORT: u16 = 8815;
@@ -44,34 +42,31 @@ pub struct ServeOptions {
     pub grpc_port: u16,
     /// HTTP port (0 picks a free port).
     pub http_port: u16,
-    /// Request limits of the online services.
-    pub limits: Limits,
     /// Longest time a gRPC request may take.
     pub request_timeout: Duration,
     /// After a shutdown signal, how long in-flight requests may take before the server exits.
     pub shutdown_grace: Duration,
-    /// Folder that source paths are relative to.
-    pub data_root: PathBuf,
     /// How training sets are joined (memory limit, spill folder, threads).
     pub join: JoinOptions,
     /// How often the registry is checked for a new version.
     pub registry_poll: Duration,
+    /// Whether views are materialized on their schedules.
+    pub schedule: bool,
 }
 
-impl ServeOptions {
-    /// Loopback, default ports, sources under `data_root`.
-    pub fn new(data_root: PathBuf) -> Self {
+impl Default for ServeOptions {
+    /// Loopback, default ports, schedules on.
+    fn default() -> Self {
         Self {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             flight_port: DEFAULT_FLIGHT_PORT,
             grpc_port: DEFAULT_GRPC_PORT,
             http_port: DEFAULT_HTTP_PORT,
-            limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
-            data_root,
             join: JoinOptions::default(),
             registry_poll: Duration::from_millis(500),
+            schedule: true,
         }
     }
 }
@@ -97,12 +92,38 @@ async fn bind(host: IpAddr, port: u16) -> Result<TcpListener> {
         })
 }
 
-/// Serves until `shutdown` completes; in-flight requests then finish before it returns.
-/// `on_bound` is told the addresses once every port is listening.
+/// Follows the registry: every `interval`, a newer version becomes current, with its effects
+/// on the online store.
+fn follow_registry(store: &Arc<FeatureStore>, interval: Duration) {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || s.refresh()).await {
+                Ok(Ok(Some(activation))) => {
+                    for id in activation.deleted {
+                        eprintln!(
+                            "quiver serve: registry version {}: deleted the online data of {id}",
+                            activation.version
+                        );
+                    }
+                }
+                Ok(Err(e)) => {
+                    eprintln!("quiver serve: cannot make the latest registry version current: {e}");
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Serves `store` until `shutdown` completes; in-flight requests then finish before it
+/// returns. `on_bound` is told the addresses once every port is listening; the addresses are
+/// also written beside the online store, so other processes go through this server.
 pub async fn serve(
-    catalog: Arc<Catalog>,
-    store: Arc<RocksDbStore>,
-    repo: RepoContext,
+    store: Arc<FeatureStore>,
     options: ServeOptions,
     on_bound: impl FnOnce(BoundAddresses),
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -119,28 +140,24 @@ pub async fn serve(
         grpc: address(&grpc_listener)?,
         http: address(&http_listener)?,
     };
-    catalog.follow(options.registry_poll);
+    follow_registry(&store, options.registry_poll);
 
     let flight = FlightServiceServer::new(TrainingSetService::new(
-        Arc::clone(&catalog),
-        options.data_root.clone(),
+        Arc::clone(&store),
         options.join.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let online = Arc::new(Online::new(
-        Arc::clone(&catalog),
-        store,
-        options.limits,
-        options.data_root.clone(),
-    ));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<OnlineServiceServer<OnlineGrpc>>()
         .await;
     health_reporter
         .set_serving::<ServingServiceServer<FeastServing>>()
+        .await;
+    health_reporter
+        .set_serving::<MaterializationServiceServer<MaterializationGrpc>>()
         .await;
     // Reflection v1 and v1alpha: grpcurl before 1.9 and grpcio-reflection ask v1alpha.
     let reflection = || {
@@ -168,6 +185,22 @@ pub async fn serve(
         }
     };
 
+    let scheduler = options.schedule.then(|| {
+        tokio::spawn(quiver_ops::schedule::run_schedule(
+            Arc::clone(&store),
+            stopped(),
+        ))
+    });
+    let store_path = store.config().online_store_path(store.repo());
+    let endpoint = Endpoint {
+        pid: std::process::id(),
+        grpc: bound.grpc.to_string(),
+        http: bound.http.to_string(),
+        flight: bound.flight.to_string(),
+    };
+    endpoint
+        .write(&store_path)
+        .map_err(|e| ServerError::Transport(format!("{}: {e}", store_path.display())))?;
     on_bound(bound);
     let flight_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -181,16 +214,21 @@ pub async fn serve(
         .tcp_nodelay(true)
         .timeout(options.request_timeout)
         .add_service(
-            OnlineServiceServer::new(OnlineGrpc::new(Arc::clone(&online)))
+            OnlineServiceServer::new(OnlineGrpc::new(Arc::clone(&store)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ServingServiceServer::new(FeastServing::new(Arc::clone(&online)))
+            ServingServiceServer::new(FeastServing::new(Arc::clone(&store)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(RegistryServiceServer::new(RegistryGrpc::new(
-            Arc::clone(&catalog),
-            repo,
+        .add_service(RegistryServiceServer::new(RegistryGrpc::new(Arc::clone(
+            &store,
+        ))))
+        .add_service(MaterializationServiceServer::new(MaterializationGrpc::new(
+            Arc::clone(&store),
+        )))
+        .add_service(OnlineStoreServiceServer::new(OnlineStoreGrpc::new(
+            Arc::clone(&store),
         )))
         .add_service(health)
         .add_service(reflection_v1)
@@ -201,7 +239,7 @@ pub async fn serve(
         );
     let http_server = axum::serve(
         http_listener,
-        http_router(Arc::clone(&online))
+        http_router(Arc::clone(&store))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
     )
     .with_graceful_shutdown(stopped());
@@ -213,9 +251,17 @@ pub async fn serve(
         stopped().await;
         tokio::time::sleep(options.shutdown_grace).await;
     };
-    let (f, g, h) = tokio::select! {
-        results = all => results,
-        () = deadline => return Ok(()),
+    let results = tokio::select! {
+        results = all => Some(results),
+        () = deadline => None,
+    };
+    // Scheduled runs are cancelled by the stop signal; their watermarks stay where they were.
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
+    Endpoint::remove(&store_path);
+    let Some((f, g, h)) = results else {
+        return Ok(());
     };
     f.map_err(|e| transport(&e))?;
     g.map_err(|e| transport(&e))?;

@@ -157,9 +157,11 @@ fn output_is_input_columns_then_features_in_request_order() {
     assert_eq!(ints(&out, "constant"), vec![Some(7)]);
     assert_eq!(ints(&out, "demand"), vec![None]);
 
+    let sources = quiver_source::Sources::new(c.dir.path());
+
     let full = PointInTimeJoin::new(
         &c.defs,
-        c.dir.path(),
+        &sources,
         resolve(&c.defs, &["stats:value"], true),
         JoinOptions::default(),
     )
@@ -244,9 +246,10 @@ fn bad_requests_name_the_column_view_or_feature() {
 
     let mut defs = c.defs.clone();
     defs.feature_views.get_mut("stats").unwrap().offline = false;
+    let sources = quiver_source::Sources::new(c.dir.path());
     let e = PointInTimeJoin::new(
         &defs,
-        c.dir.path(),
+        &sources,
         resolve(&defs, &["stats:value"], false),
         JoinOptions::default(),
     )
@@ -285,9 +288,10 @@ fn entity_rows_in_range_are_the_distinct_source_rows() {
         ],
         &[],
     );
+    let sources = quiver_source::Sources::new(c.dir.path());
     let join = PointInTimeJoin::new(
         &c.defs,
-        c.dir.path(),
+        &sources,
         resolve(&c.defs, &["stats:value"], false),
         JoinOptions::default(),
     )

@@ -126,6 +126,7 @@ pub fn definitions(stats_ttl: i64, zones_ttl: i64) -> Definitions {
         description: String::new(),
         owner: String::new(),
         tags: Default::default(),
+        materialization: None,
     };
     d.feature_views.insert(
         "stats".into(),
@@ -216,7 +217,8 @@ pub fn join(
     entities: RecordBatch,
     options: JoinOptions,
 ) -> quiver_offline::Result<RecordBatch> {
-    let join = PointInTimeJoin::new(defs, root, resolve(defs, features, false), options)?;
+    let sources = quiver_source::Sources::new(root);
+    let join = PointInTimeJoin::new(defs, &sources, resolve(defs, features, false), options)?;
     collect(join.run(entities, &|_| {})?)
 }
 

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use quiver_online::{FieldStatus, OnlineStore, Window, materialize};
+use quiver_online::{FieldStatus, OnlineStore, Window};
 
-use crate::support::{HOUR, Repo, StatRow, T0, stat, write_stats};
+use crate::support::{HOUR, MINUTE, Repo, StatRow, T0, stat, write_stats};
 
 /// Hourly rows for drivers 1..=3 over 10 hours, rate = driver + hour / 100, in two files with
 /// small row groups.
@@ -127,7 +127,7 @@ fn incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data() {
     );
     assert_eq!((r[0].start, r[0].end), (T0 + 3 * HOUR, T0 + 4 * HOUR));
     assert_eq!(
-        repo.store.watermark("p", "driver_stats").unwrap(),
+        repo.store.watermark(&repo.id("driver_stats")).unwrap(),
         Some(T0 + 4 * HOUR)
     );
     let r = repo.materialize(
@@ -143,7 +143,7 @@ fn incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data() {
     // A late row for hour 5 of driver 1 lands in a new file after the watermark passed it.
     write_stats(
         &repo.stats_file(2),
-        &[stat(1, T0 + 5 * HOUR + 30 * 60_000_000, T0 + 7 * HOUR, 7.0)],
+        &[stat(1, T0 + 5 * HOUR + 30 * MINUTE, T0 + 7 * HOUR, 7.0)],
         4,
     );
     let r = repo.materialize(
@@ -179,7 +179,7 @@ fn incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data() {
         "a correction with a later created time wins"
     );
     assert_eq!(
-        repo.store.watermark("p", "driver_stats").unwrap(),
+        repo.store.watermark(&repo.id("driver_stats")).unwrap(),
         Some(T0 + 6 * HOUR)
     );
 }
@@ -213,16 +213,12 @@ fn null_keys_and_timestamps_are_skipped_and_counted() {
 fn bad_source_data_fails_clearly_and_keeps_the_watermark() {
     let repo = Repo::new(&hourly());
     let run = |repo: &Repo| {
-        materialize(
-            &repo.store,
-            &repo.defs,
-            &repo.data_root(),
-            &["driver_stats".into()],
+        repo.try_materialize(
+            &["driver_stats"],
             Window::Incremental {
                 end: T0 + 9 * HOUR,
                 lookback: Duration::ZERO,
             },
-            &|_| {},
         )
     };
     run(&repo).unwrap();
@@ -271,7 +267,7 @@ fn bad_source_data_fails_clearly_and_keeps_the_watermark() {
         "{err}"
     );
     assert_eq!(
-        repo.store.watermark("p", "driver_stats").unwrap(),
+        repo.store.watermark(&repo.id("driver_stats")).unwrap(),
         Some(T0 + 9 * HOUR)
     );
 
@@ -283,7 +279,7 @@ fn bad_source_data_fails_clearly_and_keeps_the_watermark() {
         "{err}"
     );
     assert_eq!(
-        repo.store.watermark("p", "driver_stats").unwrap(),
+        repo.store.watermark(&repo.id("driver_stats")).unwrap(),
         Some(T0 + 9 * HOUR)
     );
 }
@@ -296,32 +292,13 @@ fn offline_only_views_are_refused_by_name() {
         .get_mut("driver_stats")
         .unwrap()
         .online = false;
-    let err = materialize(
-        &repo.store,
-        &repo.defs,
-        &repo.data_root(),
-        &["driver_stats".into()],
-        Window::Range { start: T0, end: T0 },
-        &|_| {},
-    )
-    .unwrap_err();
+    let err = repo
+        .try_materialize(&["driver_stats"], Window::Range { start: T0, end: T0 })
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("feature view 'driver_stats' is not online"),
         "{err}"
-    );
-    let all = materialize(
-        &repo.store,
-        &repo.defs,
-        &repo.data_root(),
-        &[],
-        Window::Range { start: T0, end: T0 },
-        &|_| {},
-    )
-    .unwrap();
-    assert_eq!(
-        all.iter().map(|r| r.view.as_str()).collect::<Vec<_>>(),
-        ["driver_zone"]
     );
 }
 

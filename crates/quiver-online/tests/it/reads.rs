@@ -70,7 +70,7 @@ fn composite_mixed_type_keys_in_any_order() {
             vec![KeyValue::Int(1), KeyValue::Int(2), KeyValue::Int(2)],
         ),
     ];
-    let plan = ReadPlan::new(&repo.defs, features).unwrap();
+    let plan = ReadPlan::new(&repo.defs, &repo.generations(), features).unwrap();
     let result = read_online_features(&repo.store, &plan, &keys, T0).unwrap();
     assert_eq!(result.features()[0].output_name, "driver_zone__demand");
     assert_eq!(result.cell(0, 0).unwrap().value, FeatureValue::Float64(1.5));
@@ -85,7 +85,7 @@ fn bad_requests_are_errors_naming_the_key() {
         .defs
         .resolve(&[FeatureRef::parse("driver_stats:*").unwrap()], false)
         .unwrap();
-    let plan = ReadPlan::new(&repo.defs, features).unwrap();
+    let plan = ReadPlan::new(&repo.defs, &repo.generations(), features).unwrap();
     let read = |keys: Vec<(String, Vec<KeyValue>)>| {
         read_online_features(&repo.store, &plan, &keys, T0)
             .unwrap_err()
@@ -126,7 +126,7 @@ fn plans_refuse_offline_views_and_stale_features() {
         .get_mut("driver_stats")
         .unwrap()
         .online = false;
-    let err = ReadPlan::new(&offline, features.clone())
+    let err = ReadPlan::new(&offline, &repo.generations(), features.clone())
         .unwrap_err()
         .to_string();
     assert!(
@@ -142,6 +142,8 @@ fn plans_refuse_offline_views_and_stale_features() {
         .unwrap()
         .features
         .remove(0);
-    let err = ReadPlan::new(&changed, features).unwrap_err().to_string();
+    let err = ReadPlan::new(&changed, &repo.generations(), features)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("driver_stats"), "{err}");
 }

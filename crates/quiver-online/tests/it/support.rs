@@ -1,28 +1,31 @@
 //! A temporary repository with a driver view (int64 key, ttl 1h) and a composite-key view
-//! (int32 + string keys), data written by the tests, and an open store.
+//! (int32 + string keys), data written by the tests, and an open store. Times are ns.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use quiver_core::{Definitions, FeatureRef, KeyValue};
 use quiver_online::{
-    FeatureValue, FieldStatus, ReadPlan, RocksDbOptions, RocksDbStore, Window, materialize,
-    read_online_features,
+    FeatureValue, FieldStatus, MaterializeOptions, ReadPlan, RocksDbOptions, RocksDbStore, ViewId,
+    ViewReport, ViewTarget, Window, materialize_view, read_online_features,
 };
 use quiver_registry::{RepoConfig, load_definitions};
+use quiver_source::Sources;
 use tempfile::TempDir;
 
-pub const HOUR: i64 = 3_600_000_000;
-/// 2024-01-01T00:00:00Z in µs.
-pub const T0: i64 = 1_704_067_200_000_000;
+pub const HOUR: i64 = 3_600_000_000_000;
+pub const MINUTE: i64 = 60_000_000_000;
+/// 2024-01-01T00:00:00Z in ns.
+pub const T0: i64 = 1_704_067_200_000_000_000;
 
 const DEFINITIONS: &str = r#"
 entities:
@@ -77,6 +80,7 @@ pub fn stat(driver: i64, event: i64, created: i64, rate: f64) -> StatRow {
 pub struct Repo {
     pub dir: TempDir,
     pub defs: Definitions,
+    pub sources: Sources,
     pub store: RocksDbStore,
 }
 
@@ -97,31 +101,77 @@ impl Repo {
         }
         write_zones(&dir.path().join("data/zones.parquet"));
         let config = RepoConfig::load(dir.path()).unwrap();
-        let defs = load_definitions(dir.path(), &config).unwrap();
+        let sources = Sources::new(dir.path());
+        let defs = load_definitions(dir.path(), &config, &sources).unwrap();
         let store =
             RocksDbStore::open(&dir.path().join("online"), &RocksDbOptions::default()).unwrap();
-        Self { dir, defs, store }
+        Self {
+            dir,
+            defs,
+            sources,
+            store,
+        }
     }
 
-    pub fn data_root(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+    /// Where the rows of `view` are (generation 1, as if registered at version 1).
+    pub fn id(&self, view: &str) -> ViewId {
+        ViewId::new("p", view, 1)
+    }
+
+    /// Every online view at generation 1.
+    pub fn generations(&self) -> BTreeMap<String, u64> {
+        self.defs
+            .feature_views
+            .keys()
+            .map(|v| (v.clone(), 1))
+            .collect()
+    }
+
+    pub fn target(&self, view: &str) -> ViewTarget<'_> {
+        let v = self.defs.view(view).unwrap();
+        ViewTarget {
+            view: v,
+            source: &self.defs.sources[&v.source],
+            keys: self.defs.join_keys(v).unwrap(),
+            id: self.id(view),
+        }
     }
 
     pub fn stats_file(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("data/stats/part-{i}.parquet"))
     }
 
-    pub fn materialize(&self, views: &[&str], window: Window) -> Vec<quiver_online::ViewReport> {
-        let views: Vec<String> = views.iter().map(|v| (*v).to_owned()).collect();
-        materialize(
-            &self.store,
-            &self.defs,
-            &self.data_root(),
-            &views,
-            window,
-            &|_| {},
-        )
-        .unwrap()
+    /// Materializes `views` (every online view when empty).
+    pub fn try_materialize(
+        &self,
+        views: &[&str],
+        window: Window,
+    ) -> quiver_online::Result<Vec<ViewReport>> {
+        let all: Vec<&str> = self
+            .defs
+            .feature_views
+            .values()
+            .filter(|v| v.online)
+            .map(|v| v.name.as_str())
+            .collect();
+        let views = if views.is_empty() { &all[..] } else { views };
+        views
+            .iter()
+            .map(|v| {
+                materialize_view(
+                    &self.store,
+                    &self.sources,
+                    &self.target(v),
+                    window,
+                    MaterializeOptions::default(),
+                    &|_| {},
+                )
+            })
+            .collect()
+    }
+
+    pub fn materialize(&self, views: &[&str], window: Window) -> Vec<ViewReport> {
+        self.try_materialize(views, window).unwrap()
     }
 
     /// `(conv_rate, status, event time)` of drivers at time `now`.
@@ -137,7 +187,7 @@ impl Repo {
             "driver_id".to_owned(),
             drivers.iter().map(|d| KeyValue::Int(*d)).collect(),
         )];
-        let plan = ReadPlan::new(&self.defs, features).unwrap();
+        let plan = ReadPlan::new(&self.defs, &self.generations(), features).unwrap();
         let result = read_online_features(&self.store, &plan, &keys, now).unwrap();
         (0..drivers.len())
             .map(|row| {
@@ -154,7 +204,7 @@ impl Repo {
 }
 
 fn ts(values: Vec<Option<i64>>) -> ArrayRef {
-    Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+    Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC"))
 }
 
 pub fn write_stats(path: &Path, rows: &[StatRow], group: usize) {
@@ -163,12 +213,12 @@ pub fn write_stats(path: &Path, rows: &[StatRow], group: usize) {
         Field::new("driver_id", DataType::Int64, true),
         Field::new(
             "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            DataType::Timestamp(TimeUnit::Nanosecond, tz.clone()),
             true,
         ),
         Field::new(
             "created",
-            DataType::Timestamp(TimeUnit::Microsecond, tz),
+            DataType::Timestamp(TimeUnit::Nanosecond, tz),
             false,
         ),
         Field::new("rate", DataType::Float64, true),
@@ -213,10 +263,7 @@ fn write_zones(path: &Path) {
             Arc::new(Int64Array::from(vec![1, 2, 3])),
             Arc::new(Int32Array::from(vec![7, 7, 8])),
             Arc::new(StringArray::from(vec!["paris", "rome", "paris"])),
-            Arc::new(arrow::array::TimestampNanosecondArray::from(vec![
-                T0 * 1000;
-                3
-            ])),
+            Arc::new(TimestampNanosecondArray::from(vec![T0; 3])),
             Arc::new(Float64Array::from(vec![Some(1.5), None, Some(3.5)])),
         ],
     )
@@ -224,4 +271,51 @@ fn write_zones(path: &Path) {
     let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
+}
+
+/// A small real filesystem (tmpfs) mounted in a temporary folder for the test's lifetime, to
+/// run out of space on. Needs the privilege to mount (CI runs as root); `None` without it.
+pub struct SmallDisk {
+    pub dir: TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(megabytes: u32) -> Option<Self> {
+        let dir = TempDir::new().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file that takes every byte left.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = File::create(&path).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }

@@ -75,7 +75,8 @@ impl TestRepo {
 
     pub fn load(&self) -> Result<Definitions, RegistryError> {
         let config = RepoConfig::load(self.path())?;
-        load_definitions(self.path(), &config)
+        let sources = quiver_source::Sources::new(config.data_root(self.path()));
+        load_definitions(self.path(), &config, &sources)
     }
 
     /// The rendered diagnostics of an invalid repository.

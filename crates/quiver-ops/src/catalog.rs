@@ -1,20 +1,18 @@
-//! The registry as the server sees it: an in-memory snapshot of the latest version, swapped
-//! when a newer version appears, so requests never read the registry from disk.
+//! The registry version a process works with: an in-memory snapshot of the latest version,
+//! swapped when a newer one becomes current, so requests never read the registry from disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use quiver_core::{Definitions, FeatureRef};
-use quiver_online::ReadPlan;
-use quiver_registry::Registry;
-use tonic::Status;
+use quiver_core::{Definitions, FeatureRef, FeatureView};
+use quiver_online::{ReadPlan, ViewId};
+use quiver_registry::RegistryVersion;
 
-use crate::error::{Result, core_status, online_status};
+use crate::error::{OpsError, Result};
 
 /// The features an online read names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum FeatureSpec {
+pub enum FeatureSpec {
     /// `view:feature` references.
     Refs(Vec<String>),
     /// A feature service.
@@ -22,38 +20,65 @@ pub(crate) enum FeatureSpec {
 }
 
 /// Read plans kept per snapshot; past this many distinct feature lists the cache starts over,
-/// so clients inventing feature lists cannot grow the server without bound.
+/// so clients inventing feature lists cannot grow the process without bound.
 const MAX_PLANS: usize = 1024;
 
 type PlanKey = (FeatureSpec, bool);
 
-/// The definitions of one registry version.
+/// The definitions of one registry version and what serving them needs.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Registry version number (0 before the first apply).
     pub version: u64,
     /// The project's definitions at that version.
     pub defs: Definitions,
+    /// The online generation of every online view at that version.
+    pub generations: BTreeMap<String, u64>,
     /// Read plans of the feature lists asked for at this version.
     plans: RwLock<HashMap<PlanKey, Arc<ReadPlan>, foldhash::fast::RandomState>>,
 }
 
 impl Snapshot {
-    fn new(version: u64, defs: Definitions) -> Self {
+    /// The snapshot of a registry version.
+    pub fn of(version: RegistryVersion) -> Self {
         Self {
-            version,
-            defs,
+            version: version.version,
+            defs: version.definitions,
+            generations: version.generations,
             plans: RwLock::default(),
         }
     }
 
+    /// The snapshot of a project with nothing applied yet.
+    pub fn empty(project: &str) -> Self {
+        Self {
+            version: 0,
+            defs: Definitions {
+                project: project.to_owned(),
+                ..Definitions::default()
+            },
+            generations: BTreeMap::new(),
+            plans: RwLock::default(),
+        }
+    }
+
+    /// Where the online rows of `view` live at this version.
+    pub fn view_id(&self, view: &str) -> ViewId {
+        ViewId::new(
+            &self.defs.project,
+            view,
+            self.generations.get(view).copied().unwrap_or(0),
+        )
+    }
+
+    /// The online views, in name order.
+    pub fn online_views(&self) -> impl Iterator<Item = &FeatureView> {
+        self.defs.feature_views.values().filter(|v| v.online)
+    }
+
     /// The read plan of `spec` at this version: resolved on first use, then shared, so the hot
     /// path does no registry lookups.
-    pub(crate) fn plan(
-        &self,
-        spec: FeatureSpec,
-        full_names: bool,
-    ) -> Result<Arc<ReadPlan>, Status> {
+    pub fn plan(&self, spec: FeatureSpec, full_names: bool) -> Result<Arc<ReadPlan>> {
         let key = (spec, full_names);
         if let Some(plan) = self.plans.read().ok().and_then(|p| p.get(&key).cloned()) {
             return Ok(plan);
@@ -61,19 +86,17 @@ impl Snapshot {
         let features = match &key.0 {
             FeatureSpec::Refs(list) => {
                 if list.is_empty() {
-                    return Err(Status::invalid_argument("no features requested"));
+                    return Err(OpsError::invalid("no features requested"));
                 }
                 let refs = list
                     .iter()
                     .map(|r| r.parse::<FeatureRef>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| core_status(&e))?;
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.defs.resolve(&refs, full_names)
             }
             FeatureSpec::Service(name) => self.defs.resolve_service(name, full_names),
-        }
-        .map_err(|e| core_status(&e))?;
-        let plan = Arc::new(ReadPlan::new(&self.defs, features).map_err(|e| online_status(&e))?);
+        }?;
+        let plan = Arc::new(ReadPlan::new(&self.defs, &self.generations, features)?);
         if let Ok(mut plans) = self.plans.write() {
             if plans.len() >= MAX_PLANS {
                 plans.clear();
@@ -84,83 +107,38 @@ impl Snapshot {
     }
 }
 
-/// The latest registry snapshot, shared by every service.
-pub struct Catalog {
-    registry: Registry,
-    current: RwLock<Arc<Snapshot>>,
-}
+/// The current snapshot, shared by every request of a process.
+#[derive(Debug)]
+pub(crate) struct Current(RwLock<Arc<Snapshot>>);
 
-impl Catalog {
-    /// Loads the latest version of the registry (an empty project if nothing was applied).
-    pub fn open(registry: Registry) -> Result<Arc<Self>> {
-        let snapshot = Self::load(&registry)?;
-        Ok(Arc::new(Self {
-            registry,
-            current: RwLock::new(Arc::new(snapshot)),
-        }))
-    }
-
-    fn load(registry: &Registry) -> Result<Snapshot> {
-        Ok(match registry.latest()? {
-            Some(v) => Snapshot::new(v.version, v.definitions),
-            None => Snapshot::new(
-                0,
-                Definitions {
-                    project: registry.project().to_owned(),
-                    ..Definitions::default()
-                },
-            ),
-        })
+impl Current {
+    pub(crate) fn new(snapshot: Snapshot) -> Self {
+        Self(RwLock::new(Arc::new(snapshot)))
     }
 
     /// The current snapshot (a cheap `Arc` clone).
-    pub fn current(&self) -> Arc<Snapshot> {
-        self.current
+    pub(crate) fn get(&self) -> Arc<Snapshot> {
+        self.0
             .read()
             .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
     }
 
-    /// The registry this catalog follows.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// Swaps in the latest version if it is newer than the current one; returns whether it did.
-    pub fn refresh(&self) -> Result<bool> {
-        let latest = self.registry.latest_version()?.unwrap_or(0);
-        if latest <= self.current().version {
-            return Ok(false);
-        }
-        let snapshot = Arc::new(Self::load(&self.registry)?);
+    /// Makes `snapshot` current unless a newer one already is.
+    pub(crate) fn set(&self, snapshot: Arc<Snapshot>) {
         let mut current = self
-            .current
+            .0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if snapshot.version > current.version {
             *current = snapshot;
         }
-        Ok(true)
-    }
-
-    /// Polls the registry every `interval` on a background task until the runtime stops.
-    pub fn follow(self: &Arc<Self>, interval: Duration) {
-        let catalog = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tick.tick().await;
-                let c = Arc::clone(&catalog);
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.refresh()).await {
-                    eprintln!("quiver serve: cannot read the registry: {e}");
-                }
-            }
-        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiver_core::{ErrorKind, HasKind};
 
     /// A snapshot of one online view `stats` of `features` float64 features, keyed by driver.
     fn snapshot(features: usize) -> Snapshot {
@@ -183,7 +161,12 @@ mod tests {
             }},
         }))
         .expect("definitions");
-        Snapshot::new(1, defs)
+        Snapshot {
+            version: 1,
+            defs,
+            generations: BTreeMap::from([("stats".to_owned(), 1)]),
+            plans: RwLock::default(),
+        }
     }
 
     fn refs(list: &[&str]) -> FeatureSpec {
@@ -209,14 +192,14 @@ mod tests {
     fn bad_feature_lists_are_errors_and_not_kept() {
         let s = snapshot(3);
         let err = s.plan(refs(&["stats:nope"]), false).expect_err("unknown");
-        assert_eq!(err.code(), tonic::Code::NotFound);
-        assert!(err.message().contains("nope"), "{}", err.message());
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("nope"), "{err}");
         let err = s.plan(refs(&[]), false).expect_err("empty");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         let err = s
             .plan(FeatureSpec::Service("missing".into()), false)
             .expect_err("service");
-        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert_eq!(err.kind(), ErrorKind::NotFound);
         assert_eq!(s.plans.read().expect("lock").len(), 0);
     }
 

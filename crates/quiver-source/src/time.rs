@@ -12,7 +12,7 @@ use arrow::datatypes::{
 };
 
 /// The instants of a timestamp column in nanoseconds, or `None` if it is not a timestamp.
-pub(crate) fn nanos(array: &dyn Array) -> Option<Int64Array> {
+pub fn nanos(array: &dyn Array) -> Option<Int64Array> {
     let DataType::Timestamp(unit, _) = array.data_type() else {
         return None;
     };

@@ -1,0 +1,144 @@
+//! How a command reaches the online store: in this process, or through the `quiver serve`
+//! that holds it.
+//!
+//! One process owns a store at a time. A command that needs the store goes to the server
+//! named by `--server`, else to the server whose endpoint file is beside the store (if it
+//! answers), else opens the store itself, which fails clearly if some other process holds
+//! it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use quiver_online::OnlineError;
+use quiver_ops::{Endpoint, FeatureStore, OpsError, StoreOptions};
+use quiver_registry::RepoConfig;
+use quiver_server::proto::quiver::v1 as pb;
+use tonic::transport::Channel;
+
+/// Where a command runs.
+pub enum Access {
+    /// In this process, holding the store.
+    Local(Box<FeatureStore>),
+    /// Through a running server.
+    Remote(Server),
+}
+
+/// A running `quiver serve`, reached over gRPC.
+pub struct Server {
+    /// Its gRPC address, for messages.
+    pub address: String,
+    /// The connection.
+    pub channel: Channel,
+    /// Its process id, when known from the endpoint file.
+    pub pid: Option<u32>,
+}
+
+impl Server {
+    /// A runtime for the calls of one command.
+    pub fn runtime() -> Result<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?)
+    }
+
+    /// Connects to the server at `address` (`host:port` or a URL).
+    pub fn connect(
+        runtime: &tokio::runtime::Runtime,
+        address: &str,
+        pid: Option<u32>,
+    ) -> Result<Self> {
+        let url = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let channel = runtime.block_on(async {
+            tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(3))
+                .connect()
+                .await
+                .with_context(|| format!("cannot reach quiver serve at {url} (is it running?)"))
+        })?;
+        Ok(Self {
+            address: address.to_owned(),
+            channel,
+            pid,
+        })
+    }
+
+    /// "quiver serve at ADDR (pid N)", for messages.
+    pub fn describe(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("quiver serve at {} (pid {pid})", self.address),
+            None => format!("quiver serve at {}", self.address),
+        }
+    }
+}
+
+/// The server that holds the repository's store, if one answers at the address in its
+/// endpoint file.
+pub fn running_server(
+    runtime: &tokio::runtime::Runtime,
+    repo: &Path,
+    config: &RepoConfig,
+) -> Option<Server> {
+    let endpoint = Endpoint::read(&config.online_store_path(repo))?;
+    let server = Server::connect(runtime, &endpoint.grpc, Some(endpoint.pid)).ok()?;
+    // A stale file can name an address another process now listens on: ask it.
+    let mut client =
+        pb::online_store_service_client::OnlineStoreServiceClient::new(server.channel.clone());
+    let stats = runtime
+        .block_on(client.get_stats(pb::GetStatsRequest {}))
+        .ok()?
+        .into_inner();
+    let ours = config.online_store_path(repo);
+    let same = Path::new(&stats.location).canonicalize().ok() == ours.canonicalize().ok();
+    same.then_some(server)
+}
+
+impl Access {
+    /// The store of the repository at `repo`: through `server` when given, else through the
+    /// server holding it, else in this process.
+    pub fn open(
+        runtime: &tokio::runtime::Runtime,
+        repo: &Path,
+        server: Option<&str>,
+    ) -> Result<Self> {
+        if let Some(address) = server {
+            return Ok(Self::Remote(Server::connect(runtime, address, None)?));
+        }
+        let config = RepoConfig::load(repo).with_context(|| {
+            format!(
+                "{} is not a feature repository (see `quiver init`)",
+                repo.display()
+            )
+        })?;
+        if let Some(server) = running_server(runtime, repo, &config) {
+            return Ok(Self::Remote(server));
+        }
+        match FeatureStore::open(repo, StoreOptions::default()) {
+            Ok(store) => Ok(Self::Local(Box::new(store))),
+            Err(OpsError::Online(OnlineError::Locked { path })) => bail!(
+                "the online store {} is held by another process that is not a quiver serve this command can reach; stop it, or pass --server ADDRESS",
+                path.display()
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A gRPC status as an error message.
+pub fn status_error(s: &tonic::Status) -> anyhow::Error {
+    let what = match s.code() {
+        tonic::Code::InvalidArgument => "invalid request",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "failed precondition",
+        tonic::Code::Unavailable => "server unavailable",
+        tonic::Code::Aborted => "conflict",
+        tonic::Code::ResourceExhausted => "out of space",
+        tonic::Code::Cancelled => "cancelled",
+        _ => "server error",
+    };
+    anyhow::anyhow!("{what}: {}", s.message())
+}

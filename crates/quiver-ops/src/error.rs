@@ -1,0 +1,61 @@
+//! The error type of `quiver-ops`.
+
+use quiver_core::{ErrorKind, HasKind};
+
+/// Result alias with [`OpsError`].
+pub type Result<T, E = OpsError> = std::result::Result<T, E>;
+
+/// Errors of Quiver's operations. Each keeps its typed source and knows its [`ErrorKind`], so
+/// every protocol reports it the same way.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// A request that cannot be run as asked; the message names what is wrong.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A named thing that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A valid request the current state cannot run (a view that is not online).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The registry refused or failed.
+    #[error(transparent)]
+    Registry(#[from] quiver_registry::RegistryError),
+    /// The online store, an online read or a materialization failed.
+    #[error(transparent)]
+    Online(#[from] quiver_online::OnlineError),
+    /// A training set failed.
+    #[error(transparent)]
+    Offline(#[from] quiver_offline::OfflineError),
+    /// A source's files could not be read or written.
+    #[error(transparent)]
+    Source(#[from] quiver_source::SourceError),
+    /// An object-model error (unknown view or feature, a bad key value).
+    #[error(transparent)]
+    Core(#[from] quiver_core::CoreError),
+    /// A background task failed to run (a panic, a runtime shutting down).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl OpsError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+}
+
+impl HasKind for OpsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidRequest(_) => ErrorKind::InvalidArgument,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Self::Registry(e) => e.kind(),
+            Self::Online(e) => e.kind(),
+            Self::Offline(e) => e.kind(),
+            Self::Source(e) => e.kind(),
+            Self::Core(e) => e.kind(),
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Quiver's operations: every user-level action on a feature repository, with all its effects,
+//! in one place. The CLI, each protocol handler of `quiver serve` and the materialization
+//! scheduler call these and only translate inputs and outcomes.
+//!
+//! [`FeatureStore`] is one process's handle on a repository: its registry, its sources and
+//! its online store (held exclusively while the handle lives), and the registry version the
+//! process works with ([`Snapshot`]).
+//!
+//! - [`FeatureStore::apply`] ([`apply`](mod@apply)): validates nothing itself (callers load
+//!   definitions), commits a registry version with the conflict rule, then activates it.
+//! - Activation ([`FeatureStore::refresh`]): wherever a version becomes current (an apply in
+//!   this process, or one made elsewhere and picked up), the online store is made to hold
+//!   exactly the view generations it serves (removed, re-keyed and re-typed views' rows go),
+//!   and the purge follows the new ttls.
+//! - [`FeatureStore::materialize`] ([`materialize`](mod@materialize)): on demand or on a
+//!   schedule ([`schedule`]); runs of one view never overlap, each run is recorded beside the
+//!   data ([`quiver_online::RunRecord`]).
+//! - [`FeatureStore::push`] ([`push`](mod@push)): rows checked against every target view
+//!   before anything is written, then written online (one atomic batch) and offline (a new
+//!   file) so that neither side keeps a row the other lost.
+//! - [`FeatureStore::read_online`]: online reads from the snapshot's cached read plans.
+//!
+//! ```no_run
+//! use quiver_ops::{FeatureStore, MaterializeRequest, StoreOptions};
+//! use quiver_online::Window;
+//!
+//! let store = FeatureStore::open("my_repo".as_ref(), StoreOptions::default())?;
+//! let request = MaterializeRequest::manual(Vec::new(), Window::Incremental {
+//!     end: quiver_core::now_nanos(),
+//!     lookback: std::time::Duration::ZERO,
+//! });
+//! for report in store.materialize(&request, &|_| {}, None)? {
+//!     println!("{}: {} rows", report.view, report.rows_written);
+//! }
+//! # Ok::<_, quiver_ops::OpsError>(())
+//! ```
+
+pub mod apply;
+mod catalog;
+pub mod endpoint;
+pub mod error;
+pub mod materialize;
+pub mod push;
+pub mod schedule;
+mod value;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use quiver_core::now_nanos;
+use quiver_online::{
+    LiveView, OnlineFeatures, OnlineStore, RocksDbOptions, RocksDbStore, RunOutcome, StoreStats,
+    ViewId, read_online_features,
+};
+use quiver_registry::{Registry, RepoConfig};
+use quiver_source::Sources;
+
+pub use apply::{ApplyOutcome, ApplyRequest, BaseVersion, Committed, commit, views_leaving};
+pub use catalog::{FeatureSpec, Snapshot};
+pub use endpoint::Endpoint;
+pub use error::{OpsError, Result};
+pub use materialize::MaterializeRequest;
+pub use push::{PushOutcome, PushRequest, PushTarget};
+pub use value::InputValue;
+
+use crate::catalog::Current;
+use crate::materialize::RunLocks;
+
+/// Limits on requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Entity rows per online read or push.
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_rows: 10_000 }
+    }
+}
+
+/// How a [`FeatureStore`] runs.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Request limits of reads and pushes.
+    pub limits: Limits,
+    /// Worker threads of each materialization.
+    pub materialize_threads: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            materialize_threads: std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get),
+        }
+    }
+}
+
+/// The materialization watermark (ns) of each online view, by name.
+pub type Watermarks = Vec<(String, Option<i64>)>;
+
+/// What making a registry version current did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    /// The version now current.
+    pub version: u64,
+    /// View generations whose online rows were deleted.
+    pub deleted: Vec<ViewId>,
+}
+
+/// One process's handle on a feature repository: registry, sources, online store and the
+/// current registry version.
+pub struct FeatureStore {
+    repo: PathBuf,
+    config: RepoConfig,
+    registry: Registry,
+    sources: Arc<Sources>,
+    store: Arc<dyn OnlineStore>,
+    current: Current,
+    /// Activations happen one at a time (an apply and the registry poller).
+    activation: Mutex<()>,
+    runs: RunLocks,
+    /// Increasing run ids.
+    last_run_id: AtomicU64,
+    /// Tie-break sequence of pushed rows: later pushes win over equal times.
+    push_sequence: AtomicU64,
+    /// Sources whose pushed files are being compacted.
+    compacting: push::Busy,
+    options: StoreOptions,
+    /// What activating the current version did when this handle opened the store.
+    opened: Activation,
+}
+
+impl std::fmt::Debug for FeatureStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureStore")
+            .field("repo", &self.repo)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeatureStore {
+    /// Opens the repository at `repo` with its embedded RocksDB online store, which this
+    /// handle holds until it is dropped ([`quiver_online::OnlineError::Locked`] if another
+    /// process holds it).
+    pub fn open(repo: &Path, options: StoreOptions) -> Result<Self> {
+        let config = RepoConfig::load(repo)?;
+        let path = config.online_store_path(repo);
+        let store = RocksDbStore::open(
+            &path,
+            &RocksDbOptions {
+                block_cache_bytes: usize::try_from(config.online_store.block_cache_mb << 20)
+                    .unwrap_or(usize::MAX),
+            },
+        )?;
+        Self::with_store(repo, config, Arc::new(store), options)
+    }
+
+    /// Opens the repository with any online store. Activates the latest registry version,
+    /// marks runs left `running` by a process that stopped as interrupted, and removes
+    /// temporary files that failed writers left behind.
+    pub fn with_store(
+        repo: &Path,
+        config: RepoConfig,
+        store: Arc<dyn OnlineStore>,
+        options: StoreOptions,
+    ) -> Result<Self> {
+        let registry = Registry::open_local(&config.registry_path(repo), &config.project);
+        let snapshot = match registry.latest()? {
+            Some(v) => Snapshot::of(v),
+            None => Snapshot::empty(&config.project),
+        };
+        let mut this = Self {
+            repo: repo.to_path_buf(),
+            sources: Arc::new(Sources::new(config.data_root(repo))),
+            config,
+            registry,
+            store,
+            current: Current::new(snapshot),
+            activation: Mutex::new(()),
+            runs: RunLocks::default(),
+            last_run_id: AtomicU64::new(0),
+            push_sequence: AtomicU64::new(u64::try_from(now_nanos()).unwrap_or(0)),
+            compacting: push::Busy::default(),
+            options,
+            opened: Activation {
+                version: 0,
+                deleted: Vec::new(),
+            },
+        };
+        let snapshot = this.snapshot();
+        this.opened = Activation {
+            version: snapshot.version,
+            deleted: this.activate(&snapshot)?,
+        };
+        this.mark_interrupted_runs()?;
+        this.sweep_temporary_files();
+        Ok(this)
+    }
+
+    /// What making the current version current did when this handle opened the store: the
+    /// view generations it found there that the version no longer serves, now deleted (after
+    /// a restore of an old backup, views re-created since).
+    pub fn opened(&self) -> &Activation {
+        &self.opened
+    }
+
+    /// The repository folder.
+    pub fn repo(&self) -> &Path {
+        &self.repo
+    }
+
+    /// The repository's settings.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The repository's sources.
+    pub fn sources(&self) -> &Arc<Sources> {
+        &self.sources
+    }
+
+    /// The online store.
+    pub fn store(&self) -> &Arc<dyn OnlineStore> {
+        &self.store
+    }
+
+    /// The options this handle runs with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// The current registry snapshot (a cheap `Arc` clone).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.get()
+    }
+
+    /// Makes the latest registry version current if it is newer than the current one, with
+    /// its effects on the online store; `None` when it was already current.
+    pub fn refresh(&self) -> Result<Option<Activation>> {
+        let _one_at_a_time = self
+            .activation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let latest = self.registry.latest_version()?.unwrap_or(0);
+        if latest <= self.snapshot().version {
+            return Ok(None);
+        }
+        let snapshot = Arc::new(Snapshot::of(self.registry.get(latest)?));
+        let deleted = self.activate(&snapshot)?;
+        self.current.set(snapshot);
+        Ok(Some(Activation {
+            version: latest,
+            deleted,
+        }))
+    }
+
+    /// Makes the online store hold exactly the view generations `snapshot` serves.
+    fn activate(&self, snapshot: &Snapshot) -> Result<Vec<ViewId>> {
+        let live: Vec<LiveView> = snapshot
+            .online_views()
+            .map(|v| LiveView {
+                id: snapshot.view_id(&v.name),
+                ttl_nanos: v
+                    .ttl
+                    .limit()
+                    .map(|t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX)),
+            })
+            .collect();
+        Ok(self.store.retain(&snapshot.defs.project, &live)?)
+    }
+
+    /// Reads the features of `spec` for entity rows given column by column, then lets
+    /// `answer` build the caller's response from the snapshot, the features and the cells.
+    pub fn read_online<T>(
+        &self,
+        spec: FeatureSpec,
+        full_feature_names: bool,
+        entities: &[(String, Vec<InputValue>)],
+        answer: impl FnOnce(&Snapshot, &OnlineFeatures<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let rows = entities.first().map_or(0, |(_, v)| v.len());
+        if rows > self.options.limits.max_rows {
+            return Err(OpsError::invalid(format!(
+                "too many entity rows: {rows} (the limit is {} per request)",
+                self.options.limits.max_rows
+            )));
+        }
+        let snapshot = self.snapshot();
+        let plan = snapshot.plan(spec, full_feature_names)?;
+        let keys = entities
+            .iter()
+            .map(|(name, values)| {
+                let values = values
+                    .iter()
+                    .enumerate()
+                    .map(|(row, v)| v.key(name, row))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((name.clone(), values))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let read = read_online_features(self.store.as_ref(), &plan, &keys, now_nanos())?;
+        answer(&snapshot, &read)
+    }
+
+    /// The store's counts and sizes, and the watermark (ns) of every online view.
+    pub fn stats(&self) -> Result<(StoreStats, Watermarks)> {
+        let snapshot = self.snapshot();
+        let watermarks = snapshot
+            .online_views()
+            .map(|v| {
+                Ok((
+                    v.name.clone(),
+                    self.store.watermark(&snapshot.view_id(&v.name))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok((self.store.stats()?, watermarks))
+    }
+
+    /// Writes a consistent copy of the online store to `dir`, which must not exist.
+    pub fn backup(&self, dir: &Path) -> Result<()> {
+        if dir.exists() {
+            return Err(OpsError::invalid(format!(
+                "{} already exists; choose a new folder for the backup",
+                dir.display()
+            )));
+        }
+        Ok(self.store.backup(dir)?)
+    }
+
+    /// A new run id: increasing, and the start time in ns when that is larger.
+    fn next_run_id(&self) -> u64 {
+        let now = u64::try_from(now_nanos()).unwrap_or(0);
+        let mut last = self.last_run_id.load(Ordering::Relaxed);
+        loop {
+            let id = now.max(last + 1);
+            match self
+                .last_run_id
+                .compare_exchange(last, id, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return id,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    /// Runs recorded as running when this process took the store ran in a process that
+    /// stopped: they are interrupted.
+    fn mark_interrupted_runs(&self) -> Result<()> {
+        let project = &self.config.project;
+        for mut run in self.store.runs(project, None, usize::MAX)? {
+            if run.outcome == RunOutcome::Running {
+                run.outcome = RunOutcome::Interrupted;
+                run.error = Some("the process running it stopped before it ended".into());
+                self.store.record_run(&run)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes temporary files that failed writers left in the registry and in folder
+    /// sources (best effort: a folder that cannot be read is left alone).
+    fn sweep_temporary_files(&self) {
+        let _ = self.registry.sweep_temporary_files();
+        for source in self.snapshot().defs.sources.values() {
+            let folder = self.sources.data_root().join(&source.path);
+            if folder.is_dir() {
+                let _ = quiver_source::sweep_temporary_files(
+                    &folder,
+                    &[quiver_source::TEMPORARY_PREFIX],
+                );
+            }
+        }
+    }
+}

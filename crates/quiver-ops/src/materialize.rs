@@ -1,0 +1,185 @@
+//! Materialization runs: which views, one run per view at a time, and a record of every run
+//! beside the data.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use quiver_core::{FeatureView, now_nanos};
+use quiver_online::{
+    MaterializeOptions, OnlineError, Progress, RunOutcome, RunRecord, RunTrigger, ViewReport,
+    ViewTarget, Window, materialize_view, resolve_window,
+};
+
+use crate::FeatureStore;
+use crate::catalog::Snapshot;
+use crate::error::{OpsError, Result};
+
+/// What to materialize.
+#[derive(Debug, Clone)]
+pub struct MaterializeRequest {
+    /// These feature views (every online view when empty).
+    pub views: Vec<String>,
+    /// Which rows.
+    pub window: Window,
+    /// What asked for the run.
+    pub trigger: RunTrigger,
+    /// 1 for a first try; more for retries of a failed scheduled run.
+    pub attempt: u32,
+}
+
+impl MaterializeRequest {
+    /// A run asked for by a user.
+    pub fn manual(views: Vec<String>, window: Window) -> Self {
+        Self {
+            views,
+            window,
+            trigger: RunTrigger::Manual,
+            attempt: 1,
+        }
+    }
+}
+
+/// One lock per view, so runs of a view never overlap (whoever starts them).
+#[derive(Debug, Default)]
+pub(crate) struct RunLocks(Mutex<HashMap<String, Arc<Mutex<()>>>>);
+
+impl RunLocks {
+    fn of(&self, view: &str) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(view.to_owned()).or_default())
+    }
+}
+
+impl FeatureStore {
+    /// Materializes the requested views one after the other, each as one recorded run; stops
+    /// at the first view that fails (earlier views keep what they wrote). A run waits for a
+    /// run of the same view that is in progress.
+    pub fn materialize(
+        &self,
+        request: &MaterializeRequest,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<ViewReport>> {
+        let snapshot = self.snapshot();
+        let views = select_views(&snapshot, &request.views)?;
+        let mut reports = Vec::with_capacity(views.len());
+        let result = views.iter().try_for_each(|view| {
+            reports.push(self.materialize_one(&snapshot, view, request, progress, cancel)?);
+            Ok::<_, OpsError>(())
+        });
+        // A version that became current during the run may have removed or re-keyed a view
+        // this run was writing: clean up whatever it wrote there.
+        let now = self.snapshot();
+        if now.version != snapshot.version {
+            self.activate(&now)?;
+        }
+        result.map(|()| reports)
+    }
+
+    fn materialize_one(
+        &self,
+        snapshot: &Snapshot,
+        view: &FeatureView,
+        request: &MaterializeRequest,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<ViewReport> {
+        let lock = self.runs.of(&view.name);
+        let _one_run_per_view = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let source = snapshot.defs.sources.get(&view.source).ok_or_else(|| {
+            OpsError::FailedPrecondition(format!(
+                "feature view '{}' names unknown source '{}'",
+                view.name, view.source
+            ))
+        })?;
+        let target = ViewTarget {
+            view,
+            source,
+            keys: snapshot.defs.join_keys(view)?,
+            id: snapshot.view_id(&view.name),
+        };
+        let store = self.store.as_ref();
+        let (start, end) = resolve_window(store, &target, request.window)?;
+        let mut run = RunRecord {
+            id: self.next_run_id(),
+            project: snapshot.defs.project.clone(),
+            view: view.name.clone(),
+            generation: target.id.generation(),
+            trigger: request.trigger,
+            incremental: matches!(request.window, Window::Incremental { .. }),
+            started_at: now_nanos(),
+            finished_at: None,
+            window_start: start,
+            window_end: end,
+            outcome: RunOutcome::Running,
+            rows_scanned: 0,
+            rows_written: 0,
+            error: None,
+            attempt: request.attempt,
+        };
+        store.record_run(&run)?;
+        let options = MaterializeOptions {
+            threads: self.options.materialize_threads,
+            cancel,
+        };
+        let result = materialize_view(
+            store,
+            &self.sources,
+            &target,
+            request.window,
+            options,
+            progress,
+        );
+        run.finished_at = Some(now_nanos());
+        match &result {
+            Ok(report) => {
+                run.outcome = RunOutcome::Succeeded;
+                run.rows_scanned = report.rows_scanned;
+                run.rows_written = report.rows_written;
+            }
+            Err(OnlineError::Cancelled) => run.outcome = RunOutcome::Cancelled,
+            Err(e) => {
+                run.outcome = RunOutcome::Failed;
+                run.error = Some(e.to_string());
+            }
+        }
+        let recorded = store.record_run(&run);
+        let report = result?;
+        recorded?;
+        Ok(report)
+    }
+
+    /// Recorded runs, newest first: of one view, or of every view.
+    pub fn runs(&self, view: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        if let Some(view) = view {
+            self.snapshot().defs.view(view)?;
+        }
+        Ok(self.store.runs(&self.config.project, view, limit)?)
+    }
+}
+
+/// The views a request names (every online view when none), each known and online.
+fn select_views<'a>(snapshot: &'a Snapshot, names: &[String]) -> Result<Vec<&'a FeatureView>> {
+    if names.is_empty() {
+        return Ok(snapshot.online_views().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            let view = snapshot.defs.view(name)?;
+            if view.online {
+                Ok(view)
+            } else {
+                Err(OpsError::FailedPrecondition(format!(
+                    "feature view '{name}' is not online (online: false)"
+                )))
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,199 @@
+//! Values as clients send them, checked against declared types.
+
+use quiver_core::{KeyValue, ScalarType, TimestampUnit, ValueType, parse_time_nanos};
+use quiver_online::FeatureValue;
+
+use crate::error::{OpsError, Result};
+
+/// A value as a client sent it, before it is checked against a declared type. Protocols turn
+/// their own values (protobuf, JSON) into these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputValue {
+    /// No value.
+    Null,
+    /// A bool.
+    Bool(bool),
+    /// An integer (int32, int64, a JSON integer).
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A string.
+    String(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+    /// An instant, in ns since the epoch.
+    Timestamp(i64),
+    /// A list.
+    List(Vec<InputValue>),
+}
+
+impl InputValue {
+    /// What kind of value this is, for messages ("a string").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "a bool",
+            Self::Int(_) => "an integer",
+            Self::Float(_) => "a float",
+            Self::String(_) => "a string",
+            Self::Bytes(_) => "bytes",
+            Self::Timestamp(_) => "a timestamp",
+            Self::List(_) => "a list",
+        }
+    }
+
+    /// This value as a join-key value of join key `name`, entity row `row`.
+    pub fn key(&self, name: &str, row: usize) -> Result<KeyValue> {
+        match self {
+            Self::Int(v) => Ok(KeyValue::Int(*v)),
+            Self::String(s) => Ok(KeyValue::String(s.clone())),
+            Self::Bytes(b) => Ok(KeyValue::Bytes(b.clone())),
+            other => Err(OpsError::invalid(format!(
+                "join key '{name}', row {row}: expected an integer, string or bytes, got {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// This value as an instant (ns): a timestamp, an RFC 3339 string, or an integer in
+    /// `unit` (integers are refused without a unit: seconds and microseconds look alike).
+    pub fn instant(&self, unit: Option<TimestampUnit>, what: &dyn Fn() -> String) -> Result<i64> {
+        match (self, unit) {
+            (Self::Timestamp(ns), _) => Ok(*ns),
+            (Self::String(s), _) => {
+                parse_time_nanos(s).map_err(|e| OpsError::invalid(format!("{}: {e}", what())))
+            }
+            (Self::Int(v), Some(unit)) => unit.to_nanos(*v).ok_or_else(|| {
+                OpsError::invalid(format!(
+                    "{}: {v} {unit} is outside the range Quiver stores (1677 to 2262)",
+                    what()
+                ))
+            }),
+            (Self::Int(v), None) => Err(OpsError::invalid(format!(
+                "{}: the integer {v} has no unit; send a timestamp or RFC 3339 text, or say the unit of integer times (timestamp_unit: s, ms, us or ns)",
+                what()
+            ))),
+            (other, _) => Err(OpsError::invalid(format!(
+                "{}: expected a timestamp, got {}",
+                what(),
+                other.kind()
+            ))),
+        }
+    }
+
+    /// This value as a feature of type `t`, refusing values the type cannot hold exactly
+    /// enough (an integer out of range, a float beyond float32's range); `what` names it.
+    pub fn feature(
+        &self,
+        t: ValueType,
+        unit: Option<TimestampUnit>,
+        what: &dyn Fn() -> String,
+    ) -> Result<FeatureValue<'_>> {
+        match (t, self) {
+            (_, Self::Null) => Ok(FeatureValue::Null),
+            (ValueType::Scalar(s), v) => scalar(s, v, unit, what),
+            (ValueType::List(s), Self::List(items)) => items
+                .iter()
+                .map(|i| scalar(s, i, unit, what))
+                .collect::<Result<_>>()
+                .map(FeatureValue::List),
+            (ValueType::List(_), other) => Err(OpsError::invalid(format!(
+                "{}: expected {t}, got {}",
+                what(),
+                other.kind()
+            ))),
+        }
+    }
+}
+
+fn scalar<'a>(
+    t: ScalarType,
+    v: &'a InputValue,
+    unit: Option<TimestampUnit>,
+    what: &dyn Fn() -> String,
+) -> Result<FeatureValue<'a>> {
+    let bad = || OpsError::invalid(format!("{}: expected {t}, got {}", what(), v.kind()));
+    let out_of_range =
+        |shown: String| OpsError::invalid(format!("{}: {shown} does not fit in {t}", what()));
+    Ok(match (t, v) {
+        (ScalarType::Bool, InputValue::Bool(b)) => FeatureValue::Bool(*b),
+        (ScalarType::Int32, InputValue::Int(i)) => {
+            FeatureValue::Int32(i32::try_from(*i).map_err(|_| out_of_range(i.to_string()))?)
+        }
+        (ScalarType::Int64, InputValue::Int(i)) => FeatureValue::Int64(*i),
+        (ScalarType::Float32, InputValue::Float(f)) => {
+            let narrow = *f as f32;
+            if f.is_finite() && !narrow.is_finite() {
+                return Err(out_of_range(f.to_string()));
+            }
+            FeatureValue::Float32(narrow)
+        }
+        (ScalarType::Float32, InputValue::Int(i)) => FeatureValue::Float32(*i as f32),
+        (ScalarType::Float64, InputValue::Float(f)) => FeatureValue::Float64(*f),
+        (ScalarType::Float64, InputValue::Int(i)) => FeatureValue::Float64(*i as f64),
+        (ScalarType::String, InputValue::String(s)) => FeatureValue::String(s),
+        (ScalarType::Bytes, InputValue::Bytes(b)) => FeatureValue::Bytes(b),
+        // A timestamp feature is stored in µs.
+        (
+            ScalarType::Timestamp,
+            InputValue::Timestamp(_) | InputValue::String(_) | InputValue::Int(_),
+        ) => FeatureValue::Timestamp(v.instant(unit, what)?.div_euclid(1_000)),
+        _ => return Err(bad()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn what() -> String {
+        "feature 'v:f', row 0".into()
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_refused() {
+        let f32_type: ValueType = "float32".parse().unwrap();
+        let err = InputValue::Float(1e308)
+            .feature(f32_type, None, &what)
+            .unwrap_err();
+        assert!(err.to_string().contains("does not fit in float32"), "{err}");
+        assert_eq!(
+            InputValue::Float(0.5)
+                .feature(f32_type, None, &what)
+                .unwrap(),
+            FeatureValue::Float32(0.5)
+        );
+        let i32_type: ValueType = "int32".parse().unwrap();
+        assert!(
+            InputValue::Int(1 << 40)
+                .feature(i32_type, None, &what)
+                .is_err()
+        );
+        let list: ValueType = "list<float32>".parse().unwrap();
+        assert!(
+            InputValue::List(vec![InputValue::Float(1e300)])
+                .feature(list, None, &what)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn integer_times_need_a_unit() {
+        let err = InputValue::Int(1_704_067_200)
+            .instant(None, &what)
+            .unwrap_err();
+        assert!(err.to_string().contains("timestamp_unit"), "{err}");
+        assert_eq!(
+            InputValue::Int(1_704_067_200)
+                .instant(Some(TimestampUnit::Seconds), &what)
+                .unwrap(),
+            1_704_067_200_000_000_000
+        );
+        assert_eq!(
+            InputValue::String("2024-01-01T00:00:00Z".into())
+                .instant(None, &what)
+                .unwrap(),
+            1_704_067_200_000_000_000
+        );
+    }
+}
