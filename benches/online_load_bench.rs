@@ -862,8 +862,29 @@ async fn materialize_big(grpc: &str) -> Result<f64> {
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Waits (up to two minutes) until the store has no flush or compaction running or pending,
+/// so the next phase is measured on a quiet machine.
+async fn settle(grpc: &str) -> Result<()> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let mut client = pb::online_store_service_client::OnlineStoreServiceClient::new(channel);
+    let started = Instant::now();
+    loop {
+        let stats = client.get_stats(pb::GetStatsRequest {}).await?.into_inner();
+        if stats.running_compactions == 0 && stats.pending_compaction_bytes == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            eprintln!("the store did not settle in 2 minutes: {stats:?}");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// "Reads during materialization": for each run, reads alone, the materialization alone,
-/// then both at once; prints the median of each.
+/// then both at once, each on a settled store; prints the median of each.
 async fn reads_during_materialization(args: &Args, grpc: &str) -> Result<()> {
     let target = Target::grpc(grpc, args.grpc_connections).await?;
     let payload = Arc::new(Payload::new(Case::Single));
@@ -872,8 +893,11 @@ async fn reads_during_materialization(args: &Args, grpc: &str) -> Result<()> {
     let (mut idle, mut during) = (Vec::new(), Vec::new());
     let (mut alone, mut loaded) = (Vec::new(), Vec::new());
     for _ in 0..args.runs.max(1) {
+        settle(grpc).await?;
         idle.push(open_loop(&target, &payload, args.keys, args.during_rate, duration).await);
+        settle(grpc).await?;
         alone.push(materialize_big(grpc).await?);
+        settle(grpc).await?;
         let grpc = grpc.to_owned();
         let run = tokio::spawn(async move { materialize_big(&grpc).await });
         // Reads until the materialization ends, at least one measurement long.

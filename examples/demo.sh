@@ -2,7 +2,8 @@
 # The end-to-end demo on the embedded defaults: create an example feature repository, plan,
 # apply, look at what was registered, materialize it into the online store and read it back,
 # build a training set in-process, then start `quiver serve` and ask it for online features
-# (gRPC) and for a training set (Arrow Flight, from the pyarrow example client).
+# (gRPC), materialize through it while it serves, and ask it for a training set (Arrow
+# Flight, from the pyarrow example client).
 set -euo pipefail
 dir=${1:?usage: demo.sh DIR}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,6 +50,9 @@ cat "$log"
 grpc=$(sed -n 's/^Online gRPC: //p' "$log")
 flight=$(sed -n 's/^Arrow Flight: //p' "$log")
 step get-online --server "$grpc" --features driver_hourly_stats:conv_rate,driver_hourly_stats:avg_daily_trips --entity driver_id=1001,1002,9999
+# The server owns the online store now: these go through it while it serves.
+step materialize-incremental now
+step materialize status
 printf '\n\033[1m$ python examples/python/training_set.py --server %s\033[0m\n' "$flight"
 "$python" "$here/python/training_set.py" --server "$flight"
 kill -TERM "$server"

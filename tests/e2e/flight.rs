@@ -306,3 +306,38 @@ fn feast_sdk_remote_offline_store_matches_feast_itself() {
     );
     assert_eq!(report["differences"], serde_json::json!([]), "{report}");
 }
+
+#[test]
+fn an_entity_table_with_a_column_twice_is_refused() {
+    let dir = example_repo();
+    quiver_ok(dir.path(), &["apply"]);
+    let server = Server::start(dir.path());
+    let base = entities();
+    let mut fields: Vec<Field> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns = base.columns().to_vec();
+    fields.push(Field::new("driver_id", DataType::Int64, false));
+    columns.push(Arc::new(Int64Array::from(vec![7; base.num_rows()])));
+    let twice = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let err = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            let mut client = client(&server);
+            exchange(
+                &mut client,
+                r#"{"features": ["driver_hourly_stats:conv_rate"]}"#,
+                twice,
+            )
+            .await
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("two columns named 'driver_id'"),
+        "{err:?}"
+    );
+}

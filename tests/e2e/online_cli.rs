@@ -1,15 +1,12 @@
 //! Materialization and the online store through the real binary, including a SIGKILL mid-run.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use quiver_e2e::{example_repo, quiver, quiver_bin, quiver_ok};
+use quiver_e2e::{
+    example_repo, quiver, quiver_bin, quiver_ok, sample_driver_stats, write_big_driver_stats,
+};
 
 #[test]
 fn materialize_then_read_backup_and_restore() {
@@ -177,92 +174,8 @@ fn driver_1001(repo: &Path) -> serde_json::Value {
 const DRIVERS: i64 = 50_000;
 const HOURS: i64 = 96;
 
-/// Replaces the example's driver data with DRIVERS x HOURS rows whose features are functions
-/// of (driver, event time), so a torn or mixed row is detectable.
-fn write_big_driver_stats(repo: &Path, end_us: i64) {
-    let tz = Some("UTC".into());
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("driver_id", DataType::Int64, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            false,
-        ),
-        Field::new(
-            "created",
-            DataType::Timestamp(TimeUnit::Microsecond, tz),
-            false,
-        ),
-        Field::new("conv_rate", DataType::Float32, true),
-        Field::new("acc_rate", DataType::Float32, true),
-        Field::new("trips", DataType::Int64, false),
-    ]));
-    let path = repo.join("data/driver_hourly_stats.parquet");
-    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema.clone(), None).unwrap();
-    for h in 0..HOURS {
-        let event = end_us - (HOURS - 1 - h) * 3_600_000_000;
-        let ids: Vec<i64> = (0..DRIVERS).collect();
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(ids.clone())),
-                Arc::new(
-                    TimestampMicrosecondArray::from(vec![event; ids.len()]).with_timezone("UTC"),
-                ),
-                Arc::new(
-                    TimestampMicrosecondArray::from(vec![event; ids.len()]).with_timezone("UTC"),
-                ),
-                Arc::new(Float32Array::from(
-                    ids.iter()
-                        .map(|d| (d % 100) as f32 + h as f32)
-                        .collect::<Vec<_>>(),
-                )),
-                Arc::new(Float32Array::from(vec![h as f32; ids.len()])),
-                Arc::new(Int64Array::from(
-                    ids.iter().map(|d| d * 1000 + h).collect::<Vec<_>>(),
-                )),
-            ],
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-    }
-    w.close().unwrap();
-}
-
 fn sample(repo: &Path) -> Vec<serde_json::Value> {
-    (0..DRIVERS)
-        .step_by(2_499)
-        .map(|d| {
-            let key = format!("driver_id={d}");
-            let got = quiver_ok(
-                repo,
-                &[
-                    "--json",
-                    "online",
-                    "get",
-                    "--view",
-                    "driver_hourly_stats",
-                    "--key",
-                    &key,
-                ],
-            )
-            .json();
-            let f = &got["features"];
-            // Every stored row is whole: its three features come from the same source row.
-            let h = f[1]["value"].as_f64().unwrap() as i64;
-            assert_eq!(
-                f[0]["value"].as_f64().unwrap() as i64,
-                d % 100 + h,
-                "torn row for {d}: {got}"
-            );
-            assert_eq!(
-                f[2]["value"].as_i64().unwrap(),
-                d * 1000 + h,
-                "torn row for {d}: {got}"
-            );
-            got
-        })
-        .collect()
+    sample_driver_stats(repo, DRIVERS, 2_499)
 }
 
 #[test]
@@ -272,7 +185,7 @@ fn a_killed_materialization_resumes_to_the_same_store() {
     let killed = example_repo();
     let clean = example_repo();
     for dir in [&killed, &clean] {
-        write_big_driver_stats(dir.path(), end_us);
+        write_big_driver_stats(dir.path(), DRIVERS, HOURS, end_us);
         quiver_ok(dir.path(), &["apply"]);
     }
     let args = [

@@ -106,26 +106,10 @@ fn feasts_usual_push_to_a_shared_source_reaches_every_view() {
 fn a_push_with_a_bad_row_writes_nothing_anywhere() {
     let (dir, server) = served_with_ratings();
     let cases = [
-        // 1e308 does not fit in a float32.
         (
             json!({"last_rating": [4.5, 1e308]}),
             "does not fit in float32",
         ),
-        // A far-future time would make the value permanent.
-        (
-            json!({"event_timestamp": [minutes_ago(5), "9999-12-31T00:00:00Z"]}),
-            "outside the range",
-        ),
-        (
-            json!({"event_timestamp": [minutes_ago(5), minutes_ago(-180)]}),
-            "in the future",
-        ),
-        // An integer time without its unit.
-        (
-            json!({"event_timestamp": [minutes_ago(5), 1_700_000_000]}),
-            "timestamp_unit",
-        ),
-        // A wrong type in the second view's feature.
         (json!({"trips_together": [1, "many"]}), "expected int64"),
     ];
     for (change, needle) in cases {
@@ -158,29 +142,84 @@ fn a_push_with_a_bad_row_writes_nothing_anywhere() {
             );
         }
     }
-    // A column given twice in the JSON is refused, not silently the last one.
-    let text = r#"{"push_source_name": "driver_customer_trips", "df": {"driver_id": [1], "customer_id": ["C1"], "event_timestamp": ["2024-01-01T00:00:00Z"], "trips_together": [1], "trips_together": [2]}}"#;
-    let (code, body) = http(&server.http, "POST", "/push", Some(text));
-    assert_eq!(code, 400, "{body}");
-    assert!(
-        body.contains("column 'trips_together' is given twice"),
-        "{body}"
-    );
+}
 
-    // With its unit, an integer time is fine.
-    let secs = now_micros() / 1_000_000 - 300;
-    let body = json!({
-        "push_source_name": "driver_customer_trips",
-        "df": {"driver_id": [8103], "customer_id": ["C8103"], "event_timestamp": [secs], "trips_together": [9]},
-        "timestamp_unit": "s",
+/// Pushes one row of `driver_customer_trips` with `df` fields changed; returns the answer.
+fn push_trip(server: &Server, change: &Value, extra: &Value) -> (u16, String) {
+    let mut df = json!({
+        "driver_id": [8201],
+        "customer_id": ["C8201"],
+        "event_timestamp": [minutes_ago(5)],
+        "trips_together": [3],
+        "last_rating": [4.5],
     });
-    let (code, text) = push(&server, &body);
+    for (k, v) in change.as_object().unwrap() {
+        df[k] = v.clone();
+    }
+    let mut body = json!({"push_source_name": "driver_customer_trips", "df": df});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    push(server, &body)
+}
+
+fn assert_refused(server: &Server, (code, text): (u16, String), needle: &str) {
+    assert_eq!(code, 400, "{needle}: {text}");
+    assert!(text.contains(needle), "{needle}: {text}");
+    assert_eq!(
+        read(
+            server,
+            "driver_customer_trips:trips_together",
+            8201,
+            "C8201"
+        )
+        .1,
+        "NOT_FOUND",
+        "{needle}: nothing written"
+    );
+}
+
+#[test]
+fn a_push_dated_far_in_the_future_is_refused() {
+    let (_dir, server) = served_with_ratings();
+    let far = push_trip(
+        &server,
+        &json!({"event_timestamp": ["9999-12-31T00:00:00Z"]}),
+        &json!({}),
+    );
+    assert_refused(&server, far, "outside the range");
+    let ahead = push_trip(
+        &server,
+        &json!({"event_timestamp": [minutes_ago(-180)]}),
+        &json!({}),
+    );
+    assert_refused(&server, ahead, "in the future");
+}
+
+#[test]
+fn a_value_that_does_not_fit_its_type_is_refused() {
+    let (_dir, server) = served_with_ratings();
+    let answer = push_trip(&server, &json!({"last_rating": [1e308]}), &json!({}));
+    assert_refused(&server, answer, "does not fit in float32");
+}
+
+#[test]
+fn integer_times_need_their_unit() {
+    let (_dir, server) = served_with_ratings();
+    let secs = now_micros() / 1_000_000 - 300;
+    let without = push_trip(&server, &json!({"event_timestamp": [secs]}), &json!({}));
+    assert_refused(&server, without, "timestamp_unit");
+    let (code, text) = push_trip(
+        &server,
+        &json!({"event_timestamp": [secs]}),
+        &json!({"timestamp_unit": "s"}),
+    );
     assert_eq!(code, 200, "{text}");
     let (code, text) = http(
         &server.http,
         "POST",
         "/get-online-features",
-        Some(&json!({"features": ["driver_customer_trips:trips_together"], "entities": {"driver_id": [8103], "customer_id": ["C8103"]}}).to_string()),
+        Some(&json!({"features": ["driver_customer_trips:trips_together"], "entities": {"driver_id": [8201], "customer_id": ["C8201"]}}).to_string()),
     );
     assert_eq!(code, 200);
     let v: Value = serde_json::from_str(&text).unwrap();
@@ -192,18 +231,22 @@ fn a_push_with_a_bad_row_writes_nothing_anywhere() {
 }
 
 #[test]
+fn a_column_given_twice_is_refused() {
+    let (_dir, server) = served_with_ratings();
+    let text = r#"{"push_source_name": "driver_customer_trips", "df": {"driver_id": [8201], "customer_id": ["C8201"], "event_timestamp": ["2024-01-01T00:00:00Z"], "trips_together": [1], "trips_together": [2]}}"#;
+    let answer = http(&server.http, "POST", "/push", Some(text));
+    assert_refused(&server, answer, "column 'trips_together' is given twice");
+}
+
+const PUSHES: i64 = 100;
+
+#[test]
 fn many_small_offline_pushes_are_compacted() {
     let dir = example_repo();
     let repo = dir.path();
-    let config = std::fs::read_to_string(repo.join("quiver.yaml")).unwrap();
-    std::fs::write(
-        repo.join("quiver.yaml"),
-        format!("{config}push: {{compact_after_files: 16}}\n"),
-    )
-    .unwrap();
     quiver_ok(repo, &["apply"]);
     let server = Server::start(repo);
-    for i in 0..80 {
+    for i in 0..PUSHES {
         let body = json!({
             "push_source_name": "driver_customer_trips",
             "df": {"driver_id": [9000 + i], "customer_id": ["C9"], "event_timestamp": [minutes_ago(10)], "trips_together": [i]},
@@ -212,11 +255,12 @@ fn many_small_offline_pushes_are_compacted() {
         let (code, text) = push(&server, &body);
         assert_eq!(code, 200, "{text}");
     }
-    wait_for("compaction", 30, || pushed_files(repo).len() <= 17);
+    // The default is to merge once 64 small pushed files are there.
+    wait_for("compaction", 30, || pushed_files(repo).len() < 64);
     // Every pushed row is still there exactly once: a training set over them finds them all.
     let entities = repo.join("e.parquet");
-    let rows: Vec<(i64, &str)> = (0..80).map(|i| (9000 + i, "C9")).collect();
-    write_entities(&entities, &rows);
+    let rows: Vec<(i64, &str)> = (0..PUSHES).map(|i| (9000 + i, "C9")).collect();
+    quiver_e2e::write_trip_entities(&entities, &rows);
     let out = repo.join("out.parquet");
     quiver_ok(
         repo,
@@ -241,34 +285,6 @@ fn many_small_offline_pushes_are_compacted() {
         (0..80).map(|i| got.value(i)).collect::<Vec<_>>(),
         (0..80).collect::<Vec<i64>>()
     );
-}
-
-fn write_entities(path: &Path, rows: &[(i64, &str)]) {
-    use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    use std::sync::Arc;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("driver_id", DataType::Int64, false),
-        Field::new("customer_id", DataType::Utf8, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![now_micros(); rows.len()])
-                    .with_timezone("UTC"),
-            ),
-        ],
-    )
-    .unwrap();
-    quiver_e2e::write_parquet(path, &batch);
 }
 
 #[test]

@@ -469,7 +469,7 @@ fn push_online_and_offline_keeps_training_and_serving_consistent() {
     // The source stays valid and a training set now sees the pushed row.
     quiver_ok(repo, &["plan"]);
     let entities = repo.join("e.parquet");
-    write_entities(&entities);
+    quiver_e2e::write_trip_entities(&entities, &[(7001, "C7001")]);
     let out = repo.join("out.parquet");
     let run = quiver_ok(
         repo,
@@ -491,35 +491,6 @@ fn push_online_and_offline_keeps_training_and_serving_consistent() {
         arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(trips).value(0),
         5
     );
-}
-
-fn write_entities(path: &Path) {
-    use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    use std::sync::Arc;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("driver_id", DataType::Int64, false),
-        Field::new("customer_id", DataType::Utf8, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(vec![7001])),
-            Arc::new(StringArray::from(vec!["C7001"])),
-            Arc::new(TimestampMicrosecondArray::from(vec![now]).with_timezone("UTC")),
-        ],
-    )
-    .unwrap();
-    quiver_e2e::write_parquet(path, &batch);
 }
 
 #[test]
@@ -803,4 +774,46 @@ fn a_push_to_a_source_read_by_two_views_reaches_its_folder_once() {
         2,
         "one file per push, not one per view: {pushed:?}"
     );
+}
+
+#[test]
+fn undecodable_messages_and_unknown_base_versions_get_the_right_codes() {
+    let (_dir, server) = served(&[]);
+    runtime().block_on(async {
+        let raw = |path: &'static str, bytes: Vec<u8>| {
+            let channel = channel(&server);
+            async move {
+                let mut grpc = tonic::client::Grpc::new(channel);
+                grpc.ready().await.unwrap();
+                grpc.unary(
+                    tonic::Request::new(bytes),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                    quiver_e2e::RawCodec,
+                )
+                .await
+                .unwrap_err()
+            }
+        };
+        let garbage = raw("/quiver.v1.OnlineService/GetOnlineFeatures", vec![0xff; 4]).await;
+        assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+        // feature_refs { refs: "\xc3\x28" }: not UTF-8.
+        let not_utf8 = raw(
+            "/quiver.v1.OnlineService/GetOnlineFeatures",
+            vec![0x0a, 0x04, 0x0a, 0x02, 0xc3, 0x28],
+        )
+        .await;
+        assert_eq!(not_utf8.code(), Code::InvalidArgument, "{not_utf8:?}");
+
+        let mut registry =
+            pb::registry_service_client::RegistryServiceClient::new(channel(&server));
+        let unknown = registry
+            .apply(pb::ApplyRequest {
+                files: HashMap::from([("features.yaml".to_owned(), "entities: []\n".to_owned())]),
+                based_on: Some(99),
+                author: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::FailedPrecondition, "{unknown:?}");
+    });
 }

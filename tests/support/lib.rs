@@ -61,6 +61,31 @@ pub fn quiver(repo: &Path, args: &[&str]) -> Run {
         .into()
 }
 
+/// Runs `quiver --repo REPO ARGS...`, killing it (and failing the test) if it has not ended
+/// after `seconds`.
+#[track_caller]
+pub fn quiver_within(repo: &Path, args: &[&str], seconds: u64) -> Run {
+    let mut child = Command::new(quiver_bin())
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env_remove("QUIVER_REPO")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run quiver");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait for quiver").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(seconds) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quiver {args:?} did not end within {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("quiver's output").into()
+}
+
 /// Runs `quiver ARGS...` and asserts it succeeded.
 #[track_caller]
 pub fn quiver_ok(repo: &Path, args: &[&str]) -> Run {
@@ -345,4 +370,175 @@ pub fn write_trips(path: &Path, rows: &[(i64, &str, i64, i64)]) {
     )
     .expect("batch");
     write_parquet(path, &batch);
+}
+
+/// Replaces the example's driver data with `drivers` x `hours` hourly rows ending at `end_us`
+/// whose features are functions of (driver, hour), so a torn or mixed row is detectable (see
+/// [`sample_driver_stats`]).
+pub fn write_big_driver_stats(repo: &Path, drivers: i64, hours: i64, end_us: i64) {
+    use arrow::array::{Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let tz = Some("UTC".into());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            false,
+        ),
+        Field::new(
+            "created",
+            DataType::Timestamp(TimeUnit::Microsecond, tz),
+            false,
+        ),
+        Field::new("conv_rate", DataType::Float32, true),
+        Field::new("acc_rate", DataType::Float32, true),
+        Field::new("trips", DataType::Int64, false),
+    ]));
+    let file = std::fs::File::create(repo.join("data/driver_hourly_stats.parquet"))
+        .expect("create the driver data");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).expect("writer");
+    for h in 0..hours {
+        let event = end_us - (hours - 1 - h) * 3_600_000_000;
+        let ids: Vec<i64> = (0..drivers).collect();
+        let times = || {
+            Arc::new(TimestampMicrosecondArray::from(vec![event; ids.len()]).with_timezone("UTC"))
+        };
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                times(),
+                times(),
+                Arc::new(Float32Array::from(
+                    ids.iter()
+                        .map(|d| (d % 100) as f32 + h as f32)
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(Float32Array::from(vec![h as f32; ids.len()])),
+                Arc::new(Int64Array::from(
+                    ids.iter().map(|d| d * 1000 + h).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .expect("batch");
+        w.write(&batch).expect("write");
+    }
+    w.close().expect("close the driver data");
+}
+
+/// `quiver online get` of every `step`-th of `drivers` drivers' hourly stats (data from
+/// [`write_big_driver_stats`]), each checked whole: its three features come from one row.
+pub fn sample_driver_stats(repo: &Path, drivers: i64, step: usize) -> Vec<serde_json::Value> {
+    (0..drivers)
+        .step_by(step)
+        .map(|d| {
+            let key = format!("driver_id={d}");
+            let got = quiver_ok(
+                repo,
+                &[
+                    "--json",
+                    "online",
+                    "get",
+                    "--view",
+                    "driver_hourly_stats",
+                    "--key",
+                    &key,
+                ],
+            )
+            .json();
+            let f = &got["features"];
+            let h = f[1]["value"].as_f64().expect("acc_rate") as i64;
+            assert_eq!(
+                f[0]["value"].as_f64().expect("conv_rate") as i64,
+                d % 100 + h,
+                "torn row for {d}: {got}"
+            );
+            assert_eq!(
+                f[2]["value"].as_i64().expect("trips"),
+                d * 1000 + h,
+                "torn row for {d}: {got}"
+            );
+            got
+        })
+        .collect()
+}
+
+/// Writes an entity table of (driver, customer) rows at the current time.
+pub fn write_trip_entities(path: &Path, rows: &[(i64, &str)]) {
+    use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![now_micros(); rows.len()])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .expect("batch");
+    write_parquet(path, &batch);
+}
+
+/// A gRPC codec that sends raw bytes and ignores the answer, to send messages no generated
+/// client would.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf;
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
 }

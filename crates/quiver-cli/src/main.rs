@@ -450,6 +450,7 @@ fn run(cli: &Cli) -> Result<()> {
                 limits: quiver_ops::Limits {
                     max_rows: *max_rows,
                 },
+                materialize_in_background: true,
                 ..Default::default()
             };
             offline::serve_repo(&repo.path, store_options, options)

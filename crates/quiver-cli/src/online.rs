@@ -492,6 +492,8 @@ pub fn online_stats(repo: &Path, server: Option<&str>, as_json: bool) -> Result<
                     estimated_rows: r.estimated_rows,
                     sst_bytes: r.sst_bytes,
                     memtable_bytes: r.memtable_bytes,
+                    pending_compaction_bytes: r.pending_compaction_bytes,
+                    running_compactions: r.running_compactions,
                 },
                 r.watermarks
                     .into_iter()

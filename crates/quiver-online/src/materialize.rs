@@ -70,6 +70,9 @@ pub struct MaterializeOptions<'a> {
     /// Set to stop the run between batches ([`OnlineError::Cancelled`]); the watermark does
     /// not move.
     pub cancel: Option<&'a AtomicBool>,
+    /// Run the workers at a lower CPU priority than the process's other threads, so a
+    /// server's requests come first and the run takes what they leave.
+    pub background: bool,
 }
 
 impl Default for MaterializeOptions<'_> {
@@ -77,7 +80,17 @@ impl Default for MaterializeOptions<'_> {
         Self {
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             cancel: None,
+            background: false,
         }
+    }
+}
+
+/// Lowers the CPU priority of the calling thread to the lowest (nice 19, as RocksDB does for
+/// its background pools; Linux only, elsewhere a no-op).
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
     }
 }
 
@@ -204,16 +217,16 @@ pub fn materialize_view(
     // tracked in memory: pass 2 then reads everything and keeps each batch's newest.
     let pass1 = Counters::default();
     let newest = Mutex::new(NewestVersions::default());
-    in_parallel(
-        plan.tasks.len(),
-        options.threads,
-        || (),
-        |t, ()| {
-            plan.scan_versions(&plan.tasks[t], &newest, &pass1)?;
-            progress(Progress::Rows(plan.tasks[t].rows));
-            Ok::<_, OnlineError>(())
-        },
-    )?;
+    let init = || {
+        if options.background {
+            lower_thread_priority();
+        }
+    };
+    in_parallel(plan.tasks.len(), options.threads, init, |t, ()| {
+        plan.scan_versions(&plan.tasks[t], &newest, &pass1)?;
+        progress(Progress::Rows(plan.tasks[t].rows));
+        Ok::<_, OnlineError>(())
+    })?;
     let winners = newest
         .into_inner()
         .ok()
@@ -223,17 +236,12 @@ pub fn materialize_view(
         Some(_) => pass1,
         None => Counters::default(),
     };
-    in_parallel(
-        plan.tasks.len(),
-        options.threads,
-        || (),
-        |t, ()| {
-            let task_winners = winners.as_ref().map(|w| w[t].as_slice());
-            plan.run(store, &plan.tasks[t], task_winners, &counters)?;
-            progress(Progress::Rows(plan.tasks[t].rows));
-            Ok::<_, OnlineError>(())
-        },
-    )?;
+    in_parallel(plan.tasks.len(), options.threads, init, |t, ()| {
+        let task_winners = winners.as_ref().map(|w| w[t].as_slice());
+        plan.run(store, &plan.tasks[t], task_winners, &counters)?;
+        progress(Progress::Rows(plan.tasks[t].rows));
+        Ok::<_, OnlineError>(())
+    })?;
     plan.check_cancel()?;
     match window {
         Window::Incremental { .. } => {

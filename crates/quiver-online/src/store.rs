@@ -58,6 +58,10 @@ pub struct StoreStats {
     pub sst_bytes: u64,
     /// Bytes in memory not yet on disk (memtables).
     pub memtable_bytes: u64,
+    /// The store's estimate of the bytes compaction still has to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// Compactions and flushes running now.
+    pub running_compactions: u64,
 }
 
 /// The stored rows of one view: a project, a feature view and its online generation.
@@ -464,6 +468,12 @@ impl Instance {
         );
 
         let mut db_opts = Options::default();
+        // Flushes and compactions run below the threads that answer requests.
+        let mut env = rocksdb::Env::new().map_err(|e| OnlineError::rocksdb(path, e))?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_thread_pool_io_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
         // Hot keys are answered from a cache of rows, without touching blocks at all.
         db_opts.set_row_cache(&Cache::new_lru_cache(options.block_cache_bytes / 4));
         db_opts.create_if_missing(true);
@@ -833,6 +843,9 @@ impl Instance {
             estimated_rows: prop("rocksdb.estimate-num-keys")?,
             sst_bytes: prop("rocksdb.total-sst-files-size")?,
             memtable_bytes: prop("rocksdb.cur-size-all-mem-tables")?,
+            pending_compaction_bytes: prop("rocksdb.estimate-pending-compaction-bytes")?,
+            running_compactions: prop("rocksdb.num-running-compactions")?
+                + prop("rocksdb.num-running-flushes")?,
         })
     }
 

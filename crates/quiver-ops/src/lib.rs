@@ -87,6 +87,9 @@ pub struct StoreOptions {
     pub limits: Limits,
     /// Worker threads of each materialization.
     pub materialize_threads: usize,
+    /// Materialize below the priority of the process's other threads (a server: requests
+    /// come first).
+    pub materialize_in_background: bool,
 }
 
 impl Default for StoreOptions {
@@ -95,6 +98,7 @@ impl Default for StoreOptions {
             limits: Limits::default(),
             materialize_threads: std::thread::available_parallelism()
                 .map_or(2, std::num::NonZero::get),
+            materialize_in_background: false,
         }
     }
 }
@@ -262,6 +266,16 @@ impl FeatureStore {
             version: latest,
             deleted,
         }))
+    }
+
+    /// Applies the current version's effects again (after writes that may have landed in
+    /// generations it no longer serves), one activation at a time.
+    fn reactivate(&self) -> Result<Vec<ViewId>> {
+        let _one_at_a_time = self
+            .activation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.activate(&self.snapshot())
     }
 
     /// Makes the online store hold exactly the view generations `snapshot` serves.

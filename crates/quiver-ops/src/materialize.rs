@@ -73,9 +73,8 @@ impl FeatureStore {
         });
         // A version that became current during the run may have removed or re-keyed a view
         // this run was writing: clean up whatever it wrote there.
-        let now = self.snapshot();
-        if now.version != snapshot.version {
-            self.activate(&now)?;
+        if self.snapshot().version != snapshot.version {
+            self.reactivate()?;
         }
         result.map(|()| reports)
     }
@@ -127,6 +126,7 @@ impl FeatureStore {
         let options = MaterializeOptions {
             threads: self.options.materialize_threads,
             cancel,
+            background: self.options.materialize_in_background,
         };
         let result = materialize_view(
             store,

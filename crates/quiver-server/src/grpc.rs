@@ -551,6 +551,8 @@ impl pb::online_store_service_server::OnlineStoreService for OnlineStoreGrpc {
                 estimated_rows: stats.estimated_rows,
                 sst_bytes: stats.sst_bytes,
                 memtable_bytes: stats.memtable_bytes,
+                pending_compaction_bytes: stats.pending_compaction_bytes,
+                running_compactions: stats.running_compactions,
                 watermarks: watermarks
                     .into_iter()
                     .map(|(view, watermark_nanos)| pb::ViewWatermark {
