@@ -27,6 +27,15 @@ pub fn time_text(ns: i64) -> String {
     }
 }
 
+/// An instant as a person reads it in a table: to the second.
+fn short_time(ns: i64) -> String {
+    match ns {
+        i64::MIN | i64::MAX => time_text(ns),
+        _ => chrono::DateTime::from_timestamp_nanos(ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+}
+
 /// The window of `quiver materialize START END`.
 pub fn range_window(start: &str, end: &str) -> Result<Window> {
     let (start, end) = (parse_time_nanos(start)?, parse_time_nanos(end)?);
@@ -164,8 +173,8 @@ fn print_report(r: &ViewReport) {
     println!(
         "{}: {} -> {}: {} rows in window of {} scanned, {} written ({:.0} rows/s, {:.1} MB/s)",
         r.view,
-        time_text(r.start),
-        time_text(r.end),
+        short_time(r.start),
+        short_time(r.end),
         r.rows_in_window,
         r.rows_scanned,
         r.rows_written,
@@ -240,12 +249,12 @@ pub fn materialize_status(
         .map(|r| {
             vec![
                 r.view.clone(),
-                time_text(r.started_at),
+                short_time(r.started_at),
                 format!("{:?}", r.trigger).to_lowercase(),
                 format!(
                     "{} -> {}",
-                    time_text(r.window_start),
-                    time_text(r.window_end)
+                    short_time(r.window_start),
+                    short_time(r.window_end)
                 ),
                 r.rows_written.to_string(),
                 format!("{:.1}s", r.duration_ms(now) as f64 / 1000.0),

@@ -75,7 +75,7 @@ impl Sources {
 
     /// The Arrow schema of one file (unmapped column names).
     pub fn file_schema(&self, source: &Source, path: &Path) -> Result<Schema> {
-        let file = self.open_file(source, path)?;
+        let file = self.open_file(path)?;
         let footer = self.footer(source, path, &file)?;
         Ok(footer.schema().as_ref().clone())
     }
@@ -160,14 +160,14 @@ impl Sources {
         self.files(source)?
             .into_iter()
             .map(|path| {
-                let file = self.open_file(source, &path)?;
+                let file = self.open_file(&path)?;
                 let footer = self.footer(source, &path, &file)?;
                 Ok((path, file, footer))
             })
             .collect()
     }
 
-    fn open_file(&self, _source: &Source, path: &Path) -> Result<SharedFile> {
+    fn open_file(&self, path: &Path) -> Result<SharedFile> {
         File::open(path)
             .and_then(SharedFile::new)
             .map_err(SourceError::io(path))
