@@ -21,6 +21,12 @@
 //! store) while an open loop reads 1 entity × 50 features over gRPC at `--during-rate`; the
 //! same run measures the reads without a materialization and the materialization without
 //! reads.
+//!
+//! `--redis-cluster`: the same again with the online store on a Redis Cluster the benchmark
+//! starts on loopback (three masters, `--redis-replicas` replicas each): Quiver on RocksDB,
+//! Quiver on the cluster, and Feast with its Redis online store on the same cluster (instead
+//! of SQLite), each materializing the three views first (rows/s of each, wall time of the
+//! whole command or of Feast's `materialize` call).
 
 use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::collections::VecDeque;
@@ -94,6 +100,12 @@ struct Args {
     /// Open-loop rate of the reads during materialization (requests/s).
     #[arg(long, default_value_t = 2000)]
     during_rate: u64,
+    /// Also measure Quiver and Feast on a Redis Cluster started by the benchmark.
+    #[arg(long)]
+    redis_cluster: bool,
+    /// Replicas of each of the cluster's three masters.
+    #[arg(long, default_value_t = 0)]
+    redis_replicas: usize,
 }
 
 /// The view materialized while reads are measured: 20 features, ten rows per key.
@@ -716,7 +728,14 @@ fn start_quiver(repo: &Path) -> Result<(Guard, String, String)> {
     Ok((Guard(child), grpc, http))
 }
 
-fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
+/// Starts `feast serve` on Feast's SQLite online store, or its Redis online store on the
+/// cluster of `redis_nodes`; returns the guard, the HTTP host, and the rows Feast
+/// materialized with the seconds it took.
+fn start_feast(
+    data: &Path,
+    work: &Path,
+    redis_nodes: Option<&str>,
+) -> Result<(Guard, String, (u64, f64))> {
     use std::io::{BufRead, BufReader as StdBufReader};
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/venv.sh");
     let out = Command::new(&script).output()?;
@@ -737,6 +756,7 @@ fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
         .arg(data)
         .arg(work)
         .arg(port.to_string())
+        .args(redis_nodes)
         .env(
             "PATH",
             format!(
@@ -750,8 +770,15 @@ fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = StdBufReader::new(stdout).lines();
+    let mut materialized = (0, 0.0);
     for line in lines.by_ref() {
-        if line?.starts_with("ready") {
+        let line = line?;
+        if let Some(m) = line.strip_prefix("materialized ")
+            && let Some((rows, seconds)) = m.split_once(' ')
+        {
+            materialized = (rows.parse()?, seconds.parse()?);
+        }
+        if line.starts_with("ready") {
             break;
         }
     }
@@ -765,7 +792,7 @@ fn start_feast(data: &Path, work: &Path) -> Result<(Guard, String)> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok((guard, host))
+    Ok((guard, host, materialized))
 }
 
 /// Prints one table row: the median over the runs of each column (errors are summed).
@@ -951,6 +978,80 @@ async fn reads_during_materialization(args: &Args, grpc: &str) -> Result<()> {
     Ok(())
 }
 
+/// Registers the definitions of `repo` afresh and materializes the three views with the
+/// `quiver` command; returns the rows written and the command's wall time in seconds.
+fn apply_and_materialize(repo: &Path) -> Result<(u64, f64)> {
+    let _ = std::fs::remove_dir_all(repo.join("online_store"));
+    let _ = std::fs::remove_dir_all(repo.join("registry"));
+    let bin = quiver_bin()?;
+    run_ok(
+        Command::new(&bin).arg("--repo").arg(repo).arg("apply"),
+        "quiver apply",
+    )?;
+    let started = Instant::now();
+    let out = Command::new(&bin)
+        .arg("--repo")
+        .arg(repo)
+        .args([
+            "--json",
+            "materialize",
+            "2000-01-01",
+            "now",
+            "--views",
+            "stats_a,stats_b,stats_c",
+        ])
+        .output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "quiver materialize failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let rows = report["views"]
+        .as_array()
+        .context("materialization report")?
+        .iter()
+        .filter_map(|v| v["rows_written"].as_u64())
+        .sum();
+    Ok((rows, seconds))
+}
+
+fn new_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Serves `repo` and measures Quiver's gRPC and HTTP targets under the names `grpc_name` and
+/// `http_name`, then (on RocksDB) reads during materialization.
+fn measure_quiver(args: &Args, repo: &Path, names: [&str; 2], big: bool) -> Result<()> {
+    let (_guard, grpc, http) = start_quiver(repo)?;
+    // Dropped before the server: its connections close, so the server can drain and exit.
+    let runtime = new_runtime()?;
+    runtime.block_on(async {
+        let targets = [
+            (names[0], Target::grpc(&grpc, args.grpc_connections).await?),
+            (names[1], Target::http(&http)),
+        ];
+        for (name, target) in &targets {
+            measure(name, target, args, |case| {
+                if case == Case::Batch {
+                    args.batch_rates.clone()
+                } else {
+                    args.rates.clone()
+                }
+            })
+            .await?;
+        }
+        if big && "Quiver gRPC / reads during materialization".contains(&args.only) {
+            reads_during_materialization(args, &grpc).await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     // Data files are kept between runs, so each key count has its own repository.
@@ -974,66 +1075,52 @@ fn main() -> Result<()> {
     }
     std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
     std::fs::write(repo.join("definitions.yaml"), definitions(big))?;
-    let _ = std::fs::remove_dir_all(repo.join("online_store"));
-    let _ = std::fs::remove_dir_all(repo.join("registry"));
-    let bin = quiver_bin()?;
-    run_ok(
-        Command::new(&bin).arg("--repo").arg(&repo).arg("apply"),
-        "quiver apply",
-    )?;
-    run_ok(
-        Command::new(&bin).arg("--repo").arg(&repo).args([
-            "materialize",
-            "2000-01-01",
-            "now",
-            "--views",
-            "stats_a,stats_b,stats_c",
-        ]),
-        "quiver materialize",
-    )?;
+    let mut materialized = vec![("Quiver, RocksDB", apply_and_materialize(&repo)?)];
 
-    let new_runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    };
     println!(
         "| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | generator lag p99 ms | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    {
-        let (_guard, grpc, http) = start_quiver(&repo)?;
-        // Dropped before the server: its connections close, so the server can drain and exit.
-        let runtime = new_runtime()?;
-        runtime.block_on(async {
-            let targets = [
-                (
-                    "Quiver gRPC",
-                    Target::grpc(&grpc, args.grpc_connections).await?,
-                ),
-                ("Quiver HTTP", Target::http(&http)),
-            ];
-            for (name, target) in &targets {
-                measure(name, target, &args, |case| {
-                    if case == Case::Batch {
-                        args.batch_rates.clone()
-                    } else {
-                        args.rates.clone()
-                    }
-                })
-                .await?;
-            }
-            if big && "Quiver gRPC / reads during materialization".contains(&args.only) {
-                reads_during_materialization(&args, &grpc).await?;
-            }
-            anyhow::Ok(())
-        })?;
+    measure_quiver(&args, &repo, ["Quiver gRPC", "Quiver HTTP"], big)?;
+
+    let cluster = args
+        .redis_cluster
+        .then(|| quiver_testkit::redis::RedisCluster::start(3, args.redis_replicas));
+    let nodes = cluster.as_ref().map(|c| c.seeds().join(","));
+    if let Some(nodes) = &nodes {
+        // The same repository, its online store on the cluster.
+        std::fs::write(
+            repo.join("quiver.yaml"),
+            format!("project: bench\nonline_store:\n  type: redis\n  nodes: [{nodes}]\n"),
+        )?;
+        std::fs::write(repo.join("definitions.yaml"), definitions(false))?;
+        materialized.push(("Quiver, Redis Cluster", apply_and_materialize(&repo)?));
+        measure_quiver(
+            &args,
+            &repo,
+            ["Quiver gRPC, Redis Cluster", "Quiver HTTP, Redis Cluster"],
+            false,
+        )?;
     }
     if !args.no_feast {
-        let (_guard, host) = start_feast(&data, &args.dir.join("feast"))?;
-        new_runtime()?.block_on(measure("Feast HTTP", &Target::http(&host), &args, |_| {
+        let (_guard, host, rows) = start_feast(&data, &args.dir.join("feast"), nodes.as_deref())?;
+        let (name, store) = match nodes {
+            Some(_) => ("Feast HTTP, Redis Cluster", "Feast, Redis Cluster"),
+            None => ("Feast HTTP", "Feast, SQLite"),
+        };
+        materialized.push((store, rows));
+        new_runtime()?.block_on(measure(name, &Target::http(&host), &args, |_| {
             vec![args.feast_rate]
         }))?;
+    }
+    println!();
+    println!("| materialization of the three views | rows | seconds | rows/s |");
+    println!("|---|---:|---:|---:|");
+    for (name, (rows, seconds)) in materialized {
+        println!(
+            "| {name} | {rows} | {seconds:.2} | {:.0} |",
+            rows as f64 / seconds
+        );
     }
     Ok(())
 }

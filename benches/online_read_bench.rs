@@ -11,7 +11,7 @@ use quiver_core::{
     Definitions, Entity, Feature, FeatureRef, FeatureView, JoinKey, KeyType, KeyValue, Ttl,
 };
 use quiver_online::{
-    FeatureValue, OnlineStore, ReadPlan, RocksDbOptions, RocksDbStore, ViewId, ViewRows,
+    FeatureValue, OnlineStore, ReadPlan, RocksDbOptions, RocksDbStore, ViewId, ViewKeys, ViewRows,
     encode_row, read_online_features,
 };
 use rand::rngs::StdRng;
@@ -113,7 +113,8 @@ fn measure(
             .collect();
         let entities = vec![("driver_id".to_owned(), ids)];
         let t = Instant::now();
-        let result = read_online_features(store, plan, &entities, 0)?;
+        // The embedded store answers in place: the future is ready when first polled.
+        let result = futures::executor::block_on(read_online_features(store, plan, &entities, 0))?;
         for col in 0..plan.features().len() {
             for row in 0..batch {
                 if let FeatureValue::Float64(v) = result.cell(col, row)?.value {
@@ -155,10 +156,13 @@ fn measure_raw(name: &str, store: &RocksDbStore, keys: i64, reads: usize) -> Res
     let started = Instant::now();
     for key in &encoded {
         let t = Instant::now();
-        store.read(&view_id(), &[key.as_slice()], &mut |_, v| {
-            bytes += v.map_or(0, <[u8]>::len);
-            Ok(())
-        })?;
+        let id = view_id();
+        let reads = [ViewKeys {
+            view: &id,
+            keys: std::slice::from_ref(key),
+        }];
+        let rows = futures::executor::block_on(store.read(&reads))?;
+        bytes += rows[0][0].as_ref().map_or(0, Vec::len);
         latencies.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
     }
     let total = started.elapsed().as_secs_f64();
@@ -244,7 +248,11 @@ fn main() -> Result<()> {
             for driver in 0..args.keys {
                 let key =
                     quiver_core::encode_entity_key(&keys, [("driver_id", &KeyValue::Int(driver))])?;
-                store.read(&id, &[key.as_slice()], &mut |_, _| Ok(()))?;
+                let reads = [ViewKeys {
+                    view: &id,
+                    keys: std::slice::from_ref(&key),
+                }];
+                futures::executor::block_on(store.read(&reads))?;
             }
         }
         cases.push(measure_raw(
@@ -273,7 +281,7 @@ fn main() -> Result<()> {
         eprintln!(
             "{label}: {} rows, {:.0} MB of SST",
             stats.estimated_rows,
-            stats.sst_bytes as f64 / 1e6
+            stats.disk_bytes as f64 / 1e6
         );
     }
 

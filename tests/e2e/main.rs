@@ -7,5 +7,6 @@ mod flight;
 mod online_cli;
 mod operations;
 mod pushes;
+mod redis;
 mod registry_cli;
 mod serving;

@@ -1,10 +1,10 @@
 //! How a command reaches the online store: in this process, or through the `quiver serve`
 //! that holds it.
 //!
-//! One process owns a store at a time. A command that needs the store goes to the server
-//! named by `--server`, else to the server whose endpoint file is beside the store (if it
-//! answers), else opens the store itself, which fails clearly if some other process holds
-//! it.
+//! One process owns an embedded store at a time. A command that needs the store goes to the
+//! server named by `--server`, else to the server whose endpoint file is beside the store (if
+//! it answers), else opens the store itself, which fails clearly if some other process holds
+//! it. A shared store (Redis) is opened by each command itself, beside the servers using it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -76,14 +76,15 @@ impl Server {
     }
 }
 
-/// The server that holds the repository's store, if one answers at the address in its
-/// endpoint file.
+/// The server that holds the repository's embedded store, if one answers at the address in
+/// its endpoint file (a shared store has no holder).
 pub fn running_server(
     runtime: &tokio::runtime::Runtime,
     repo: &Path,
     config: &RepoConfig,
 ) -> Option<Server> {
-    let endpoint = Endpoint::read(&config.online_store_path(repo))?;
+    let ours = config.online_store_path(repo)?;
+    let endpoint = Endpoint::read(&ours)?;
     let server = Server::connect(runtime, &endpoint.grpc, Some(endpoint.pid)).ok()?;
     // A stale file can name an address another process now listens on: ask it.
     let mut client =
@@ -92,7 +93,6 @@ pub fn running_server(
         .block_on(client.get_stats(pb::GetStatsRequest {}))
         .ok()?
         .into_inner();
-    let ours = config.online_store_path(repo);
     let same = Path::new(&stats.location).canonicalize().ok() == ours.canonicalize().ok();
     same.then_some(server)
 }

@@ -233,6 +233,7 @@ pub fn materialize_status(
                     "rows_written": r.rows_written,
                     "duration_ms": r.duration_ms(now),
                     "attempt": r.attempt,
+                    "holder": r.holder,
                     "error": r.error,
                 })
             })
@@ -296,6 +297,7 @@ fn run_record(r: pb::Run) -> Result<RunRecord> {
         rows_written: r.rows_written,
         error: (!r.error.is_empty()).then_some(r.error),
         attempt: r.attempt,
+        holder: r.holder,
     })
 }
 
@@ -366,20 +368,22 @@ pub fn online_get(
     let spec = FeatureSpec::Refs(vec![format!("{view}:*")]);
     let runtime = Server::runtime()?;
     let got: Vec<GotFeature> = match Access::open(&runtime, repo, server)? {
-        Access::Local(store) => store.read_online(spec, false, &entities, |_, read| {
-            read.features()
-                .iter()
-                .enumerate()
-                .map(|(c, f)| {
-                    let Cell {
-                        value,
-                        status,
-                        event_ts,
-                    } = read.cell(c, 0)?;
-                    Ok((f.output_name.clone(), value_json(&value), status, event_ts))
-                })
-                .collect::<Result<_, quiver_ops::OpsError>>()
-        })?,
+        Access::Local(store) => {
+            runtime.block_on(store.read_online(spec, false, &entities, |_, read| {
+                read.features()
+                    .iter()
+                    .enumerate()
+                    .map(|(c, f)| {
+                        let Cell {
+                            value,
+                            status,
+                            event_ts,
+                        } = read.cell(c, 0)?;
+                        Ok((f.output_name.clone(), value_json(&value), status, event_ts))
+                    })
+                    .collect::<Result<_, quiver_ops::OpsError>>()
+            }))?
+        }
         Access::Remote(server) => runtime.block_on(remote_get(&server, view, entities))?,
     };
     if as_json {
@@ -499,8 +503,8 @@ pub fn online_stats(repo: &Path, server: Option<&str>, as_json: bool) -> Result<
             (
                 quiver_online::StoreStats {
                     estimated_rows: r.estimated_rows,
-                    sst_bytes: r.sst_bytes,
-                    memtable_bytes: r.memtable_bytes,
+                    disk_bytes: r.disk_bytes,
+                    memory_bytes: r.memory_bytes,
                     pending_compaction_bytes: r.pending_compaction_bytes,
                     running_compactions: r.running_compactions,
                 },
@@ -522,8 +526,8 @@ pub fn online_stats(repo: &Path, server: Option<&str>, as_json: bool) -> Result<
         }));
     }
     println!(
-        "estimated rows: {}\nSST bytes: {}\nmemtable bytes: {}",
-        stats.estimated_rows, stats.sst_bytes, stats.memtable_bytes
+        "estimated rows: {}\ndisk bytes: {}\nmemory bytes: {}",
+        stats.estimated_rows, stats.disk_bytes, stats.memory_bytes
     );
     let rows: Vec<Vec<String>> = watermarks
         .into_iter()
@@ -573,7 +577,12 @@ pub fn online_backup(repo: &Path, server: Option<&str>, dir: &Path) -> Result<()
 
 /// `quiver online restore DIR`: refused while any process holds the store.
 pub fn online_restore(repo: &Path, config: &RepoConfig, dir: &Path) -> Result<()> {
-    let path = config.online_store_path(repo);
+    let Some(path) = config.online_store_path(repo) else {
+        bail!(
+            "the online store of {} is a Redis deployment, restored with Redis's own tools (RDB or AOF files); `quiver online restore` restores embedded stores",
+            repo.display()
+        );
+    };
     let runtime = Server::runtime()?;
     if let Some(server) = running_server(&runtime, repo, config) {
         bail!(

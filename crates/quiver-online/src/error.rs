@@ -25,11 +25,19 @@ pub enum OnlineError {
         message: String,
     },
     /// The store cannot answer right now; retrying later may succeed.
-    #[error("online store {}: {message}", path.display())]
+    #[error("online store {store}: {message}")]
     Unavailable {
-        /// The store.
-        path: PathBuf,
+        /// The store (a folder, addresses).
+        store: String,
         /// Why.
+        message: String,
+    },
+    /// A remote store answered with an error that retrying will not fix.
+    #[error("online store {store}: {message}")]
+    Remote {
+        /// The store's addresses.
+        store: String,
+        /// The store's message.
         message: String,
     },
     /// RocksDB failed.
@@ -98,7 +106,9 @@ impl HasKind for OnlineError {
             Self::Locked { .. } | Self::Unavailable { .. } => ErrorKind::Unavailable,
             Self::StorageFull { .. } => ErrorKind::StorageFull,
             Self::Io { source, .. } => ErrorKind::of_io(source),
-            Self::RocksDb { .. } | Self::CorruptRow(_) | Self::Corrupt(_) => ErrorKind::Internal,
+            Self::RocksDb { .. } | Self::Remote { .. } | Self::CorruptRow(_) | Self::Corrupt(_) => {
+                ErrorKind::Internal
+            }
             Self::InvalidRequest(_) => ErrorKind::InvalidArgument,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Cancelled => ErrorKind::Cancelled,

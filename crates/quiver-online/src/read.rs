@@ -6,7 +6,7 @@ use quiver_core::{Definitions, JoinKey, KeyValue, ResolvedFeature, encode_entity
 
 use crate::error::{OnlineError, Result};
 use crate::row::{FeatureValue, Row, decode_value, layout_fingerprint};
-use crate::store::{OnlineStore, ViewId};
+use crate::store::{OnlineStore, ViewId, ViewKeys};
 
 /// The status of one returned value (Feast's `FieldStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -171,18 +171,67 @@ impl<'p> OnlineFeatures<'p> {
     }
 }
 
-/// Reads the features of `plan` for entity rows given column-wise as `(join key, values)`.
+/// Reads the features of `plan` for entity rows given column-wise as `(join key, values)`:
+/// the keys of every planned view in one store read.
 ///
 /// Every join key of every planned view must be given, all columns must have the same
 /// length, and a column that no planned view uses is an error. Values are converted to each
 /// key's declared type (`1001` finds an int64 key whether sent as int32 or int64).
-pub fn read_online_features<'p>(
+pub async fn read_online_features<'p>(
     store: &dyn OnlineStore,
     plan: &'p ReadPlan,
     entities: &[(String, Vec<KeyValue>)],
     now_nanos: i64,
 ) -> Result<OnlineFeatures<'p>> {
     let num_rows = entities.first().map_or(0, |(_, v)| v.len());
+    let encoded = encode_keys(plan, entities, num_rows)?;
+    let reads: Vec<ViewKeys<'_>> = plan
+        .views
+        .iter()
+        .zip(&encoded)
+        .map(|(view, keys)| ViewKeys {
+            view: &view.id,
+            keys,
+        })
+        .collect();
+    let stored = store.read(&reads).await?;
+    let mut views = Vec::with_capacity(plan.views.len());
+    for (view, rows) in plan.views.iter().zip(stored) {
+        if rows.len() != num_rows {
+            return Err(OnlineError::Corrupt(format!(
+                "the store answered {} rows for {num_rows} keys",
+                rows.len()
+            )));
+        }
+        let mut kept = Vec::with_capacity(num_rows);
+        for row in rows {
+            // A row written under another feature layout is not this view's row.
+            kept.push(match row {
+                Some(v) if Row::parse(&v)?.fingerprint() == view.fingerprint => Some(v),
+                _ => None,
+            });
+        }
+        let fresh_after = view
+            .ttl_nanos
+            .map_or(i64::MIN, |ttl| now_nanos.saturating_sub(ttl));
+        views.push(ViewRows {
+            rows: kept,
+            fresh_after,
+        });
+    }
+    Ok(OnlineFeatures {
+        plan,
+        views,
+        num_rows,
+    })
+}
+
+/// The canonical entity keys of each planned view, after checking the request's columns.
+fn encode_keys(
+    plan: &ReadPlan,
+    entities: &[(String, Vec<KeyValue>)],
+    num_rows: usize,
+) -> Result<Vec<Vec<Vec<u8>>>> {
     if let Some((name, col)) = entities.iter().find(|(_, v)| v.len() != num_rows) {
         return Err(OnlineError::InvalidRequest(format!(
             "join key '{name}' has {} values but '{}' has {num_rows}; every join key needs one value per entity row",
@@ -196,7 +245,7 @@ pub fn read_online_features<'p>(
         }
     }
     let mut used_keys = vec![false; entities.len()];
-    let mut views = Vec::with_capacity(plan.views.len());
+    let mut out = Vec::with_capacity(plan.views.len());
     for view in &plan.views {
         let mut columns = Vec::with_capacity(view.keys.len());
         for k in &view.keys {
@@ -217,21 +266,7 @@ pub fn read_online_features<'p>(
             let pairs = columns.iter().map(|(n, v)| (*n, &v[row]));
             encoded.push(encode_entity_key(&view.keys, pairs)?);
         }
-        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        let mut rows = vec![None; num_rows];
-        store.read(&view.id, &refs, &mut |i, value| {
-            // A row written under another feature layout is not this view's row.
-            if let Some(v) = value
-                && Row::parse(v)?.fingerprint() == view.fingerprint
-            {
-                rows[i] = Some(v.to_vec());
-            }
-            Ok(())
-        })?;
-        let fresh_after = view
-            .ttl_nanos
-            .map_or(i64::MIN, |ttl| now_nanos.saturating_sub(ttl));
-        views.push(ViewRows { rows, fresh_after });
+        out.push(encoded);
     }
     if let Some((name, _)) = entities
         .iter()
@@ -242,9 +277,5 @@ pub fn read_online_features<'p>(
             "unknown join key '{name}': none of the requested feature views is keyed by it"
         )));
     }
-    Ok(OnlineFeatures {
-        plan,
-        views,
-        num_rows,
-    })
+    Ok(out)
 }

@@ -22,8 +22,19 @@ use quiver_core::{Feature, ScalarType, ValueType};
 
 use crate::error::{OnlineError, Result};
 
-const VERSION: u8 = 2;
-const HEADER: usize = 31;
+/// The format version in byte 0 of every row.
+pub const FORMAT_VERSION: u8 = 2;
+const VERSION: u8 = FORMAT_VERSION;
+/// Bytes before the null bitmap.
+pub const HEADER: usize = 31;
+/// Offsets of the newest-wins order's fields (8 bytes LE each): event time and created time
+/// (signed), then the tie-break sequence (unsigned). Stores that compare versions without
+/// decoding rows (a Redis script) read these.
+pub const VERSION_FIELDS: [(usize, bool); 3] =
+    [(EVENT_AT, true), (CREATED_AT, true), (SEQUENCE_AT, false)];
+const EVENT_AT: usize = 5;
+const CREATED_AT: usize = 13;
+const SEQUENCE_AT: usize = 21;
 
 /// Orders two rows for newest-wins: event time, then created time, then sequence.
 pub type RowVersion = (i64, i64, u64);
@@ -138,17 +149,17 @@ impl<'a> Row<'a> {
 
     /// Event timestamp, ns.
     pub fn event_ts(&self) -> i64 {
-        self.u64_at(5) as i64
+        self.u64_at(EVENT_AT) as i64
     }
 
     /// Created timestamp, ns (`i64::MIN` when absent).
     pub fn created_ts(&self) -> i64 {
-        self.u64_at(13) as i64
+        self.u64_at(CREATED_AT) as i64
     }
 
     /// `(event, created, sequence)`, the newest-wins order.
     pub fn version(&self) -> RowVersion {
-        (self.event_ts(), self.created_ts(), self.u64_at(21))
+        (self.event_ts(), self.created_ts(), self.u64_at(SEQUENCE_AT))
     }
 
     /// Number of features.

@@ -74,6 +74,10 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// 1 for a first try, more for retries of a failed scheduled run.
     pub attempt: u32,
+    /// The process that ran it (host, process id, start time); empty in records older than
+    /// this field.
+    #[serde(default)]
+    pub holder: String,
 }
 
 impl RunRecord {

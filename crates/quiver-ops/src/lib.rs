@@ -39,6 +39,7 @@ pub mod apply;
 mod catalog;
 pub mod endpoint;
 pub mod error;
+mod lease;
 pub mod materialize;
 pub mod push;
 pub mod schedule;
@@ -53,7 +54,8 @@ use quiver_online::{
     LiveView, OnlineFeatures, OnlineStore, RocksDbOptions, RocksDbStore, RunOutcome, StoreStats,
     ViewId, read_online_features,
 };
-use quiver_registry::{Registry, RepoConfig};
+use quiver_redis::{RedisOptions, RedisStore, TlsOptions};
+use quiver_registry::{OnlineStoreConfig, Registry, RepoConfig, Secret};
 use quiver_source::Sources;
 
 pub use apply::{ApplyOutcome, ApplyRequest, BaseVersion, Committed, commit, views_leaving};
@@ -66,6 +68,36 @@ pub use value::InputValue;
 
 use crate::catalog::Current;
 use crate::materialize::RunLocks;
+
+/// The online store `config` names, for the repository at `repo`.
+pub fn open_online_store(repo: &Path, config: &RepoConfig) -> Result<Arc<dyn OnlineStore>> {
+    Ok(match &config.online_store {
+        OnlineStoreConfig::RocksDb(c) => Arc::new(RocksDbStore::open(
+            &repo.join(&c.path),
+            &RocksDbOptions {
+                block_cache_bytes: usize::try_from(c.block_cache_mb << 20).unwrap_or(usize::MAX),
+            },
+        )?),
+        OnlineStoreConfig::Redis(c) => {
+            let tls = c.tls.as_ref().map(|t| TlsOptions {
+                ca_file: t.ca_file.as_ref().map(|f| repo.join(f)),
+                client: t
+                    .cert_file
+                    .as_ref()
+                    .zip(t.key_file.as_ref())
+                    .map(|(cert, key)| (repo.join(cert), repo.join(key))),
+            });
+            let options = RedisOptions {
+                nodes: c.nodes.clone(),
+                username: c.username.clone(),
+                password: c.password.as_ref().map(Secret::value).transpose()?,
+                tls,
+                timeout: c.timeout,
+            };
+            Arc::new(RedisStore::open(&options).map_err(quiver_online::OnlineError::from)?)
+        }
+    })
+}
 
 /// Limits on requests.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +165,8 @@ pub struct FeatureStore {
     push_sequence: AtomicU64,
     /// Sources whose pushed files are being compacted.
     compacting: push::Busy,
+    /// This process among the holders of the store's leases.
+    holder: String,
     options: StoreOptions,
     /// What activating the current version did when this handle opened the store.
     opened: Activation,
@@ -148,20 +182,14 @@ impl std::fmt::Debug for FeatureStore {
 }
 
 impl FeatureStore {
-    /// Opens the repository at `repo` with its embedded RocksDB online store, which this
-    /// handle holds until it is dropped ([`quiver_online::OnlineError::Locked`] if another
-    /// process holds it).
+    /// Opens the repository at `repo` with the online store its `quiver.yaml` names: the
+    /// embedded RocksDB store, which this handle holds until it is dropped
+    /// ([`quiver_online::OnlineError::Locked`] if another process holds it), or a Redis
+    /// deployment, which every process of the repository shares.
     pub fn open(repo: &Path, options: StoreOptions) -> Result<Self> {
         let config = RepoConfig::load(repo)?;
-        let path = config.online_store_path(repo);
-        let store = RocksDbStore::open(
-            &path,
-            &RocksDbOptions {
-                block_cache_bytes: usize::try_from(config.online_store.block_cache_mb << 20)
-                    .unwrap_or(usize::MAX),
-            },
-        )?;
-        Self::with_store(repo, config, Arc::new(store), options)
+        let store = open_online_store(repo, &config)?;
+        Self::with_store(repo, config, store, options)
     }
 
     /// Opens the repository with any online store. Activates the latest registry version,
@@ -190,6 +218,7 @@ impl FeatureStore {
             last_run_id: AtomicU64::new(0),
             push_sequence: AtomicU64::new(u64::try_from(now_nanos()).unwrap_or(0)),
             compacting: push::Busy::default(),
+            holder: lease::holder_name(),
             options,
             opened: Activation {
                 version: 0,
@@ -201,7 +230,7 @@ impl FeatureStore {
             version: snapshot.version,
             deleted: this.activate(&snapshot)?,
         };
-        this.mark_interrupted_runs()?;
+        this.mark_interrupted(None)?;
         this.sweep_temporary_files();
         Ok(this)
     }
@@ -236,6 +265,17 @@ impl FeatureStore {
     /// The online store.
     pub fn store(&self) -> &Arc<dyn OnlineStore> {
         &self.store
+    }
+
+    /// The folder of the embedded online store, which a server holding it names in its
+    /// endpoint file (`None` for a shared store).
+    pub fn local_store_path(&self) -> Option<PathBuf> {
+        self.config.online_store_path(&self.repo)
+    }
+
+    /// This process's name among the holders of the store's leases.
+    pub fn holder(&self) -> &str {
+        &self.holder
     }
 
     /// The options this handle runs with.
@@ -290,12 +330,15 @@ impl FeatureStore {
                     .map(|t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX)),
             })
             .collect();
-        Ok(self.store.retain(&snapshot.defs.project, &live)?)
+        Ok(self
+            .store
+            .retain(&snapshot.defs.project, snapshot.version, &live)?)
     }
 
     /// Reads the features of `spec` for entity rows given column by column, then lets
     /// `answer` build the caller's response from the snapshot, the features and the cells.
-    pub fn read_online<T>(
+    /// Waits only on the store's read (no blocking: an embedded store answers in place).
+    pub async fn read_online<T>(
         &self,
         spec: FeatureSpec,
         full_feature_names: bool,
@@ -322,7 +365,7 @@ impl FeatureStore {
                 Ok((name.clone(), values))
             })
             .collect::<Result<Vec<_>>>()?;
-        let read = read_online_features(self.store.as_ref(), &plan, &keys, now_nanos())?;
+        let read = read_online_features(self.store.as_ref(), &plan, &keys, now_nanos()).await?;
         answer(&snapshot, &read)
     }
 
@@ -368,12 +411,17 @@ impl FeatureStore {
         }
     }
 
-    /// Runs recorded as running when this process took the store ran in a process that
-    /// stopped: they are interrupted.
-    fn mark_interrupted_runs(&self) -> Result<()> {
+    /// Runs (of one view, or of all) recorded as running whose view's run lease nobody
+    /// holds ran in a process that stopped: they are interrupted.
+    fn mark_interrupted(&self, view: Option<&str>) -> Result<()> {
         let project = &self.config.project;
-        for mut run in self.store.runs(project, None, usize::MAX)? {
-            if run.outcome == RunOutcome::Running {
+        for mut run in self.store.runs(project, view, usize::MAX)? {
+            if run.outcome == RunOutcome::Running
+                && self
+                    .store
+                    .lease_holder(&lease::run_lease(project, &run.view))?
+                    .is_none_or(|h| h == self.holder)
+            {
                 run.outcome = RunOutcome::Interrupted;
                 run.error = Some("the process running it stopped before it ended".into());
                 self.store.record_run(&run)?;

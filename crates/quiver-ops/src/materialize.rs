@@ -14,6 +14,7 @@ use quiver_online::{
 use crate::FeatureStore;
 use crate::catalog::Snapshot;
 use crate::error::{OpsError, Result};
+use crate::lease;
 
 /// What to materialize.
 #[derive(Debug, Clone)]
@@ -57,7 +58,8 @@ impl RunLocks {
 impl FeatureStore {
     /// Materializes the requested views one after the other, each as one recorded run; stops
     /// at the first view that fails (earlier views keep what they wrote). A run waits for a
-    /// run of the same view that is in progress.
+    /// run of the same view that is in progress, in this process or in another one sharing
+    /// the store (the view's run lease).
     pub fn materialize(
         &self,
         request: &MaterializeRequest,
@@ -91,51 +93,53 @@ impl FeatureStore {
         let _one_run_per_view = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let source = snapshot.defs.sources.get(&view.source).ok_or_else(|| {
-            OpsError::FailedPrecondition(format!(
-                "feature view '{}' names unknown source '{}'",
-                view.name, view.source
-            ))
-        })?;
-        let target = ViewTarget {
-            view,
-            source,
-            keys: snapshot.defs.join_keys(view)?,
-            id: snapshot.view_id(&view.name),
-        };
         let store = self.store.as_ref();
-        let (start, end) = resolve_window(store, &target, request.window)?;
-        let mut run = RunRecord {
-            id: self.next_run_id(),
-            project: snapshot.defs.project.clone(),
-            view: view.name.clone(),
-            generation: target.id.generation(),
-            trigger: request.trigger,
-            incremental: matches!(request.window, Window::Incremental { .. }),
-            started_at: now_nanos(),
-            finished_at: None,
-            window_start: start,
-            window_end: end,
-            outcome: RunOutcome::Running,
-            rows_scanned: 0,
-            rows_written: 0,
-            error: None,
-            attempt: request.attempt,
+        let lease = lease::run_lease(&snapshot.defs.project, &view.name);
+        lease::wait_for_lease(store, &lease, &self.holder, lease::RUN_LEASE, cancel)?;
+        // Holding the lease, no other process runs this view: runs of it still recorded as
+        // running were left by one that stopped.
+        let started = self
+            .mark_interrupted(Some(&view.name))
+            .and_then(|()| self.start_run(snapshot, view, request));
+        let (target, mut run) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = store.release_lease(&lease, &self.holder);
+                return Err(e);
+            }
         };
-        store.record_run(&run)?;
-        let options = MaterializeOptions {
-            threads: self.options.materialize_threads,
-            cancel,
-            background: self.options.materialize_in_background,
-        };
-        let result = materialize_view(
+        let (result, lost) = lease::while_holding(
             store,
-            &self.sources,
-            &target,
-            request.window,
-            options,
-            progress,
+            &lease,
+            &self.holder,
+            lease::RUN_LEASE,
+            cancel,
+            |stop| {
+                let options = MaterializeOptions {
+                    threads: self.options.materialize_threads,
+                    cancel: Some(stop),
+                    background: self.options.materialize_in_background,
+                };
+                materialize_view(
+                    store,
+                    &self.sources,
+                    &target,
+                    request.window,
+                    options,
+                    progress,
+                )
+            },
         );
+        let result = match result {
+            Err(OnlineError::Cancelled) if lost => Err(OnlineError::Unavailable {
+                store: store.location(),
+                message: format!(
+                    "the run of feature view '{}' lost its lease to another process; its watermark did not move",
+                    view.name
+                ),
+            }),
+            other => other,
+        };
         run.finished_at = Some(now_nanos());
         match &result {
             Ok(report) => {
@@ -153,6 +157,49 @@ impl FeatureStore {
         let report = result?;
         recorded?;
         Ok(report)
+    }
+
+    /// Resolves the run's target and window and records it as running.
+    fn start_run<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        view: &'a FeatureView,
+        request: &MaterializeRequest,
+    ) -> Result<(ViewTarget<'a>, RunRecord)> {
+        let source = snapshot.defs.sources.get(&view.source).ok_or_else(|| {
+            OpsError::FailedPrecondition(format!(
+                "feature view '{}' names unknown source '{}'",
+                view.name, view.source
+            ))
+        })?;
+        let target = ViewTarget {
+            view,
+            source,
+            keys: snapshot.defs.join_keys(view)?,
+            id: snapshot.view_id(&view.name),
+        };
+        let store = self.store.as_ref();
+        let (start, end) = resolve_window(store, &target, request.window)?;
+        let run = RunRecord {
+            id: self.next_run_id(),
+            project: snapshot.defs.project.clone(),
+            view: view.name.clone(),
+            generation: target.id.generation(),
+            trigger: request.trigger,
+            incremental: matches!(request.window, Window::Incremental { .. }),
+            started_at: now_nanos(),
+            finished_at: None,
+            window_start: start,
+            window_end: end,
+            outcome: RunOutcome::Running,
+            rows_scanned: 0,
+            rows_written: 0,
+            error: None,
+            attempt: request.attempt,
+            holder: self.holder.clone(),
+        };
+        store.record_run(&run)?;
+        Ok((target, run))
     }
 
     /// Recorded runs, newest first: of one view, or of every view.

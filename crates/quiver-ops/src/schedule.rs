@@ -1,7 +1,12 @@
 //! The materialization schedule of `quiver serve`: every online view with a schedule (its
 //! own `materialization:`, else the repository's default) is materialized incrementally up
 //! to now every `every`, one run per view at a time, with failures retried after a backoff.
-//! Serving never waits for it: runs execute on blocking threads.
+//! Serving never waits for it: runs and store calls execute on blocking threads.
+//!
+//! Of several servers sharing a store, one runs the schedule: the holder of the schedule
+//! lease, which it renews while it lives; when it dies the lease expires and another server
+//! takes it over. Runs due are worked out from the run records in the store, so the new
+//! holder picks up where the old one left off.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{OpsError, Result};
-use crate::{FeatureStore, MaterializeRequest};
+use crate::{FeatureStore, MaterializeRequest, lease};
 
 /// How often the scheduler looks at its views.
 const TICK: Duration = Duration::from_millis(200);
@@ -55,22 +60,74 @@ fn backoff(failures: u32, every: Duration) -> Duration {
     exp.min(MAX_BACKOFF).min(every)
 }
 
+/// Whether this process holds the schedule lease, and since when it was last renewed.
+#[derive(Debug, Default)]
+struct Leadership {
+    renewed: Option<std::time::Instant>,
+}
+
+impl Leadership {
+    /// Takes or renews the lease when due; whether this process holds it now. A holder that
+    /// cannot renew stops scheduling before its lease can have expired.
+    fn refresh(&mut self, store: &FeatureStore) -> bool {
+        let due = self
+            .renewed
+            .is_none_or(|at| at.elapsed() >= lease::SCHEDULE_LEASE / 4);
+        if due {
+            let name = lease::schedule_lease(&store.config().project);
+            match store
+                .store()
+                .acquire_lease(&name, store.holder(), lease::SCHEDULE_LEASE)
+            {
+                Ok(true) => self.renewed = Some(std::time::Instant::now()),
+                Ok(false) => self.renewed = None,
+                Err(_) => {}
+            }
+        }
+        self.renewed
+            .is_some_and(|at| at.elapsed() < lease::SCHEDULE_LEASE / 2)
+    }
+}
+
 /// Runs the schedule of `store`'s views until `stop` completes, then cancels the runs in
 /// progress and waits for them (a cancelled run leaves its watermark where it was).
 pub async fn run_schedule(store: Arc<FeatureStore>, stop: impl Future<Output = ()>) {
     let mut views: HashMap<String, Scheduled> = HashMap::new();
+    let mut leadership = Leadership::default();
+    let mut leading = false;
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => break,
             () = tokio::time::sleep(TICK) => {}
         }
-        follow_snapshot(&store, &mut views);
-        let now = Instant::now();
         for (name, view) in &mut views {
             if let Some(running) = view.running.take_if(|r| r.handle.is_finished()) {
                 finish(name, view, running).await;
             }
+        }
+        // Store calls block: they run on a blocking thread, with the schedule's state.
+        let s = Arc::clone(&store);
+        let planned = tokio::task::spawn_blocking(move || {
+            let now_leading = leadership.refresh(&s);
+            if now_leading {
+                if !leading {
+                    // Due times come from the run records another holder may have added.
+                    views.retain(|_, v| v.running.is_some());
+                }
+                follow_snapshot(&s, &mut views);
+            }
+            (views, leadership, now_leading)
+        })
+        .await;
+        // Only a panic in the planning gets here; runs in progress go on by themselves.
+        let Ok(planned) = planned else { return };
+        (views, leadership, leading) = planned;
+        if !leading {
+            continue;
+        }
+        let now = Instant::now();
+        for (name, view) in &mut views {
             if view.running.is_none() && now >= view.next {
                 view.running = Some(start(&store, name, view));
             }
@@ -85,6 +142,12 @@ pub async fn run_schedule(store: Arc<FeatureStore>, stop: impl Future<Output = (
         if let Some(running) = view.running.take() {
             finish(name, view, running).await;
         }
+    }
+    if leading {
+        let name = lease::schedule_lease(&store.config().project);
+        let _ =
+            tokio::task::spawn_blocking(move || store.store().release_lease(&name, store.holder()))
+                .await;
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::{Diagnostic, RegistryError, Result};
 pub const CONFIG_FILE: &str = "quiver.yaml";
 
 /// Settings of a feature repository, from its `quiver.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     /// Project name: the namespace of every object and online key.
@@ -82,25 +82,245 @@ pub struct ServerConfig {
     pub http_port: Option<u16>,
 }
 
-/// Settings of the embedded online store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OnlineStoreConfig {
-    /// Store folder, relative to the repository (default `online_store`).
-    #[serde(default = "default_online_path")]
-    pub path: String,
-    /// Block cache size in MiB (default 256).
-    #[serde(default = "default_block_cache_mb")]
-    pub block_cache_mb: u64,
+/// Settings of the online store (`online_store:`), chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawOnlineStore")]
+pub enum OnlineStoreConfig {
+    /// The embedded RocksDB store (`type: rocksdb`, the default): one process holds it.
+    RocksDb(RocksDbConfig),
+    /// Redis or Redis Cluster (`type: redis`): shared by every process of the repository.
+    Redis(RedisConfig),
 }
 
 impl Default for OnlineStoreConfig {
     fn default() -> Self {
+        Self::RocksDb(RocksDbConfig::default())
+    }
+}
+
+/// Settings of the embedded RocksDB store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RocksDbConfig {
+    /// Store folder, relative to the repository (default `online_store`).
+    pub path: String,
+    /// Block cache size in MiB (default 256).
+    pub block_cache_mb: u64,
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> Self {
         Self {
-            path: default_online_path(),
-            block_cache_mb: default_block_cache_mb(),
+            path: "online_store".into(),
+            block_cache_mb: 256,
         }
     }
+}
+
+/// Settings of a Redis or Redis Cluster store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `host:port` of one or more nodes (of a cluster, any of them: the rest are discovered).
+    pub nodes: Vec<String>,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Where the password comes from.
+    pub password: Option<Secret>,
+    /// TLS to the nodes, when set.
+    pub tls: Option<RedisTls>,
+    /// How long one command may wait for an answer before the store reports itself
+    /// unavailable (default 2s).
+    pub timeout: std::time::Duration,
+}
+
+/// A secret given in `quiver.yaml` (discouraged) or named by an environment variable.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// The value itself (`password:`).
+    Value(String),
+    /// The environment variable that holds it (`password_env:`).
+    Env(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(_) => f.write_str("Secret(..)"),
+            Self::Env(var) => write!(f, "Secret(${var})"),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret's value; an unset variable is an error naming it.
+    pub fn value(&self) -> Result<String> {
+        match self {
+            Self::Value(v) => Ok(v.clone()),
+            Self::Env(var) => std::env::var(var).map_err(|_| {
+                RegistryError::Invalid(vec![Diagnostic {
+                    file: CONFIG_FILE.into(),
+                    line: 0,
+                    object: None,
+                    message: format!(
+                        "online_store.password_env names environment variable '{var}', which is not set"
+                    ),
+                }])
+            }),
+        }
+    }
+}
+
+/// TLS settings of a Redis store. Paths are relative to the repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTls {
+    /// PEM file of the certificate authorities to trust (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM file of a client certificate, for servers that require one.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+/// `tls: true` or `tls: {ca_file: ...}`.
+enum RawTls {
+    On(bool),
+    Settings(RedisTls),
+}
+
+impl<'de> Deserialize<'de> for RawTls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or TLS settings {ca_file, cert_file, key_file}")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<RawTls, E> {
+                Ok(RawTls::On(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<RawTls, E> {
+                match v {
+                    "true" => Ok(RawTls::On(true)),
+                    "false" => Ok(RawTls::On(false)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<RawTls, A::Error> {
+                RedisTls::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawTls::Settings)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `online_store:` as written, before its fields are checked against its `type`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOnlineStore {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    path: Option<String>,
+    block_cache_mb: Option<u64>,
+    nodes: Option<Vec<String>>,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    tls: Option<RawTls>,
+    timeout: Option<Period>,
+}
+
+impl TryFrom<RawOnlineStore> for OnlineStoreConfig {
+    type Error = String;
+
+    fn try_from(raw: RawOnlineStore) -> std::result::Result<Self, String> {
+        let kind = raw.kind.as_deref().unwrap_or("rocksdb");
+        let misplaced = |fields: &[(&str, bool)]| {
+            fields
+                .iter()
+                .find(|(_, set)| *set)
+                .map(|(name, _)| format!("online_store.{name} is not a setting of type '{kind}'"))
+        };
+        match kind {
+            "rocksdb" => {
+                if let Some(e) = misplaced(&[
+                    ("nodes", raw.nodes.is_some()),
+                    ("username", raw.username.is_some()),
+                    ("password", raw.password.is_some()),
+                    ("password_env", raw.password_env.is_some()),
+                    ("tls", raw.tls.is_some()),
+                    ("timeout", raw.timeout.is_some()),
+                ]) {
+                    return Err(e);
+                }
+                let default = RocksDbConfig::default();
+                Ok(Self::RocksDb(RocksDbConfig {
+                    path: raw.path.unwrap_or(default.path),
+                    block_cache_mb: raw.block_cache_mb.unwrap_or(default.block_cache_mb),
+                }))
+            }
+            "redis" => {
+                if let Some(e) = misplaced(&[
+                    ("path", raw.path.is_some()),
+                    ("block_cache_mb", raw.block_cache_mb.is_some()),
+                ]) {
+                    return Err(e);
+                }
+                let nodes = raw.nodes.unwrap_or_default();
+                if nodes.is_empty() {
+                    return Err(
+                        "online_store.nodes: a redis store needs at least one node (host:port)"
+                            .into(),
+                    );
+                }
+                if let Some(bad) = nodes.iter().find(|n| !is_host_port(n)) {
+                    return Err(format!("online_store.nodes: '{bad}' is not host:port"));
+                }
+                let password = match (raw.password, raw.password_env) {
+                    (Some(_), Some(_)) => {
+                        return Err("online_store: give password or password_env, not both".into());
+                    }
+                    (Some(v), None) => Some(Secret::Value(v)),
+                    (None, Some(var)) => Some(Secret::Env(var)),
+                    (None, None) => None,
+                };
+                let tls = match raw.tls {
+                    None | Some(RawTls::On(false)) => None,
+                    Some(RawTls::On(true)) => Some(RedisTls::default()),
+                    Some(RawTls::Settings(t)) => Some(t),
+                };
+                if let Some(t) = &tls
+                    && t.cert_file.is_some() != t.key_file.is_some()
+                {
+                    return Err("online_store.tls: cert_file and key_file go together".into());
+                }
+                Ok(Self::Redis(RedisConfig {
+                    nodes,
+                    username: raw.username,
+                    password,
+                    tls,
+                    timeout: raw
+                        .timeout
+                        .map_or(std::time::Duration::from_secs(2), |p| p.0),
+                }))
+            }
+            other => Err(format!(
+                "online_store.type: unknown store type '{other}' (rocksdb or redis)"
+            )),
+        }
+    }
+}
+
+/// `host:port` with a non-empty host and a port number.
+fn is_host_port(node: &str) -> bool {
+    node.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 fn default_registry() -> String {
@@ -108,12 +328,6 @@ fn default_registry() -> String {
 }
 fn default_data_root() -> String {
     ".".into()
-}
-fn default_online_path() -> String {
-    "online_store".into()
-}
-fn default_block_cache_mb() -> u64 {
-    256
 }
 
 impl RepoConfig {
@@ -140,8 +354,19 @@ impl RepoConfig {
                 format!("invalid YAML: {e}"),
             )
         })?;
-        let config: Self = crate::definitions::decode_node(&node)
-            .map_err(|(line, message)| diagnostic(line, message))?;
+        let config: Self = crate::definitions::decode_node(&node).map_err(|(line, message)| {
+            // Checks after parsing (`online_store.nodes: ...`) carry no position: find the
+            // setting they name.
+            let line = if line > 0 {
+                line
+            } else {
+                let path = message.split([':', ' ']).next().unwrap_or("");
+                path.rsplit('.')
+                    .find_map(|key| crate::definitions::find_key_line(&node, key))
+                    .unwrap_or(0)
+            };
+            diagnostic(line, message)
+        })?;
         if !crate::definitions::is_valid_name(&config.project) {
             return Err(diagnostic(
                 1,
@@ -164,9 +389,13 @@ impl RepoConfig {
         repo.join(&self.data_root)
     }
 
-    /// Absolute online store folder for a repository at `repo`.
-    pub fn online_store_path(&self, repo: &Path) -> PathBuf {
-        repo.join(&self.online_store.path)
+    /// Absolute folder of an embedded online store for a repository at `repo` (`None` for a
+    /// remote store).
+    pub fn online_store_path(&self, repo: &Path) -> Option<PathBuf> {
+        match &self.online_store {
+            OnlineStoreConfig::RocksDb(c) => Some(repo.join(&c.path)),
+            OnlineStoreConfig::Redis(_) => None,
+        }
     }
 }
 
@@ -178,7 +407,7 @@ mod tests {
     fn defaults_fill_in() {
         let c = RepoConfig::parse("project: demo\n").unwrap();
         assert_eq!(c.registry, "registry");
-        assert_eq!(c.online_store.block_cache_mb, 256);
+        assert_eq!(c.online_store, OnlineStoreConfig::default());
         assert_eq!(c.server, ServerConfig::default());
         let c = RepoConfig::parse("project: demo\nserver: {grpc_port: 7000}\n").unwrap();
         assert_eq!(c.server.grpc_port, Some(7000));
@@ -190,5 +419,77 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("quiver.yaml:2"), "{text}");
         assert!(text.contains("registyr"), "{text}");
+    }
+
+    #[test]
+    fn online_store_types_take_their_own_settings() {
+        let c =
+            RepoConfig::parse("project: p\nonline_store: {path: o, block_cache_mb: 8}\n").unwrap();
+        assert_eq!(
+            c.online_store,
+            OnlineStoreConfig::RocksDb(RocksDbConfig {
+                path: "o".into(),
+                block_cache_mb: 8
+            })
+        );
+        let c = RepoConfig::parse(
+            "project: p\nonline_store:\n  type: redis\n  nodes: [a:1, 'b:2']\n  username: u\n  password_env: PW\n  tls: true\n  timeout: 500ms\n",
+        )
+        .unwrap();
+        let OnlineStoreConfig::Redis(r) = &c.online_store else {
+            panic!("{c:?}")
+        };
+        assert_eq!(r.nodes, ["a:1", "b:2"]);
+        assert_eq!(r.password, Some(Secret::Env("PW".into())));
+        assert_eq!(r.tls, Some(RedisTls::default()));
+        assert_eq!(r.timeout, std::time::Duration::from_millis(500));
+        assert_eq!(c.online_store_path(Path::new("/r")), None);
+        for (yaml, needle) in [
+            ("{type: redis}", "at least one node"),
+            (
+                "{type: redis, nodes: [localhost]}",
+                "'localhost' is not host:port",
+            ),
+            (
+                "{type: redis, nodes: [a:1], path: x}",
+                "online_store.path is not a setting of type 'redis'",
+            ),
+            (
+                "{nodes: [a:1]}",
+                "online_store.nodes is not a setting of type 'rocksdb'",
+            ),
+            (
+                "{type: redis, nodes: [a:1], password: x, password_env: Y}",
+                "not both",
+            ),
+            (
+                "{type: redis, nodes: [a:1], tls: {cert_file: c}}",
+                "go together",
+            ),
+            ("{type: memcached}", "unknown store type 'memcached'"),
+            (
+                "{type: redis, nodes: [a:1], tls: {ca: x}}",
+                "Unknown field `ca`",
+            ),
+        ] {
+            let err = RepoConfig::parse(&format!("project: p\nonline_store: {yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{yaml}: {err}");
+            assert!(err.contains("quiver.yaml:2"), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_password_variable_that_is_not_set_is_named() {
+        let err = Secret::Env("QUIVER_TEST_UNSET_PASSWORD".into())
+            .value()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("QUIVER_TEST_UNSET_PASSWORD"), "{err}");
+        assert_eq!(
+            format!("{:?}", Secret::Value("hunter2".into())),
+            "Secret(..)"
+        );
     }
 }

@@ -95,7 +95,7 @@ pub(crate) fn decode_node<T: for<'de> Deserialize<'de>>(
     })
 }
 
-fn find_key_line(node: &Node, key: &str) -> Option<usize> {
+pub(crate) fn find_key_line(node: &Node, key: &str) -> Option<usize> {
     match node {
         Node::Mapping(m) => m.iter().find_map(|(k, v)| {
             if k.as_str() == key {
@@ -239,10 +239,14 @@ struct RawRepo {
 
 /// Lists the definition files of a repository, sorted, relative to it.
 pub fn definition_files(repo: &Path, config: &RepoConfig) -> Result<Vec<PathBuf>> {
-    let skip: HashSet<PathBuf> = [config.registry_path(repo), config.online_store_path(repo)]
-        .into_iter()
-        .filter_map(|p| p.canonicalize().ok())
-        .collect();
+    let skip: HashSet<PathBuf> = [
+        Some(config.registry_path(repo)),
+        config.online_store_path(repo),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|p| p.canonicalize().ok())
+    .collect();
     let mut out = Vec::new();
     let mut stack = vec![repo.to_path_buf()];
     // Each folder is searched once, whatever symlinks lead to it (a loop would never end).

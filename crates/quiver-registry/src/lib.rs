@@ -32,7 +32,10 @@ pub mod error;
 pub mod plan;
 pub mod store;
 
-pub use config::{CONFIG_FILE, OnlineStoreConfig, PushConfig, RepoConfig, ServerConfig};
+pub use config::{
+    CONFIG_FILE, OnlineStoreConfig, PushConfig, RedisConfig, RedisTls, RepoConfig, RocksDbConfig,
+    Secret, ServerConfig,
+};
 pub use definitions::{definition_files, is_valid_name, load_definitions};
 pub use error::{Diagnostic, RegistryError, Result};
 pub use plan::{Action, Change, Plan};

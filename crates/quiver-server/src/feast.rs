@@ -219,6 +219,7 @@ impl fs::serving_service_server::ServingService for FeastServing {
                     status: true,
                 })
             })
+            .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(response))
     }
@@ -474,9 +475,11 @@ async fn get_online_features(
         }
     };
     let entities = body.entities.inputs();
-    let answer = store.read_online(spec, body.full_feature_names, &entities, |_, read| {
-        features_json(read, &body.entities)
-    })?;
+    let answer = store
+        .read_online(spec, body.full_feature_names, &entities, |_, read| {
+            features_json(read, &body.entities)
+        })
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 

@@ -168,6 +168,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
                     features,
                 })
             })
+            .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(response))
     }
@@ -462,6 +463,7 @@ fn run_message(r: &RunRecord) -> pb::Run {
         rows_written: r.rows_written,
         error: r.error.clone().unwrap_or_default(),
         attempt: r.attempt,
+        holder: r.holder.clone(),
     }
 }
 
@@ -549,8 +551,8 @@ impl pb::online_store_service_server::OnlineStoreService for OnlineStoreGrpc {
             Ok(pb::GetStatsResponse {
                 location: store.store().location(),
                 estimated_rows: stats.estimated_rows,
-                sst_bytes: stats.sst_bytes,
-                memtable_bytes: stats.memtable_bytes,
+                disk_bytes: stats.disk_bytes,
+                memory_bytes: stats.memory_bytes,
                 pending_compaction_bytes: stats.pending_compaction_bytes,
                 running_compactions: stats.running_compactions,
                 watermarks: watermarks

@@ -191,16 +191,20 @@ pub async fn serve(
             stopped(),
         ))
     });
-    let store_path = store.config().online_store_path(store.repo());
-    let endpoint = Endpoint {
-        pid: std::process::id(),
-        grpc: bound.grpc.to_string(),
-        http: bound.http.to_string(),
-        flight: bound.flight.to_string(),
-    };
-    endpoint
-        .write(&store_path)
-        .map_err(|e| ServerError::Transport(format!("{}: {e}", store_path.display())))?;
+    // An embedded store's server says where it listens, so commands go through it; a shared
+    // store is used by every process directly.
+    let store_path = store.local_store_path();
+    if let Some(path) = &store_path {
+        let endpoint = Endpoint {
+            pid: std::process::id(),
+            grpc: bound.grpc.to_string(),
+            http: bound.http.to_string(),
+            flight: bound.flight.to_string(),
+        };
+        endpoint
+            .write(path)
+            .map_err(|e| ServerError::Transport(format!("{}: {e}", path.display())))?;
+    }
     on_bound(bound);
     let flight_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -259,7 +263,9 @@ pub async fn serve(
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }
-    Endpoint::remove(&store_path);
+    if let Some(path) = &store_path {
+        Endpoint::remove(path);
+    }
     let Some((f, g, h)) = results else {
         return Ok(());
     };

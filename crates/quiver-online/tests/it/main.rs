@@ -1,9 +1,38 @@
-//! Integration tests of `quiver-online`: the RocksDB store, online reads and materialization.
+//! Integration tests of `quiver-online`: the online store contract on every backend
+//! (RocksDB, Redis, Redis Cluster), online reads and materialization on every backend, and
+//! what only the embedded store does.
 
 // Helpers outside #[test] functions unwrap too: a panic is a test failure.
 #![allow(clippy::unwrap_used)]
 
+/// Makes each named `fn(&On)` a test on every backend: `rocksdb::NAME`, `redis::NAME` and
+/// `redis_cluster::NAME`.
+macro_rules! on_every_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod rocksdb {
+            $(#[test]
+            fn $test() {
+                super::$test(&crate::support::On::new(crate::support::Backend::RocksDb, stringify!($test)));
+            })+
+        }
+        mod redis {
+            $(#[test]
+            fn $test() {
+                super::$test(&crate::support::On::new(crate::support::Backend::Redis, stringify!($test)));
+            })+
+        }
+        mod redis_cluster {
+            $(#[test]
+            fn $test() {
+                super::$test(&crate::support::On::new(crate::support::Backend::RedisCluster, stringify!($test)));
+            })+
+        }
+    };
+}
+
+mod contract;
 mod materialize;
 mod reads;
+mod redis_store;
 mod store;
 mod support;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use quiver_online::{FieldStatus, OnlineStore, Window};
+use quiver_online::{FieldStatus, Window};
 
-use crate::support::{HOUR, MINUTE, Repo, StatRow, T0, stat, write_stats};
+use crate::support::{HOUR, MINUTE, On, Repo, StatRow, T0, stat, write_stats};
 
 /// Hourly rows for drivers 1..=3 over 10 hours, rate = driver + hour / 100, in two files with
 /// small row groups.
@@ -18,9 +18,8 @@ fn hourly() -> Vec<Vec<StatRow>> {
     vec![a.to_vec(), b.to_vec()]
 }
 
-#[test]
-fn latest_row_per_key_within_the_window() {
-    let repo = Repo::new(&hourly());
+fn latest_row_per_key_within_the_window(on: &On) {
+    let repo = Repo::new(on, &hourly());
     let reports = repo.materialize(
         &["driver_stats"],
         Window::Range {
@@ -41,9 +40,8 @@ fn latest_row_per_key_within_the_window() {
     );
 }
 
-#[test]
-fn out_of_order_and_repeated_windows_give_the_same_store() {
-    let ordered = Repo::new(&hourly());
+fn out_of_order_and_repeated_windows_give_the_same_store(on: &On) {
+    let ordered = Repo::new(on, &hourly());
     ordered.materialize(
         &[],
         Window::Range {
@@ -59,7 +57,7 @@ fn out_of_order_and_repeated_windows_give_the_same_store() {
         },
     );
 
-    let shuffled = Repo::new(&hourly());
+    let shuffled = Repo::new(on, &hourly());
     shuffled.materialize(
         &[],
         Window::Range {
@@ -93,17 +91,19 @@ fn out_of_order_and_repeated_windows_give_the_same_store() {
     );
 }
 
-#[test]
-fn ties_go_to_the_greater_created_time_then_to_the_later_row() {
-    let repo = Repo::new(&[
-        vec![
-            stat(1, T0, T0 + 5, 0.5),
-            stat(1, T0, T0 + 9, 0.9),
-            stat(1, T0, T0 + 1, 0.1),
+fn ties_go_to_the_greater_created_time_then_to_the_later_row(on: &On) {
+    let repo = Repo::new(
+        on,
+        &[
+            vec![
+                stat(1, T0, T0 + 5, 0.5),
+                stat(1, T0, T0 + 9, 0.9),
+                stat(1, T0, T0 + 1, 0.1),
+            ],
+            vec![stat(2, T0, T0, 0.1), stat(2, T0, T0, 0.2)],
+            vec![stat(2, T0, T0, 0.3)],
         ],
-        vec![stat(2, T0, T0, 0.1), stat(2, T0, T0, 0.2)],
-        vec![stat(2, T0, T0, 0.3)],
-    ]);
+    );
     repo.materialize(&[], Window::Range { start: T0, end: T0 });
     let got = repo.rates(&[1, 2], T0);
     assert_eq!(got[0].0, Some(0.9));
@@ -114,9 +114,8 @@ fn ties_go_to_the_greater_created_time_then_to_the_later_row() {
     );
 }
 
-#[test]
-fn incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data() {
-    let repo = Repo::new(&hourly());
+fn incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data(on: &On) {
+    let repo = Repo::new(on, &hourly());
     // First run: from end - ttl (1h).
     let r = repo.materialize(
         &["driver_stats"],
@@ -184,19 +183,21 @@ fn incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data() {
     );
 }
 
-#[test]
-fn null_keys_and_timestamps_are_skipped_and_counted() {
-    let repo = Repo::new(&[vec![
-        stat(1, T0, T0, 0.1),
-        StatRow {
-            driver: None,
-            ..stat(0, T0, T0, 0.2)
-        },
-        StatRow {
-            event: None,
-            ..stat(2, T0, T0, 0.3)
-        },
-    ]]);
+fn null_keys_and_timestamps_are_skipped_and_counted(on: &On) {
+    let repo = Repo::new(
+        on,
+        &[vec![
+            stat(1, T0, T0, 0.1),
+            StatRow {
+                driver: None,
+                ..stat(0, T0, T0, 0.2)
+            },
+            StatRow {
+                event: None,
+                ..stat(2, T0, T0, 0.3)
+            },
+        ]],
+    );
     let r = repo.materialize(&["driver_stats"], Window::Range { start: T0, end: T0 });
     assert_eq!(
         (
@@ -209,9 +210,8 @@ fn null_keys_and_timestamps_are_skipped_and_counted() {
     assert_eq!(repo.rates(&[2], T0)[0].1, FieldStatus::NotFound);
 }
 
-#[test]
-fn bad_source_data_fails_clearly_and_keeps_the_watermark() {
-    let repo = Repo::new(&hourly());
+fn bad_source_data_fails_clearly_and_keeps_the_watermark(on: &On) {
+    let repo = Repo::new(on, &hourly());
     let run = |repo: &Repo| {
         repo.try_materialize(
             &["driver_stats"],
@@ -284,9 +284,8 @@ fn bad_source_data_fails_clearly_and_keeps_the_watermark() {
     );
 }
 
-#[test]
-fn offline_only_views_are_refused_by_name() {
-    let mut repo = Repo::new(&hourly());
+fn offline_only_views_are_refused_by_name(on: &On) {
+    let mut repo = Repo::new(on, &hourly());
     repo.defs
         .feature_views
         .get_mut("driver_stats")
@@ -302,8 +301,7 @@ fn offline_only_views_are_refused_by_name() {
     );
 }
 
-#[test]
-fn concurrent_readers_never_see_a_torn_row() {
+fn concurrent_readers_never_see_a_torn_row(on: &On) {
     const DRIVERS: i64 = 5_000;
     let rows: Vec<StatRow> = (0..20)
         .flat_map(|h| {
@@ -311,7 +309,7 @@ fn concurrent_readers_never_see_a_torn_row() {
         })
         .collect();
     let files: Vec<Vec<StatRow>> = rows.chunks(20_000).map(<[StatRow]>::to_vec).collect();
-    let repo = Repo::new(&files);
+    let repo = Repo::new(on, &files);
     let done = std::sync::atomic::AtomicBool::new(false);
     let mut checked = 0;
     std::thread::scope(|s| {
@@ -343,3 +341,14 @@ fn concurrent_readers_never_see_a_torn_row() {
     assert!(checked > 0, "the reader ran while rows were being written");
     assert_eq!(repo.rates(&[DRIVERS], T0)[0].0, Some(DRIVERS as f64 + 0.19));
 }
+
+on_every_backend!(
+    latest_row_per_key_within_the_window,
+    out_of_order_and_repeated_windows_give_the_same_store,
+    ties_go_to_the_greater_created_time_then_to_the_later_row,
+    incremental_runs_advance_the_watermark_and_lookback_picks_up_late_data,
+    null_keys_and_timestamps_are_skipped_and_counted,
+    bad_source_data_fails_clearly_and_keeps_the_watermark,
+    offline_only_views_are_refused_by_name,
+    concurrent_readers_never_see_a_torn_row,
+);

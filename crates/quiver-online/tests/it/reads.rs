@@ -3,18 +3,20 @@
 use quiver_core::{FeatureRef, KeyValue};
 use quiver_online::{FeatureValue, FieldStatus, ReadPlan, Window, read_online_features};
 
-use crate::support::{HOUR, Repo, StatRow, T0, stat};
+use crate::support::{HOUR, On, Repo, StatRow, T0, stat};
 
-#[test]
-fn statuses_present_null_not_found_and_outside_max_age() {
-    let repo = Repo::new(&[vec![
-        stat(1, T0, T0, 0.1),
-        StatRow {
-            rate: None,
-            ..stat(2, T0, T0, 0.0)
-        },
-        stat(3, T0 - 2 * HOUR, T0, 0.3),
-    ]]);
+fn statuses_present_null_not_found_and_outside_max_age(on: &On) {
+    let repo = Repo::new(
+        on,
+        &[vec![
+            stat(1, T0, T0, 0.1),
+            StatRow {
+                rate: None,
+                ..stat(2, T0, T0, 0.0)
+            },
+            stat(3, T0 - 2 * HOUR, T0, 0.3),
+        ]],
+    );
     repo.materialize(
         &[],
         Window::Range {
@@ -43,9 +45,8 @@ fn statuses_present_null_not_found_and_outside_max_age() {
     );
 }
 
-#[test]
-fn composite_mixed_type_keys_in_any_order() {
-    let repo = Repo::new(&[vec![stat(1, T0, T0, 0.1)]]);
+fn composite_mixed_type_keys_in_any_order(on: &On) {
+    let repo = Repo::new(on, &[vec![stat(1, T0, T0, 0.1)]]);
     repo.materialize(&["driver_zone"], Window::Range { start: T0, end: T0 });
     let features = repo
         .defs
@@ -71,23 +72,24 @@ fn composite_mixed_type_keys_in_any_order() {
         ),
     ];
     let plan = ReadPlan::new(&repo.defs, &repo.generations(), features).unwrap();
-    let result = read_online_features(&repo.store, &plan, &keys, T0).unwrap();
+    let result =
+        futures::executor::block_on(read_online_features(repo.store.as_ref(), &plan, &keys, T0))
+            .unwrap();
     assert_eq!(result.features()[0].output_name, "driver_zone__demand");
     assert_eq!(result.cell(0, 0).unwrap().value, FeatureValue::Float64(1.5));
     assert_eq!(result.cell(0, 1).unwrap().status, FieldStatus::NullValue);
     assert_eq!(result.cell(0, 2).unwrap().status, FieldStatus::NotFound);
 }
 
-#[test]
-fn bad_requests_are_errors_naming_the_key() {
-    let repo = Repo::new(&[vec![stat(1, T0, T0, 0.1)]]);
+fn bad_requests_are_errors_naming_the_key(on: &On) {
+    let repo = Repo::new(on, &[vec![stat(1, T0, T0, 0.1)]]);
     let features = repo
         .defs
         .resolve(&[FeatureRef::parse("driver_stats:*").unwrap()], false)
         .unwrap();
     let plan = ReadPlan::new(&repo.defs, &repo.generations(), features).unwrap();
     let read = |keys: Vec<(String, Vec<KeyValue>)>| {
-        read_online_features(&repo.store, &plan, &keys, T0)
+        futures::executor::block_on(read_online_features(repo.store.as_ref(), &plan, &keys, T0))
             .unwrap_err()
             .to_string()
     };
@@ -113,9 +115,8 @@ fn bad_requests_are_errors_naming_the_key() {
     assert!(err.contains("given twice"), "{err}");
 }
 
-#[test]
-fn plans_refuse_offline_views_and_stale_features() {
-    let repo = Repo::new(&[vec![stat(1, T0, T0, 0.1)]]);
+fn plans_refuse_offline_views_and_stale_features(on: &On) {
+    let repo = Repo::new(on, &[vec![stat(1, T0, T0, 0.1)]]);
     let features = repo
         .defs
         .resolve(&[FeatureRef::parse("driver_stats:*").unwrap()], false)
@@ -147,3 +148,10 @@ fn plans_refuse_offline_views_and_stale_features() {
         .to_string();
     assert!(err.contains("driver_stats"), "{err}");
 }
+
+on_every_backend!(
+    statuses_present_null_not_found_and_outside_max_age,
+    composite_mixed_type_keys_in_any_order,
+    bad_requests_are_errors_naming_the_key,
+    plans_refuse_offline_views_and_stale_features,
+);

@@ -1,10 +1,12 @@
-//! A temporary repository with a driver view (int64 key, ttl 1h) and a composite-key view
-//! (int32 + string keys), data written by the tests, and an open store. Times are ns.
+//! The backends every contract test runs on ([`On`]), and a temporary repository with a
+//! driver view (int64 key, ttl 1h) and a composite-key view (int32 + string keys), data
+//! written by the tests, and an open store. Times are ns.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow::array::{
     ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
@@ -15,9 +17,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use quiver_core::{Definitions, FeatureRef, KeyValue};
 use quiver_online::{
-    FeatureValue, FieldStatus, MaterializeOptions, ReadPlan, RocksDbOptions, RocksDbStore, ViewId,
-    ViewReport, ViewTarget, Window, materialize_view, read_online_features,
+    FeatureValue, FieldStatus, MaterializeOptions, OnlineStore, ReadPlan, RocksDbOptions,
+    RocksDbStore, ViewId, ViewReport, ViewTarget, Window, materialize_view, read_online_features,
 };
+use quiver_redis::{RedisOptions, RedisStore};
 use quiver_registry::{RepoConfig, load_definitions};
 use quiver_source::Sources;
 use tempfile::TempDir;
@@ -77,19 +80,87 @@ pub fn stat(driver: i64, event: i64, created: i64, rate: f64) -> StatRow {
     }
 }
 
+/// An online store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store, in a temporary folder.
+    RocksDb,
+    /// A plain Redis server shared by the test binary.
+    Redis,
+    /// A Redis Cluster (three masters, three replicas) shared by the test binary.
+    RedisCluster,
+}
+
+/// One test on one backend: makes stores and projects no other test sees (tests share the
+/// Redis deployments, so each works in projects of its own).
+pub struct On {
+    pub backend: Backend,
+    name: &'static str,
+    made: AtomicU32,
+}
+
+impl On {
+    pub fn new(backend: Backend, name: &'static str) -> Self {
+        Self {
+            backend,
+            name,
+            made: AtomicU32::new(0),
+        }
+    }
+
+    /// A project name of this test's own.
+    pub fn project(&self) -> String {
+        format!(
+            "{}-{}",
+            self.name,
+            self.made.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A store: RocksDB in `dir`, or a client of the shared Redis deployment.
+    pub fn store(&self, dir: &Path) -> Arc<dyn OnlineStore> {
+        match self.backend {
+            Backend::RocksDb => Arc::new(
+                RocksDbStore::open(&dir.join("online"), &RocksDbOptions::default()).unwrap(),
+            ),
+            Backend::Redis => Arc::new(redis_store(vec![
+                quiver_testkit::redis::shared_server().address(),
+            ])),
+            Backend::RedisCluster => {
+                Arc::new(redis_store(quiver_testkit::redis::shared_cluster().seeds()))
+            }
+        }
+    }
+}
+
+/// A client of the Redis deployment at `nodes`.
+pub fn redis_store(nodes: Vec<String>) -> RedisStore {
+    RedisStore::open(&RedisOptions {
+        nodes,
+        ..RedisOptions::default()
+    })
+    .unwrap()
+}
+
 pub struct Repo {
     pub dir: TempDir,
+    pub project: String,
     pub defs: Definitions,
     pub sources: Sources,
-    pub store: RocksDbStore,
+    pub store: Arc<dyn OnlineStore>,
 }
 
 impl Repo {
-    /// A repository whose `stats` source is `files` (each a list of rows, in about four row
-    /// groups) and whose `zones` source has one row per driver 1..=3.
-    pub fn new(files: &[Vec<StatRow>]) -> Self {
+    /// A repository on `on`'s backend whose `stats` source is `files` (each a list of rows, in
+    /// about four row groups) and whose `zones` source has one row per driver 1..=3.
+    pub fn new(on: &On, files: &[Vec<StatRow>]) -> Self {
         let dir = TempDir::new().unwrap();
-        std::fs::write(dir.path().join("quiver.yaml"), "project: p\n").unwrap();
+        let project = on.project();
+        std::fs::write(
+            dir.path().join("quiver.yaml"),
+            format!("project: {project}\n"),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("defs.yaml"), DEFINITIONS).unwrap();
         std::fs::create_dir_all(dir.path().join("data/stats")).unwrap();
         for (i, rows) in files.iter().enumerate() {
@@ -103,10 +174,10 @@ impl Repo {
         let config = RepoConfig::load(dir.path()).unwrap();
         let sources = Sources::new(dir.path());
         let defs = load_definitions(dir.path(), &config, &sources).unwrap();
-        let store =
-            RocksDbStore::open(&dir.path().join("online"), &RocksDbOptions::default()).unwrap();
+        let store = on.store(dir.path());
         Self {
             dir,
+            project,
             defs,
             sources,
             store,
@@ -115,7 +186,7 @@ impl Repo {
 
     /// Where the rows of `view` are (generation 1, as if registered at version 1).
     pub fn id(&self, view: &str) -> ViewId {
-        ViewId::new("p", view, 1)
+        ViewId::new(&self.project, view, 1)
     }
 
     /// Every online view at generation 1.
@@ -159,7 +230,7 @@ impl Repo {
             .iter()
             .map(|v| {
                 materialize_view(
-                    &self.store,
+                    self.store.as_ref(),
                     &self.sources,
                     &self.target(v),
                     window,
@@ -188,7 +259,13 @@ impl Repo {
             drivers.iter().map(|d| KeyValue::Int(*d)).collect(),
         )];
         let plan = ReadPlan::new(&self.defs, &self.generations(), features).unwrap();
-        let result = read_online_features(&self.store, &plan, &keys, now).unwrap();
+        let result = futures::executor::block_on(read_online_features(
+            self.store.as_ref(),
+            &plan,
+            &keys,
+            now,
+        ))
+        .unwrap();
         (0..drivers.len())
             .map(|row| {
                 let cell = result.cell(0, row).unwrap();

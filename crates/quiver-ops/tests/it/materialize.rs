@@ -111,6 +111,7 @@ fn a_run_left_running_by_a_crash_is_marked_interrupted() {
         rows_written: 0,
         error: None,
         attempt: 1,
+        holder: "gone:1:2".into(),
     };
     repo.store.store().record_run(&run).unwrap();
     let path = repo.path().to_path_buf();
@@ -147,12 +148,12 @@ fn scheduled_views_refresh_on_their_own_and_failures_are_retried() {
                 "driver_id".to_owned(),
                 vec![quiver_ops::InputValue::Int(driver)],
             )];
-            s.read_online(
+            futures::executor::block_on(s.read_online(
                 quiver_ops::FeatureSpec::Refs(vec!["rates:rate".into()]),
                 false,
                 &entities,
                 |_, r| Ok(r.cell(0, 0)?.status),
-            )
+            ))
             .unwrap()
         };
         repo_read(&store)

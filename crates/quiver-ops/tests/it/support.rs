@@ -90,27 +90,26 @@ impl Repo {
             "driver_id".to_owned(),
             drivers.iter().map(|d| InputValue::Int(*d)).collect(),
         )];
-        self.store
-            .read_online(
-                FeatureSpec::Refs(vec![reference.to_owned()]),
-                false,
-                &entities,
-                |_, read| {
-                    (0..drivers.len())
-                        .map(|row| {
-                            let cell = read.cell(0, row)?;
-                            let value = match cell.value {
-                                FeatureValue::Float32(v) => Some(f64::from(v)),
-                                FeatureValue::Float64(v) => Some(v),
-                                FeatureValue::Int64(v) => Some(v as f64),
-                                _ => None,
-                            };
-                            Ok((value, cell.status))
-                        })
-                        .collect()
-                },
-            )
-            .unwrap()
+        futures::executor::block_on(self.store.read_online(
+            FeatureSpec::Refs(vec![reference.to_owned()]),
+            false,
+            &entities,
+            |_, read| {
+                (0..drivers.len())
+                    .map(|row| {
+                        let cell = read.cell(0, row)?;
+                        let value = match cell.value {
+                            FeatureValue::Float32(v) => Some(f64::from(v)),
+                            FeatureValue::Float64(v) => Some(v),
+                            FeatureValue::Int64(v) => Some(v as f64),
+                            _ => None,
+                        };
+                        Ok((value, cell.status))
+                    })
+                    .collect()
+            },
+        ))
+        .unwrap()
     }
 
     /// The same repository on a RocksDB store this test also holds (to compact it).

@@ -1,0 +1,125 @@
+//! Real components for Quiver's tests: the actual servers, started by the test on loopback on
+//! free ports, bounded in time, and stopped by process id, never mocks.
+//!
+//! Each server runs under a small shell watchdog that reads its standard input from the test
+//! process: when the test process ends, however it ends, the pipe closes and the watchdog
+//! kills the server and removes its folder. So a fixture shared by a whole test binary
+//! ([`redis::shared_server`], [`redis::shared_cluster`]) needs no teardown.
+//!
+//! - [`redis`]: `redis-server` alone (optionally with TLS and an ACL user) and Redis Clusters
+//!   made with `redis-cli --cluster create`, with node kills and restarts for failover tests.
+
+pub mod redis;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A free loopback port whose `+ 10000` neighbour (a Redis Cluster bus port) is free too.
+pub fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("local address").port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Waits until `done` holds, checking every 50 ms; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A certificate authority and a server certificate for `127.0.0.1`, made with `openssl`.
+#[derive(Debug, Clone)]
+pub struct Certificates {
+    /// The authority's certificate (PEM).
+    pub ca: std::path::PathBuf,
+    /// The server's certificate (PEM), for the IP address 127.0.0.1.
+    pub cert: std::path::PathBuf,
+    /// The server's private key (PEM).
+    pub key: std::path::PathBuf,
+}
+
+impl Certificates {
+    /// Makes a new authority and server certificate in `dir`.
+    pub fn generate(dir: &std::path::Path) -> Self {
+        let path = |name: &str| dir.join(name).display().to_string();
+        let (ca_key, ca, key, csr, cert, ext) = (
+            path("ca.key"),
+            path("ca.crt"),
+            path("server.key"),
+            path("server.csr"),
+            path("server.crt"),
+            path("server.ext"),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").expect("write the extension file");
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("run openssl (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=quiver-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        Self {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
