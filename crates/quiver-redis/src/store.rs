@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use quiver_online::{
     LiveView, OnlineError, OnlineStore, RUNS_KEPT, ReadFuture, Row, RunRecord, StoreStats,
     StoredRows, ViewId, ViewKeys, ViewRows,
@@ -41,8 +41,9 @@ struct Scripts {
 /// Shared by every process of a repository: rows newest-wins by a script per slot, ttl
 /// enforced on reads by the caller and by key expiry at twice the ttl, one key range per view
 /// generation (deleted by scanning each master), watermarks, run records and leases in
-/// Redis beside the rows. The client runs on a runtime of its own, so the store works the
-/// same from a command, a server's request handlers and blocking threads.
+/// Redis beside the rows. The client has a runtime of its own, so the store works the
+/// same from a command, a server's request handlers and blocking threads; reads made on a
+/// Tokio runtime are awaited there.
 pub struct RedisStore {
     runtime: Option<tokio::runtime::Runtime>,
     link: Arc<Link>,
@@ -319,26 +320,34 @@ impl OnlineStore for RedisStore {
         let store = self.location.clone();
         let (link, mode) = (Arc::clone(&self.link), self.mode);
         let total: usize = counts.iter().sum();
-        // The request runs on the store's runtime (its client's timers live there); the
-        // caller awaits it from wherever it runs.
-        let answer = (total > 0).then(|| {
-            self.runtime().spawn(async move {
-                let outcome = mget
-                    .query_async::<Vec<Option<Vec<u8>>>>(&mut link.get())
-                    .await
-                    .map_err(redis_error(&store));
-                link.check(&outcome, mode);
-                outcome
-            })
-        });
+        let query = async move {
+            let outcome = mget
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut link.get())
+                .await
+                .map_err(redis_error(&store));
+            link.check(&outcome, mode);
+            outcome
+        };
+        // Awaited on the caller's runtime when it has one (a server's handler: no hop to
+        // another runtime's threads); otherwise run on the store's own runtime.
+        let answer: Option<futures::future::BoxFuture<'static, Result<_>>> =
+            (total > 0).then(|| match tokio::runtime::Handle::try_current() {
+                Ok(_) => query.boxed(),
+                Err(_) => {
+                    let task = self.runtime().spawn(query);
+                    async move {
+                        task.await
+                            .map_err(|e| RedisStoreError::Runtime(e.to_string()))?
+                    }
+                    .boxed()
+                }
+            });
         let store = self.location.clone();
         Box::pin(async move {
             let Some(answer) = answer else {
                 return Ok(counts.iter().map(|_| Vec::new()).collect());
             };
-            let values = answer
-                .await
-                .map_err(|e| RedisStoreError::Runtime(e.to_string()))??;
+            let values = answer.await?;
             if values.len() != total {
                 return Err(RedisStoreError::Unexpected {
                     store,
