@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use quiver_e2e::{
-    example_repo, quiver, quiver_bin, quiver_ok, sample_driver_stats, write_big_driver_stats,
+    example_repo, quiver, quiver_bin, quiver_ok, sample_driver_stats, watermark_of,
+    write_big_driver_stats,
 };
 
 #[test]
@@ -220,22 +221,15 @@ fn a_killed_materialization_resumes_to_the_same_store() {
         std::fs::remove_dir_all(killed.path().join("online_store")).unwrap();
     }
     let delay = killed_after.expect("every run finished before it could be killed; grow the data");
-    let stats = quiver_ok(killed.path(), &["--json", "online", "stats"]).json();
-    let wm = stats["watermarks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["view"] == "driver_hourly_stats")
-        .unwrap()
-        .clone();
+    let watermark = watermark_of(killed.path(), "driver_hourly_stats");
     quiver_ok(clean.path(), &args);
-    if !wm["watermark"].is_null() {
+    if !watermark.is_null() {
         // The kill landed after the run committed (while it was exiting): a watermark is
         // only written after its rows, so they must all be there already.
         assert_eq!(
             sample(killed.path()),
             sample(clean.path()),
-            "killed after {delay} ms with the watermark written, but rows missing: {stats}"
+            "killed after {delay} ms with the watermark written, but rows missing (watermark {watermark})"
         );
     }
 

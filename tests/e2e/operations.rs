@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use quiver_e2e::{
-    Server, example_repo, now_micros, quiver, quiver_ok, sample_driver_stats, wait_for,
-    write_big_driver_stats, write_trips,
+    Server, example_repo, now_micros, online_get, quiver, quiver_ok, runs_of, sample_driver_stats,
+    wait_for, watermark_of, write_big_driver_stats, write_trips,
 };
 use quiver_server::proto::quiver::v1 as pb;
 use serde_json::Value;
@@ -103,21 +103,11 @@ fn with_the_server_running_the_cli_materializes_and_reads_through_it() {
     );
 
     // `online get`, `online stats`, `materialize status` and `online backup` go through it.
-    let got = quiver_ok(
+    let got = online_get(
         repo,
-        &[
-            "--json",
-            "online",
-            "get",
-            "--view",
-            "driver_customer_trips",
-            "--key",
-            "driver_id=1001",
-            "--key",
-            "customer_id=C1001",
-        ],
-    )
-    .json();
+        "driver_customer_trips",
+        &["driver_id=1001", "customer_id=C1001"],
+    );
     assert_eq!(got["features"][0]["value"], 777, "{got}");
     let stats = quiver_ok(repo, &["--json", "online", "stats"]).json();
     assert!(
@@ -335,11 +325,6 @@ fn sample(repo: &Path) -> Vec<Value> {
     sample_driver_stats(repo, DRIVERS, 1_999)
 }
 
-fn runs_of(repo: &Path, view: &str) -> Vec<Value> {
-    let status = quiver_ok(repo, &["--json", "materialize", "status", "--view", view]).json();
-    status["runs"].as_array().unwrap().clone()
-}
-
 #[test]
 fn a_server_killed_mid_run_leaves_a_store_the_next_run_completes() {
     let end = (now_micros() / 3_600_000_000) * 3_600_000_000;
@@ -368,14 +353,7 @@ fn a_server_killed_mid_run_leaves_a_store_the_next_run_completes() {
     server.kill();
     // The kill can land after the run committed its watermark (while it was recording its
     // outcome): a written watermark must then mean every row is there.
-    let after_kill = quiver_ok(repo, &["--json", "online", "stats"]).json();
-    let watermark = after_kill["watermarks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["view"] == "driver_hourly_stats")
-        .unwrap()["watermark"]
-        .clone();
+    let watermark = watermark_of(repo, "driver_hourly_stats");
     let runs = runs_of(repo, "driver_hourly_stats");
     assert!(
         runs[0]["outcome"] == "interrupted" || runs[0]["outcome"] == "succeeded",

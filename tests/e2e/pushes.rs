@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use quiver_e2e::{Server, example_repo, http, now_micros, quiver_ok, wait_for};
+use quiver_testkit::SmallDisk;
 use serde_json::{Value, json};
 
 /// A second view on the example's trips source, with a feature of its own: Feast's usual
@@ -313,50 +314,12 @@ fn temporary_files_of_failed_writers_are_swept_at_start_up() {
     assert!(server.stop());
 }
 
-/// A small tmpfs mounted for the test (root only; CI runs as root).
-struct SmallDisk(tempfile::TempDir);
-
-impl SmallDisk {
-    fn mount(megabytes: u32) -> Option<Self> {
-        let dir = tempfile::TempDir::new().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: mounting a tmpfs needs root");
-        }
-        ok.then_some(Self(dir))
-    }
-
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.0.path().join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 1 << 20];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_loses_nothing_and_the_server_recovers_on_its_own() {
     let Some(disk) = SmallDisk::mount(48) else {
         return;
     };
-    let repo = disk.0.path().join("repo");
+    let repo = disk.path().join("repo");
     quiver_ok(
         &repo,
         &["init", repo.to_str().unwrap(), "--project", "demo"],

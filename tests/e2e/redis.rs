@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use quiver_e2e::{
-    Server, example_repo, http, now_micros, quiver, quiver_ok, sample_driver_stats, wait_for,
-    write_big_driver_stats,
+    Server, example_repo, http, now_micros, online_get, quiver, quiver_ok, runs_of,
+    sample_driver_stats, wait_for, watermark_of, write_big_driver_stats,
 };
+use quiver_testkit::StopOnDrop;
 use quiver_testkit::redis::{RedisCluster, shared_cluster};
 use serde_json::{Value, json};
 
@@ -69,46 +70,21 @@ fn trips(server: &Server, driver: i64, customer: &str) -> Value {
     v["results"][2]["values"][0].clone()
 }
 
-fn runs_of(repo: &Path, view: &str) -> Vec<Value> {
-    let status = quiver_ok(repo, &["--json", "materialize", "status", "--view", view]).json();
-    status["runs"].as_array().unwrap().clone()
-}
-
-fn watermark(repo: &Path, view: &str) -> Value {
-    let stats = quiver_ok(repo, &["--json", "online", "stats"]).json();
-    stats["watermarks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["view"] == view)
-        .map_or(Value::Null, |w| w["watermark"].clone())
-}
-
 #[test]
 fn a_repository_on_redis_cluster_runs_every_command_and_servers_share_it() {
     let dir = repo_on_redis(&shared_cluster().seeds());
     let repo = dir.path();
     quiver_ok(repo, &["apply"]);
     quiver_ok(repo, &["materialize-incremental", "now"]);
-    let got = quiver_ok(
+    let got = online_get(
         repo,
-        &[
-            "--json",
-            "online",
-            "get",
-            "--view",
-            "driver_customer_trips",
-            "--key",
-            "customer_id=C1001",
-            "--key",
-            "driver_id=1001",
-        ],
-    )
-    .json();
+        "driver_customer_trips",
+        &["customer_id=C1001", "driver_id=1001"],
+    );
     assert_eq!(got["features"][0]["status"], "PRESENT", "{got}");
     let expected = got["features"][0]["value"].clone();
     assert!(
-        !watermark(repo, "driver_customer_trips").is_null(),
+        !watermark_of(repo, "driver_customer_trips").is_null(),
         "the watermark is kept in Redis"
     );
     assert_eq!(
@@ -223,15 +199,6 @@ const DRIVERS: i64 = 300_000;
 const HOURS: i64 = 4;
 const STEP: usize = 9_999;
 
-/// Sets its flag when dropped, also when a test panics.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn a_master_failover_during_a_materialization_and_reads_loses_nothing() {
     let cluster = RedisCluster::start(3, 1);
@@ -321,7 +288,7 @@ fn a_master_failover_during_a_materialization_and_reads_loses_nothing() {
     // Either the run completed (its watermark and every row there) or it failed without
     // advancing its watermark; a rerun completes it.
     let stderr = String::from_utf8_lossy(&run.stderr);
-    let marked = watermark(repo, "driver_hourly_stats");
+    let marked = watermark_of(repo, "driver_hourly_stats");
     if run.status.success() {
         assert!(!marked.is_null(), "a successful run sets its watermark");
         assert_eq!(sample_driver_stats(repo, DRIVERS, STEP), expected);

@@ -428,26 +428,39 @@ pub fn write_big_driver_stats(repo: &Path, drivers: i64, hours: i64, end_us: i64
     w.close().expect("close the driver data");
 }
 
+/// `quiver --json online get` of `view` at the entity key `keys` (`join_key=value` each).
+pub fn online_get(repo: &Path, view: &str, keys: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "online", "get", "--view", view];
+    for key in keys {
+        args.extend(["--key", key]);
+    }
+    quiver_ok(repo, &args).json()
+}
+
+/// The recorded runs of `view`, newest first (`quiver --json materialize status`).
+pub fn runs_of(repo: &Path, view: &str) -> Vec<serde_json::Value> {
+    let status = quiver_ok(repo, &["--json", "materialize", "status", "--view", view]).json();
+    status["runs"].as_array().expect("runs").clone()
+}
+
+/// The watermark of `view` in `quiver --json online stats` (null when it has none).
+pub fn watermark_of(repo: &Path, view: &str) -> serde_json::Value {
+    let stats = quiver_ok(repo, &["--json", "online", "stats"]).json();
+    stats["watermarks"]
+        .as_array()
+        .expect("watermarks")
+        .iter()
+        .find(|w| w["view"] == view)
+        .map_or(serde_json::Value::Null, |w| w["watermark"].clone())
+}
+
 /// `quiver online get` of every `step`-th of `drivers` drivers' hourly stats (data from
 /// [`write_big_driver_stats`]), each checked whole: its three features come from one row.
 pub fn sample_driver_stats(repo: &Path, drivers: i64, step: usize) -> Vec<serde_json::Value> {
     (0..drivers)
         .step_by(step)
         .map(|d| {
-            let key = format!("driver_id={d}");
-            let got = quiver_ok(
-                repo,
-                &[
-                    "--json",
-                    "online",
-                    "get",
-                    "--view",
-                    "driver_hourly_stats",
-                    "--key",
-                    &key,
-                ],
-            )
-            .json();
+            let got = online_get(repo, "driver_hourly_stats", &[&format!("driver_id={d}")]);
             let f = &got["features"];
             let h = f[1]["value"].as_f64().expect("acc_rate") as i64;
             assert_eq!(

@@ -12,6 +12,7 @@ use quiver_online::{
 };
 use quiver_ops::{FeatureSpec, InputValue, MaterializeRequest};
 use quiver_registry::{Registry, RepoConfig};
+use quiver_server::messages::{run_record, view_report};
 use quiver_server::proto::quiver::v1 as pb;
 use serde_json::{Value, json};
 
@@ -148,20 +149,7 @@ async fn remote_materialize(
                 rows: v.rows,
             }),
             Some(pb::materialize_event::Event::RowsRead(n)) => progress(Progress::Rows(n)),
-            Some(pb::materialize_event::Event::ViewDone(r)) => reports.push(ViewReport {
-                view: r.view,
-                start: r.start_nanos,
-                end: r.end_nanos,
-                files: usize::try_from(r.files).unwrap_or(usize::MAX),
-                row_groups_read: usize::try_from(r.row_groups_read).unwrap_or(usize::MAX),
-                rows_scanned: r.rows_scanned,
-                rows_in_window: r.rows_in_window,
-                rows_written: r.rows_written,
-                bytes_written: r.bytes_written,
-                skipped_null_key: r.skipped_null_key,
-                skipped_null_timestamp: r.skipped_null_timestamp,
-                elapsed_ms: r.elapsed_ms,
-            }),
+            Some(pb::materialize_event::Event::ViewDone(r)) => reports.push(view_report(r)),
             None => {}
         }
     }
@@ -212,7 +200,9 @@ pub fn materialize_status(
                 .map_err(|s| status_error(&s))?
                 .into_inner()
                 .runs;
-            runs.into_iter().map(run_record).collect::<Result<_>>()?
+            runs.into_iter()
+                .map(run_record)
+                .collect::<serde_json::Result<_>>()?
         }
     };
     let now = quiver_core::now_nanos();
@@ -276,29 +266,6 @@ pub fn materialize_status(
         )
     );
     Ok(())
-}
-
-/// A run record from its protobuf form.
-fn run_record(r: pb::Run) -> Result<RunRecord> {
-    let text = |s: &str| Value::String(s.to_owned());
-    Ok(RunRecord {
-        id: r.id,
-        project: String::new(),
-        view: r.view,
-        generation: r.generation,
-        trigger: serde_json::from_value(text(&r.trigger))?,
-        incremental: r.incremental,
-        started_at: r.started_at_nanos,
-        finished_at: (r.finished_at_nanos != 0).then_some(r.finished_at_nanos),
-        window_start: r.window_start_nanos,
-        window_end: r.window_end_nanos,
-        outcome: serde_json::from_value(text(&r.outcome))?,
-        rows_scanned: r.rows_scanned,
-        rows_written: r.rows_written,
-        error: (!r.error.is_empty()).then_some(r.error),
-        attempt: r.attempt,
-        holder: r.holder,
-    })
 }
 
 /// Parses `--key name=value` against the view's declared join-key types.

@@ -11,9 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use quiver_core::{Definitions, ObjectKind as Kind, TimestampUnit};
-use quiver_online::{
-    Cell, FeatureValue, FieldStatus as Status_, Progress, RunRecord, ViewReport, Window,
-};
+use quiver_online::{Cell, FeatureValue, FieldStatus as Status_, Progress, Window};
 use quiver_ops::{
     ApplyRequest, BaseVersion, FeatureSpec, FeatureStore, InputValue, MaterializeRequest,
     PushRequest, PushTarget,
@@ -22,6 +20,7 @@ use quiver_registry::Change as RegistryChange;
 use tonic::{Request, Response, Status};
 
 use crate::error::{join_status, status};
+use crate::messages::{run_message, view_report_message};
 use crate::proto::quiver::v1 as pb;
 use crate::registry_files::validate_files;
 
@@ -411,7 +410,9 @@ impl MaterializationGrpc {
                 match store.materialize(&one, &progress, Some(&cancel)) {
                     Ok(reports) => {
                         for r in reports {
-                            send(pb::materialize_event::Event::ViewDone(view_report(&r)));
+                            send(pb::materialize_event::Event::ViewDone(view_report_message(
+                                &r,
+                            )));
                         }
                     }
                     Err(e) => {
@@ -423,47 +424,6 @@ impl MaterializationGrpc {
         });
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
             .boxed()
-    }
-}
-
-/// The protobuf form of a view report.
-pub(crate) fn view_report(r: &ViewReport) -> pb::ViewReport {
-    pb::ViewReport {
-        view: r.view.clone(),
-        start_nanos: r.start,
-        end_nanos: r.end,
-        files: r.files as u64,
-        row_groups_read: r.row_groups_read as u64,
-        rows_scanned: r.rows_scanned,
-        rows_in_window: r.rows_in_window,
-        rows_written: r.rows_written,
-        bytes_written: r.bytes_written,
-        skipped_null_key: r.skipped_null_key,
-        skipped_null_timestamp: r.skipped_null_timestamp,
-        elapsed_ms: r.elapsed_ms,
-    }
-}
-
-fn run_message(r: &RunRecord) -> pb::Run {
-    pb::Run {
-        id: r.id,
-        view: r.view.clone(),
-        generation: r.generation,
-        trigger: serde_json::to_value(r.trigger)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        incremental: r.incremental,
-        started_at_nanos: r.started_at,
-        finished_at_nanos: r.finished_at.unwrap_or(0),
-        window_start_nanos: r.window_start,
-        window_end_nanos: r.window_end,
-        outcome: r.outcome.name().to_owned(),
-        rows_scanned: r.rows_scanned,
-        rows_written: r.rows_written,
-        error: r.error.clone().unwrap_or_default(),
-        attempt: r.attempt,
-        holder: r.holder.clone(),
     }
 }
 

@@ -12,6 +12,7 @@ mod error;
 mod feast;
 mod flight;
 mod grpc;
+pub mod messages;
 pub mod proto;
 mod registry_files;
 mod server;

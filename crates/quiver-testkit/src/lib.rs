@@ -8,10 +8,13 @@
 //!
 //! - [`redis`]: `redis-server` alone (optionally with TLS and an ACL user) and Redis Clusters
 //!   made with `redis-cli --cluster create`, with node kills and restarts for failover tests.
+//! - [`SmallDisk`]: a tmpfs of a few megabytes, to run out of space on.
 
 pub mod redis;
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A free loopback port whose `+ 10000` neighbour (a Redis Cluster bus port) is free too.
@@ -41,16 +44,16 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 #[derive(Debug, Clone)]
 pub struct Certificates {
     /// The authority's certificate (PEM).
-    pub ca: std::path::PathBuf,
+    pub ca: PathBuf,
     /// The server's certificate (PEM), for the IP address 127.0.0.1.
-    pub cert: std::path::PathBuf,
+    pub cert: PathBuf,
     /// The server's private key (PEM).
-    pub key: std::path::PathBuf,
+    pub key: PathBuf,
 }
 
 impl Certificates {
     /// Makes a new authority and server certificate in `dir`.
-    pub fn generate(dir: &std::path::Path) -> Self {
+    pub fn generate(dir: &Path) -> Self {
         let path = |name: &str| dir.join(name).display().to_string();
         let (ca_key, ca, key, csr, cert, ext) = (
             path("ca.key"),
@@ -121,5 +124,64 @@ impl Certificates {
             cert: cert.into(),
             key: key.into(),
         }
+    }
+}
+
+/// Sets its flag when dropped, also when the test panics: threads a test spawned and stops
+/// with the flag then end rather than keep the test binary alive.
+#[derive(Debug)]
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A small real filesystem (tmpfs) mounted in a temporary folder for the test's lifetime, to
+/// run out of space on; unmounted when dropped.
+#[derive(Debug)]
+pub struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `megabytes`. Needs the privilege to mount (CI runs as root): `None`,
+    /// after saying the test is skipped, without it.
+    pub fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::TempDir::new().expect("create a temporary folder");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: mounting a tmpfs needs root");
+        }
+        mounted.then_some(Self(dir))
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Writes a file that takes every byte left; returns its path (remove it to free the space).
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("create the filler file");
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
     }
 }

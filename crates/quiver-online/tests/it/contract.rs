@@ -7,27 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_core::Feature;
 use quiver_online::{
-    FeatureValue, LiveView, OnlineStore, RUNS_KEPT, Row, RowVersion, RunOutcome, RunRecord,
-    RunTrigger, ViewId, ViewKeys, ViewRows, encode_row,
+    LiveView, OnlineStore, RUNS_KEPT, RowVersion, RunOutcome, RunRecord, RunTrigger, ViewId,
+    ViewKeys, ViewRows,
 };
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
 
-use crate::support::On;
-
-fn features() -> Vec<Feature> {
-    vec![Feature {
-        name: "x".into(),
-        value_type: "int64".parse().unwrap(),
-        description: String::new(),
-    }]
-}
-
-fn row(version: RowVersion, x: i64) -> Vec<u8> {
-    encode_row(&features(), version, &[FeatureValue::Int64(x)])
-}
+use crate::support::{On, x_decode, x_row};
 
 /// A store of the test's backend and a project of its own.
 struct Fixture {
@@ -59,7 +46,7 @@ impl Fixture {
         let reads = [ViewKeys { view, keys }];
         let rows = futures::executor::block_on(self.store.read(&reads)).unwrap();
         assert_eq!(rows.len(), 1);
-        rows[0].iter().map(|r| r.as_deref().map(decode)).collect()
+        rows[0].iter().map(|r| r.as_deref().map(x_decode)).collect()
     }
 
     fn get(&self, view: &ViewId, key: &[u8]) -> Option<(RowVersion, i64)> {
@@ -67,44 +54,30 @@ impl Fixture {
     }
 }
 
-fn decode(bytes: &[u8]) -> (RowVersion, i64) {
-    let r = Row::parse(bytes).unwrap();
-    let x = match quiver_online::row::decode_value(
-        features()[0].value_type,
-        r.feature_bytes(0).unwrap(),
-    )
-    .unwrap()
-    {
-        FeatureValue::Int64(x) => x,
-        other => panic!("{other:?}"),
-    };
-    (r.version(), x)
-}
-
 pub fn writes_are_newest_wins_in_any_order(on: &On) {
     let f = Fixture::new(on);
     let (v, k) = (f.id("v", 1), b"k1".to_vec());
-    f.put(&v, &[(k.clone(), row((20, 0, 0), 2))]);
-    f.put(&v, &[(k.clone(), row((10, 0, 0), 1))]);
+    f.put(&v, &[(k.clone(), x_row((20, 0, 0), 2))]);
+    f.put(&v, &[(k.clone(), x_row((10, 0, 0), 1))]);
     assert_eq!(
         f.get(&v, &k).map(|r| r.1),
         Some(2),
         "an older row never replaces a newer one"
     );
-    f.put(&v, &[(k.clone(), row((20, 5, 0), 3))]);
+    f.put(&v, &[(k.clone(), x_row((20, 5, 0), 3))]);
     assert_eq!(
         f.get(&v, &k).map(|r| r.1),
         Some(3),
         "equal event time: the greater created time wins"
     );
-    f.put(&v, &[(k.clone(), row((20, 5, 0), 4))]);
+    f.put(&v, &[(k.clone(), x_row((20, 5, 0), 4))]);
     assert_eq!(
         f.get(&v, &k).map(|r| r.1),
         Some(4),
         "equal versions: the later write wins"
     );
-    f.put(&v, &[(k.clone(), row((20, 5, 1), 5))]);
-    f.put(&v, &[(k.clone(), row((20, 5, 0), 6))]);
+    f.put(&v, &[(k.clone(), x_row((20, 5, 1), 5))]);
+    f.put(&v, &[(k.clone(), x_row((20, 5, 0), 6))]);
     assert_eq!(
         f.get(&v, &k).map(|r| r.1),
         Some(5),
@@ -166,7 +139,7 @@ pub fn the_order_is_exact_across_signs_and_bytes(on: &On) {
         }
         let mut newest = 0;
         for i in order {
-            f.put(&v, &[(key.clone(), row(versions[i], i as i64))]);
+            f.put(&v, &[(key.clone(), x_row(versions[i], i as i64))]);
             newest = newest.max(i);
             assert_eq!(
                 f.get(&v, &key),
@@ -199,7 +172,7 @@ pub fn concurrent_writers_never_put_an_older_row_back(on: &On) {
                                     (rng.random_range(-50..50), rng.random_range(0..3), 0);
                                 let e = newest.entry(key.clone()).or_insert(version);
                                 *e = (*e).max(version);
-                                (key, row(version, version.0 * 10 + version.1))
+                                (key, x_row(version, version.0 * 10 + version.1))
                             })
                             .collect();
                         f.put(v, &batch);
@@ -229,7 +202,7 @@ pub fn one_read_answers_many_views_in_key_order(on: &On) {
         .map(|i| {
             (
                 i.to_be_bytes().to_vec(),
-                row((i64::from(i), 0, 0), i64::from(i)),
+                x_row((i64::from(i), 0, 0), i64::from(i)),
             )
         })
         .collect();
@@ -277,7 +250,7 @@ pub fn one_read_answers_many_views_in_key_order(on: &On) {
     );
     for (i, r) in (0..500u32).rev().zip(&got[0]) {
         let want = (i % 3 != 0).then_some(i64::from(i));
-        assert_eq!(r.as_deref().map(|r| decode(r).1), want, "view a, key {i}");
+        assert_eq!(r.as_deref().map(|r| x_decode(r).1), want, "view a, key {i}");
     }
     assert!(got[1].iter().all(Option::is_none));
     let in_b = got[2].iter().filter(|r| r.is_some()).count();
@@ -292,7 +265,7 @@ pub fn one_read_answers_many_views_in_key_order(on: &On) {
 pub fn retain_deletes_exactly_what_a_version_no_longer_serves(on: &On) {
     let f = Fixture::new(on);
     let rows: Vec<_> = (0..3000u32)
-        .map(|i| (i.to_be_bytes().to_vec(), row((1, 0, 0), i64::from(i))))
+        .map(|i| (i.to_be_bytes().to_vec(), x_row((1, 0, 0), i64::from(i))))
         .collect();
     let other_project = ViewId::new(&format!("{}-other", f.project), "a", 1);
     let (a1, ab, a2, newer) = (f.id("a", 1), f.id("ab", 1), f.id("a", 2), f.id("c", 9));

@@ -6,26 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use quiver_core::{ErrorKind, Feature, HasKind, now_nanos};
-use quiver_online::{
-    FeatureValue, LiveView, OnlineStore, Row, RowVersion, ViewId, ViewKeys, ViewRows, encode_row,
-};
+use quiver_core::{ErrorKind, HasKind, now_nanos};
+use quiver_online::{LiveView, OnlineStore, Row, RowVersion, ViewId, ViewKeys, ViewRows};
 use quiver_redis::{Mode, RedisOptions, RedisStore, TlsOptions};
 use quiver_testkit::redis::{RedisCluster, RedisNode, shared_cluster, shared_server};
-use quiver_testkit::{Certificates, wait_until};
+use quiver_testkit::{Certificates, StopOnDrop, wait_until};
 use tempfile::TempDir;
 
-use crate::support::redis_store;
+use crate::support::{redis_store, x_row};
 
 const SECOND: i64 = 1_000_000_000;
 
 fn row(version: RowVersion) -> Vec<u8> {
-    let features = [Feature {
-        name: "x".into(),
-        value_type: "int64".parse().unwrap(),
-        description: String::new(),
-    }];
-    encode_row(&features, version, &[FeatureValue::Int64(version.0)])
+    x_row(version, version.0)
 }
 
 fn event_of(store: &dyn OnlineStore, view: &ViewId, keys: &[Vec<u8>]) -> Vec<Option<i64>> {
@@ -358,13 +351,4 @@ fn a_master_failover_during_reads_and_writes() {
             .all(|e| *e == Some(3))
     );
     cluster.wait_healthy();
-}
-
-/// Sets its flag when dropped, also when a test panics.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }

@@ -1,25 +1,18 @@
 //! What only the embedded RocksDB store does: ttl purge by compaction, backup and restore,
 //! one process at a time, a full disk. The contract every backend keeps (newest wins,
-//! generations, watermarks, run records, leases) is one suite run on each backend, in
-//! `quiver-redis`'s tests.
+//! generations, watermarks, run records, leases) is one suite run on each backend
+//! (`contract`, `reads`, `materialize`).
 
-use quiver_core::{Feature, now_nanos};
+use quiver_core::now_nanos;
 use quiver_online::{
-    FeatureValue, LiveView, OnlineError, OnlineStore, RocksDbOptions, RocksDbStore, Row, ViewId,
-    ViewKeys, ViewRows, encode_row,
+    LiveView, OnlineError, OnlineStore, RocksDbOptions, RocksDbStore, ViewId, ViewKeys, ViewRows,
 };
 use tempfile::TempDir;
 
-fn features() -> Vec<Feature> {
-    vec![Feature {
-        name: "x".into(),
-        value_type: "int64".parse().unwrap(),
-        description: String::new(),
-    }]
-}
+use crate::support::{x_decode, x_row};
 
 fn row(event: i64, created: i64, x: i64) -> Vec<u8> {
-    encode_row(&features(), (event, created, 0), &[FeatureValue::Int64(x)])
+    x_row((event, created, 0), x)
 }
 
 fn id(view: &str) -> ViewId {
@@ -39,17 +32,8 @@ fn get(store: &RocksDbStore, view: &ViewId, key: &[u8]) -> Option<(i64, i64)> {
     let reads = [ViewKeys { view, keys: &keys }];
     let rows = futures::executor::block_on(store.read(&reads)).unwrap();
     rows[0][0].as_deref().map(|v| {
-        let r = Row::parse(v).unwrap();
-        let x = match quiver_online::row::decode_value(
-            features()[0].value_type,
-            r.feature_bytes(0).unwrap(),
-        )
-        .unwrap()
-        {
-            FeatureValue::Int64(x) => x,
-            other => panic!("{other:?}"),
-        };
-        (r.event_ts(), x)
+        let ((event, ..), x) = x_decode(v);
+        (event, x)
     })
 }
 
@@ -168,7 +152,7 @@ fn a_second_writer_process_is_refused_with_a_clear_error() {
 
 #[test]
 fn a_full_disk_is_a_clear_error_and_writes_resume_when_space_is_back() {
-    let Some(disk) = crate::support::SmallDisk::mount(24) else {
+    let Some(disk) = quiver_testkit::SmallDisk::mount(24) else {
         return;
     };
     let store = open(&disk.path().join("store"));

@@ -15,10 +15,11 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use quiver_core::{Definitions, FeatureRef, KeyValue};
+use quiver_core::{Definitions, Feature, FeatureRef, KeyValue};
 use quiver_online::{
     FeatureValue, FieldStatus, MaterializeOptions, OnlineStore, ReadPlan, RocksDbOptions,
-    RocksDbStore, ViewId, ViewReport, ViewTarget, Window, materialize_view, read_online_features,
+    RocksDbStore, Row, RowVersion, ViewId, ViewReport, ViewTarget, Window, encode_row,
+    materialize_view, read_online_features,
 };
 use quiver_redis::{RedisOptions, RedisStore};
 use quiver_registry::{RepoConfig, load_definitions};
@@ -59,6 +60,32 @@ feature_views:
     features:
       - {name: demand, type: float64}
 "#;
+
+/// The one feature, `x` (int64), of the rows the store tests write directly.
+fn x_features() -> Vec<Feature> {
+    vec![Feature {
+        name: "x".into(),
+        value_type: "int64".parse().unwrap(),
+        description: String::new(),
+    }]
+}
+
+/// A stored row of [`x_features`] with `version` and value `x`.
+pub fn x_row(version: RowVersion, x: i64) -> Vec<u8> {
+    encode_row(&x_features(), version, &[FeatureValue::Int64(x)])
+}
+
+/// `(version, x)` of a stored row of [`x_features`].
+pub fn x_decode(bytes: &[u8]) -> (RowVersion, i64) {
+    let r = Row::parse(bytes).unwrap();
+    let value =
+        quiver_online::row::decode_value(x_features()[0].value_type, r.feature_bytes(0).unwrap())
+            .unwrap();
+    match value {
+        FeatureValue::Int64(x) => (r.version(), x),
+        other => panic!("{other:?}"),
+    }
+}
 
 /// One source row of `stats`: driver, event time, created time, rate, trips.
 #[derive(Clone, Copy, Debug)]
@@ -348,51 +375,4 @@ fn write_zones(path: &Path) {
     let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
-}
-
-/// A small real filesystem (tmpfs) mounted in a temporary folder for the test's lifetime, to
-/// run out of space on. Needs the privilege to mount (CI runs as root); `None` without it.
-pub struct SmallDisk {
-    pub dir: TempDir,
-}
-
-impl SmallDisk {
-    pub fn mount(megabytes: u32) -> Option<Self> {
-        let dir = TempDir::new().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        Some(Self { dir })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes a file that takes every byte left.
-    pub fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.path().join("filler");
-        let mut f = File::create(&path).unwrap();
-        let chunk = vec![0u8; 1 << 20];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
 }
