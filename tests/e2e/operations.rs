@@ -7,21 +7,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use quiver_e2e::{
-    Server, example_repo, now_micros, online_get, quiver, quiver_ok, runs_of, sample_driver_stats,
-    wait_for, watermark_of, write_big_driver_stats, write_trips,
+    Server, example_repo, now_micros, online_get, quiver, quiver_ok, runs_of, runtime,
+    sample_driver_stats, wait_for, watermark_of, write_big_driver_stats, write_trips,
 };
 use quiver_server::proto::quiver::v1 as pb;
 use serde_json::Value;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().unwrap()
-}
-
-fn channel(server: &Server) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
-        .unwrap()
-        .connect_lazy()
-}
 
 fn value(kind: pb::value::Kind) -> pb::Value {
     pb::Value { kind: Some(kind) }
@@ -39,7 +29,7 @@ fn trips_of(
     customer: &str,
 ) -> (Option<i64>, pb::FieldStatus) {
     let response = runtime().block_on(async {
-        let mut client = pb::online_service_client::OnlineServiceClient::new(channel(server));
+        let mut client = pb::online_service_client::OnlineServiceClient::new(server.channel());
         client
             .get_online_features(pb::GetOnlineFeaturesRequest {
                 features: Some(pb::get_online_features_request::Features::FeatureRefs(
@@ -184,7 +174,7 @@ fn grpc_apply(server: &Server, repo: &Path, extra: Option<&str>) -> pb::ApplyRes
         files.insert("extra.yaml".to_owned(), text.to_owned());
     }
     runtime().block_on(async {
-        pb::registry_service_client::RegistryServiceClient::new(channel(server))
+        pb::registry_service_client::RegistryServiceClient::new(server.channel())
             .apply(pb::ApplyRequest {
                 files,
                 based_on: None,

@@ -6,22 +6,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use quiver_e2e::{Server, example_repo, http, python_json, quiver_ok};
+use quiver_e2e::{Server, example_repo, http, python_json, quiver_ok, runtime};
 use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::feast::types as ft;
 use quiver_server::proto::quiver::v1 as pb;
 use serde_json::{Value, json};
 use tonic::Code;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Runtime::new().unwrap()
-}
-
-fn channel(server: &Server) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
-        .unwrap()
-        .connect_lazy()
-}
 
 fn int64(v: i64) -> pb::Value {
     pb::Value {
@@ -100,7 +90,7 @@ fn chrono_like(secs: i64) -> String {
 fn quiver_grpc_reads_statuses_composite_keys_services_and_pushes() {
     let (_dir, server) = served(&[]);
     runtime().block_on(async {
-        let mut client = pb::online_service_client::OnlineServiceClient::new(channel(&server));
+        let mut client = pb::online_service_client::OnlineServiceClient::new(server.channel());
         // Duplicate keys are answered twice; an unknown key is NOT_FOUND.
         let response = client
             .get_online_features(pb::GetOnlineFeaturesRequest {
@@ -243,7 +233,7 @@ fn quiver_grpc_reads_statuses_composite_keys_services_and_pushes() {
 fn bad_online_requests_get_the_right_status_and_message() {
     let (_dir, server) = served(&["--max-rows", "3"]);
     runtime().block_on(async {
-        let mut client = pb::online_service_client::OnlineServiceClient::new(channel(&server));
+        let mut client = pb::online_service_client::OnlineServiceClient::new(server.channel());
         let read = |features: &[&str], entities: Vec<pb::Column>| pb::GetOnlineFeaturesRequest {
             features: refs(features),
             entities,
@@ -336,7 +326,7 @@ fn feast_grpc_and_http_protocols_answer_like_feast() {
     let (_dir, server) = served(&[]);
     // Feast's gRPC ServingService: join keys first, then features; int32 finds an int64 key.
     let grpc = runtime().block_on(async {
-        let mut client = fs::serving_service_client::ServingServiceClient::new(channel(&server));
+        let mut client = fs::serving_service_client::ServingServiceClient::new(server.channel());
         let info = client
             .get_feast_serving_info(fs::GetFeastServingInfoRequest {})
             .await
@@ -499,7 +489,7 @@ fn registry_changes_reach_the_server_without_a_restart() {
     let repo = dir.path();
     runtime().block_on(async {
         // Health checking and the registry service.
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&server));
+        let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel());
         let status = health
             .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
             .await
@@ -507,7 +497,7 @@ fn registry_changes_reach_the_server_without_a_restart() {
             .into_inner();
         assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
-        let mut registry = pb::registry_service_client::RegistryServiceClient::new(channel(&server));
+        let mut registry = pb::registry_service_client::RegistryServiceClient::new(server.channel());
         let listed = registry
             .list_objects(pb::ListObjectsRequest { kind: pb::ObjectKind::FeatureView as i32 })
             .await
@@ -550,7 +540,7 @@ fn registry_changes_reach_the_server_without_a_restart() {
         assert!(e.message().contains("extra.yaml:"), "{}", e.message());
 
         // The new view is served at once: push a row into it and read it.
-        let mut online = pb::online_service_client::OnlineServiceClient::new(channel(&server));
+        let mut online = pb::online_service_client::OnlineServiceClient::new(server.channel());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64;
         online
             .push_features(pb::PushFeaturesRequest {
@@ -708,7 +698,7 @@ fn sigterm_lets_a_grpc_call_in_flight_finish() {
         full_feature_names: false,
     };
     runtime().block_on(async {
-        let mut grpc = tonic::client::Grpc::new(channel(&server));
+        let mut grpc = tonic::client::Grpc::new(server.channel());
         grpc.ready().await.unwrap();
         // The call's stream opens at once; its one message is sent only after the SIGTERM
         // (a unary call is the same HTTP/2 stream as a client stream of one message).
@@ -781,7 +771,7 @@ fn undecodable_messages_and_unknown_base_versions_get_the_right_codes() {
     let (_dir, server) = served(&[]);
     runtime().block_on(async {
         let raw = |path: &'static str, bytes: Vec<u8>| {
-            let channel = channel(&server);
+            let channel = server.channel();
             async move {
                 let mut grpc = tonic::client::Grpc::new(channel);
                 grpc.ready().await.unwrap();
@@ -805,7 +795,7 @@ fn undecodable_messages_and_unknown_base_versions_get_the_right_codes() {
         assert_eq!(not_utf8.code(), Code::InvalidArgument, "{not_utf8:?}");
 
         let mut registry =
-            pb::registry_service_client::RegistryServiceClient::new(channel(&server));
+            pb::registry_service_client::RegistryServiceClient::new(server.channel());
         let unknown = registry
             .apply(pb::ApplyRequest {
                 files: HashMap::from([("features.yaml".to_owned(), "entities: []\n".to_owned())]),

@@ -106,6 +106,11 @@ pub fn example_repo() -> tempfile::TempDir {
     dir
 }
 
+/// A Tokio runtime for a test's gRPC calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("a Tokio runtime")
+}
+
 /// A running `quiver serve` on free loopback ports, stopped with SIGTERM when dropped.
 pub struct Server {
     child: std::process::Child,
@@ -175,6 +180,13 @@ impl Server {
             http,
             banner,
         }
+    }
+
+    /// A gRPC channel to the online gRPC port (connects on first use).
+    pub fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
+            .expect("a valid address")
+            .connect_lazy()
     }
 
     /// The server's process id.
