@@ -111,13 +111,21 @@ struct Run {
 fn quiver_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
     let repo = dir.join("quiver");
     std::fs::create_dir_all(&repo)?;
-    std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
+    // Source paths stay under the data root: the folder holding the generated file.
+    let data = parquet.parent().context("the source file has a folder")?;
+    std::fs::write(
+        repo.join("quiver.yaml"),
+        format!("project: bench\ndata_root: {}\n", data.display()),
+    )?;
     let feature_list = feature_definitions("f", features);
     std::fs::write(
         repo.join("defs.yaml"),
         format!(
             "entities:\n  - name: driver\n    join_keys: [{{name: driver_id, type: int64}}]\nsources:\n  - name: src\n    path: {}\n    timestamp_field: event_timestamp\n    created_timestamp_column: created\nfeature_views:\n  - name: stats\n    entities: [driver]\n    source: src\n    features:\n{feature_list}",
-            parquet.display()
+            parquet
+                .file_name()
+                .context("the source file has a name")?
+                .to_string_lossy()
         ),
     )?;
     let config = RepoConfig::load(&repo)?;

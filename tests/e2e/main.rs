@@ -9,4 +9,5 @@ mod operations;
 mod pushes;
 mod redis;
 mod registry_cli;
+mod security;
 mod serving;

@@ -274,7 +274,7 @@ fn bad_online_requests_get_the_right_status_and_message() {
                     &["driver_hourly_stats:conv_rate"],
                     vec![column("driver_id", (0..4).map(int64).collect())],
                 ),
-                Code::InvalidArgument,
+                Code::ResourceExhausted,
                 "too many entity rows: 4",
             ),
             (

@@ -3,8 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Path of the `quiver` binary next to the test executable (`target/<profile>/quiver`).
+/// Path of the `quiver` binary next to the test executable (`target/<profile>/quiver`), or
+/// `QUIVER_BIN` when set (to run the suite against another build, such as an older one).
 pub fn quiver_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("QUIVER_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -132,8 +136,22 @@ impl Server {
 
     /// Starts `quiver serve` with extra arguments.
     pub fn start_with(repo: &Path, extra: &[&str]) -> Self {
+        Self::spawn(Command::new(quiver_bin()), repo, extra)
+    }
+
+    /// Starts `quiver serve` with at most `files` open files (`prlimit`).
+    pub fn start_with_files_limit(repo: &Path, files: u32) -> Self {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}"))
+            .arg("--")
+            .arg(quiver_bin());
+        Self::spawn(command, repo, &[])
+    }
+
+    fn spawn(mut command: Command, repo: &Path, extra: &[&str]) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new(quiver_bin())
+        let mut child = command
             .arg("--repo")
             .arg(repo)
             .args([

@@ -158,9 +158,10 @@ enum Command {
         /// HTTP/JSON port, Feast's feature-server endpoints [default: 6566].
         #[arg(long, env = "QUIVER_HTTP_PORT")]
         http_port: Option<u16>,
-        /// Most entity rows in one online read or push.
-        #[arg(long, default_value_t = 10_000)]
-        max_rows: usize,
+        /// Most entity rows in one online read or push [default: server.limits.max_rows, or
+        /// 10000].
+        #[arg(long)]
+        max_rows: Option<usize>,
         /// Memory for each training-set join before it spills to disk, in MiB.
         #[arg(long, default_value_t = 4096)]
         memory_limit_mb: usize,
@@ -188,6 +189,22 @@ enum Command {
     Online {
         #[command(subcommand)]
         command: OnlineCommand,
+    },
+    /// Create a bearer token for `server.auth: {type: token}`: prints the token (give it to
+    /// its holder) and the entry to add to the tokens file (which keeps only its hash).
+    Token {
+        /// Who will hold the token.
+        #[arg(long)]
+        principal: String,
+        /// Roles of the principal (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Groups of the principal (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// How long the token is accepted, e.g. 90d (forever when unset).
+        #[arg(long)]
+        expires_in: Option<quiver_core::Period>,
     },
 }
 
@@ -446,10 +463,48 @@ fn run(cli: &Cli) -> Result<()> {
             options.http_port = http_port.or(file.http_port).unwrap_or(options.http_port);
             options.join.memory_limit = memory_limit_mb << 20;
             options.schedule = !no_schedule;
+            let limits = &file.limits;
+            let connections = &mut options.connections;
+            if let Some(n) = limits.max_connections {
+                connections.max_connections = n;
+            }
+            if let Some(t) = limits.header_timeout {
+                connections.header_timeout = t.0;
+            }
+            if let Some(t) = limits.idle_timeout {
+                connections.idle_timeout = t.0;
+            }
+            let uploads = &mut options.uploads;
+            if let Some(n) = limits.max_upload_rows {
+                uploads.max_rows = n;
+            }
+            if let Some(mb) = limits.max_upload_mb {
+                uploads.max_bytes = mb << 20;
+            }
+            if let Some(mb) = limits.max_pending_upload_mb {
+                uploads.max_pending_bytes = mb << 20;
+            }
+            if let Some(tls) = &file.tls {
+                options.tls = Some(quiver_server::connection::TlsFiles {
+                    cert: repo.path.join(&tls.cert_file),
+                    key: repo.path.join(&tls.key_file),
+                    client_ca: tls.client_ca_file.as_ref().map(|f| repo.path.join(f)),
+                });
+            } else if !options.host.is_loopback() {
+                eprintln!(
+                    "warning: quiver serve listens on {} without TLS: anyone on the network can read and change what it serves; set server.tls in quiver.yaml",
+                    options.host
+                );
+            }
+            options.auth = std::sync::Arc::new(quiver_ops::Authenticator::from_config(
+                &repo.path,
+                file.auth.as_ref(),
+            )?);
+            let max_rows = max_rows
+                .or(limits.max_rows)
+                .unwrap_or(quiver_ops::Limits::default().max_rows);
             let store_options = quiver_ops::StoreOptions {
-                limits: quiver_ops::Limits {
-                    max_rows: *max_rows,
-                },
+                limits: quiver_ops::Limits { max_rows },
                 materialize_in_background: true,
                 ..Default::default()
             };
@@ -524,6 +579,50 @@ fn run(cli: &Cli) -> Result<()> {
         } => {
             let window = online::incremental_window(end, lookback.as_deref())?;
             online::run_materialize(&cli.repo, cli.server.as_deref(), views, window, cli.json)
+        }
+        Command::Token {
+            principal,
+            roles,
+            groups,
+            expires_in,
+        } => {
+            use rand::RngCore;
+            let mut secret = [0u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            let token: String = std::iter::once("qv_".to_owned())
+                .chain(secret.iter().map(|b| format!("{b:02x}")))
+                .collect();
+            let expires = expires_in
+                .map(|p| {
+                    chrono::Duration::from_std(p.0)
+                        .map(|d| chrono::Utc::now() + d)
+                        .context("--expires-in is too long")
+                })
+                .transpose()?;
+            let entry = quiver_registry::TokenEntry {
+                principal: principal.clone(),
+                sha256: quiver_ops::token_hash(&token),
+                roles: roles.clone(),
+                groups: groups.clone(),
+                expires,
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({"token": token, "entry": entry}));
+            } else {
+                println!("token: {token}\n\nAdd to the tokens file (under `tokens:`):");
+                println!(
+                    "  - principal: {}\n    sha256: {}",
+                    entry.principal, entry.sha256
+                );
+                println!(
+                    "    roles: {:?}\n    groups: {:?}",
+                    entry.roles, entry.groups
+                );
+                if let Some(at) = entry.expires {
+                    println!("    expires: {}", at.to_rfc3339());
+                }
+            }
+            Ok(())
         }
         Command::Online { command } => {
             let repo = Repo::open(&cli.repo)?;

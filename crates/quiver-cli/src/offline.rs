@@ -114,12 +114,17 @@ pub fn serve_repo(repo: &Path, store_options: StoreOptions, options: ServeOption
     runtime.block_on(async move {
         let snapshot = store.snapshot();
         let (project, version) = (snapshot.defs.project.clone(), snapshot.version);
+        let (http, flight) = if options.tls.is_some() {
+            ("https", "grpc+tls")
+        } else {
+            ("http", "grpc")
+        };
         serve(
             Arc::clone(&store),
             options,
             move |bound| {
                 println!(
-                    "Serving project '{project}' (registry version {version}).\nOnline gRPC: {}\nHTTP: http://{}\nArrow Flight: grpc://{}",
+                    "Serving project '{project}' (registry version {version}).\nOnline gRPC: {}\nHTTP: {http}://{}\nArrow Flight: {flight}://{}",
                     bound.grpc, bound.http, bound.flight
                 );
             },

@@ -28,6 +28,13 @@ pub enum ErrorKind {
     Unimplemented,
     /// The operation was cancelled by its caller.
     Cancelled,
+    /// The request exceeds one of the server's limits (rows, bytes, connections); the error
+    /// names the limit and its value.
+    LimitExceeded,
+    /// The caller has no (valid) credentials.
+    Unauthenticated,
+    /// The caller is known but not allowed to do this.
+    PermissionDenied,
     /// A bug or a broken invariant on the server's side.
     Internal,
 }

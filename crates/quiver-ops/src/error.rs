@@ -12,6 +12,12 @@ pub enum OpsError {
     /// A request that cannot be run as asked; the message names what is wrong.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A request over one of the limits; the message names the limit and its value.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// A request without valid credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// A named thing that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -48,6 +54,8 @@ impl HasKind for OpsError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidRequest(_) => ErrorKind::InvalidArgument,
+            Self::LimitExceeded(_) => ErrorKind::LimitExceeded,
+            Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Registry(e) => e.kind(),

@@ -36,6 +36,7 @@
 //! ```
 
 pub mod apply;
+pub mod auth;
 mod catalog;
 pub mod endpoint;
 pub mod error;
@@ -59,6 +60,7 @@ use quiver_registry::{OnlineStoreConfig, Registry, RepoConfig, Secret};
 use quiver_source::Sources;
 
 pub use apply::{ApplyOutcome, ApplyRequest, BaseVersion, Committed, commit, views_leaving};
+pub use auth::{Authenticator, Principal, token_hash};
 pub use catalog::{FeatureSpec, Snapshot};
 pub use endpoint::Endpoint;
 pub use error::{OpsError, Result};
@@ -109,6 +111,27 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self { max_rows: 10_000 }
+    }
+}
+
+impl Limits {
+    /// The largest online read or push request, in bytes: 1 MiB plus 2 KiB per row allowed.
+    pub fn max_request_bytes(&self) -> usize {
+        (1usize << 20).saturating_add(self.max_rows.saturating_mul(2 << 10))
+    }
+
+    /// Checks the length of every column of a request (before any is converted).
+    pub fn check_rows<'a>(
+        &self,
+        columns: impl IntoIterator<Item = (&'a str, usize)>,
+    ) -> Result<()> {
+        match columns.into_iter().find(|(_, rows)| *rows > self.max_rows) {
+            Some((name, rows)) => Err(OpsError::LimitExceeded(format!(
+                "too many entity rows: {rows} in column '{name}' (the limit is {} per request, server.limits.max_rows)",
+                self.max_rows
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -345,13 +368,9 @@ impl FeatureStore {
         entities: &[(String, Vec<InputValue>)],
         answer: impl FnOnce(&Snapshot, &OnlineFeatures<'_>) -> Result<T>,
     ) -> Result<T> {
-        let rows = entities.first().map_or(0, |(_, v)| v.len());
-        if rows > self.options.limits.max_rows {
-            return Err(OpsError::invalid(format!(
-                "too many entity rows: {rows} (the limit is {} per request)",
-                self.options.limits.max_rows
-            )));
-        }
+        self.options
+            .limits
+            .check_rows(entities.iter().map(|(n, v)| (n.as_str(), v.len())))?;
         let snapshot = self.snapshot();
         let plan = snapshot.plan(spec, full_feature_names)?;
         let keys = entities
@@ -435,8 +454,7 @@ impl FeatureStore {
     fn sweep_temporary_files(&self) {
         let _ = self.registry.sweep_temporary_files();
         for source in self.snapshot().defs.sources.values() {
-            let folder = self.sources.data_root().join(&source.path);
-            if folder.is_dir() {
+            if let Ok(Some(folder)) = self.sources.source_folder(source) {
                 let _ = quiver_source::sweep_temporary_files(
                     &folder,
                     &[quiver_source::TEMPORARY_PREFIX],

@@ -182,12 +182,9 @@ impl FeatureStore {
     ) -> Result<CheckedRows<'a>> {
         let columns = &request.columns;
         let rows = columns.first().map_or(0, |(_, v)| v.len());
-        let max_rows = self.options.limits.max_rows;
-        if rows > max_rows {
-            return Err(OpsError::invalid(format!(
-                "too many rows: {rows} (the limit is {max_rows} per request)"
-            )));
-        }
+        self.options
+            .limits
+            .check_rows(columns.iter().map(|(n, v)| (n.as_str(), v.len())))?;
         for (i, (name, values)) in columns.iter().enumerate() {
             if columns[..i].iter().any(|(n, _)| n == name) {
                 return Err(OpsError::invalid(format!("column '{name}' is given twice")));

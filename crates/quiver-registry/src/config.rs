@@ -80,6 +80,131 @@ pub struct ServerConfig {
     /// HTTP/JSON port.
     #[serde(default)]
     pub http_port: Option<u16>,
+    /// Request and connection limits (unset ones take the built-in defaults).
+    #[serde(default)]
+    pub limits: ServerLimits,
+    /// TLS on every port (plaintext when unset).
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+    /// How callers prove who they are (no authentication when unset).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `server.tls`: the server's certificate and, for mutual TLS, the CA its clients' certificates
+/// must chain to. Paths are relative to the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// PEM CA certificates; when set, clients must present a certificate it signed.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+}
+
+/// `server.auth`, by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// Every caller is anonymous.
+    None,
+    /// Bearer tokens listed (as SHA-256 hashes) in `tokens_file`, relative to the repository.
+    Token {
+        /// The tokens file (see [`TokenEntry`]).
+        tokens_file: String,
+    },
+}
+
+/// One token of a tokens file (`tokens: [...]`): only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Who holds the token.
+    pub principal: String,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+    /// Roles the principal has.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Groups the principal is in.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// When the token stops being accepted (RFC 3339); never when unset.
+    #[serde(default)]
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<TokenEntry>,
+}
+
+/// Reads a tokens file, naming the line of a bad entry.
+pub fn load_tokens(path: &Path) -> Result<Vec<TokenEntry>> {
+    let text = std::fs::read_to_string(path).map_err(RegistryError::io(path))?;
+    let invalid = |line, message| {
+        RegistryError::Invalid(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line,
+            object: None,
+            message,
+        }])
+    };
+    let node = marked_yaml::parse_yaml(0, &text).map_err(|e| {
+        invalid(
+            crate::definitions::load_error_line(&e),
+            format!("invalid YAML: {e}"),
+        )
+    })?;
+    let file: TokensFile =
+        crate::definitions::decode_node(&node).map_err(|(line, message)| invalid(line, message))?;
+    for t in &file.tokens {
+        if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(
+                0,
+                format!(
+                    "token of '{}': sha256 must be 64 hex digits (the SHA-256 of the token, from `quiver token create`)",
+                    t.principal
+                ),
+            ));
+        }
+    }
+    Ok(file.tokens)
+}
+
+/// `server.limits`: what one client may send or hold; each exceeded limit is an error that
+/// names it and its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Entity rows per online read or push (default 10,000); the largest gRPC and HTTP
+    /// request follows from it.
+    #[serde(default)]
+    pub max_rows: Option<usize>,
+    /// Open connections per port (default 1,024, and never more than the open-file limit
+    /// allows).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// How long a new connection may take to send its first request (default 10s).
+    #[serde(default)]
+    pub header_timeout: Option<Period>,
+    /// How long a connection may stay open with no request in flight (default 5m).
+    #[serde(default)]
+    pub idle_timeout: Option<Period>,
+    /// Rows of one entity table uploaded over Arrow Flight (default 100,000,000).
+    #[serde(default)]
+    pub max_upload_rows: Option<usize>,
+    /// MiB of one entity table uploaded over Arrow Flight (default 4,096).
+    #[serde(default)]
+    pub max_upload_mb: Option<usize>,
+    /// MiB of entity tables uploaded with Feast's DoPut and waiting for their DoGet, all
+    /// together (default 1,024).
+    #[serde(default)]
+    pub max_pending_upload_mb: Option<usize>,
 }
 
 /// Settings of the online store (`online_store:`), chosen by `type`.

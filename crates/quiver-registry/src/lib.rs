@@ -33,8 +33,8 @@ pub mod plan;
 pub mod store;
 
 pub use config::{
-    CONFIG_FILE, OnlineStoreConfig, PushConfig, RedisConfig, RedisTls, RepoConfig, RocksDbConfig,
-    Secret, ServerConfig,
+    AuthConfig, CONFIG_FILE, OnlineStoreConfig, PushConfig, RedisConfig, RedisTls, RepoConfig,
+    RocksDbConfig, Secret, ServerConfig, ServerLimits, ServerTls, TokenEntry, load_tokens,
 };
 pub use definitions::{definition_files, is_valid_name, load_definitions};
 pub use error::{Diagnostic, RegistryError, Result};

@@ -37,13 +37,16 @@ pub fn grpc_code(kind: ErrorKind) -> Code {
         ErrorKind::StorageFull => Code::ResourceExhausted,
         ErrorKind::Unimplemented => Code::Unimplemented,
         ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::LimitExceeded => Code::ResourceExhausted,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Internal => Code::Internal,
     }
 }
 
 /// The HTTP status of an error kind.
-pub fn http_status(kind: ErrorKind) -> axum::http::StatusCode {
-    use axum::http::StatusCode as S;
+pub fn http_status(kind: ErrorKind) -> http::StatusCode {
+    use http::StatusCode as S;
     match kind {
         ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => S::BAD_REQUEST,
         ErrorKind::NotFound => S::NOT_FOUND,
@@ -53,6 +56,9 @@ pub fn http_status(kind: ErrorKind) -> axum::http::StatusCode {
         ErrorKind::Unimplemented => S::NOT_IMPLEMENTED,
         // nginx's "client closed request".
         ErrorKind::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+        ErrorKind::LimitExceeded => S::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unauthenticated => S::UNAUTHORIZED,
+        ErrorKind::PermissionDenied => S::FORBIDDEN,
         ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
     }
 }
@@ -73,6 +79,8 @@ pub(crate) fn kind_of_code(code: Code) -> ErrorKind {
         Code::ResourceExhausted => ErrorKind::StorageFull,
         Code::Unimplemented => ErrorKind::Unimplemented,
         Code::Cancelled => ErrorKind::Cancelled,
+        Code::Unauthenticated => ErrorKind::Unauthenticated,
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
         _ => ErrorKind::Internal,
     }
 }

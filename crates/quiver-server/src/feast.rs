@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 use quiver_core::{ErrorKind, HasKind, ScalarType, TimestampUnit, ValueType, format_nanos};
 use quiver_online::{FeatureValue, FieldStatus, OnlineFeatures};
-use quiver_ops::{FeatureSpec, FeatureStore, InputValue, OpsError, PushRequest, PushTarget};
+use quiver_ops::{
+    FeatureSpec, FeatureStore, InputValue, Limits, OpsError, PushRequest, PushTarget,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tonic::{Request, Response, Status};
@@ -177,6 +179,11 @@ impl fs::serving_service_server::ServingService for FeastServing {
         let mut entities: Vec<(String, Vec<ft::Value>)> =
             r.entities.into_iter().map(|(k, v)| (k, v.val)).collect();
         entities.sort_by(|a, b| a.0.cmp(&b.0));
+        self.store
+            .options()
+            .limits
+            .check_rows(entities.iter().map(|(k, v)| (k.as_str(), v.len())))
+            .map_err(|e| status(&e))?;
         let columns: Vec<(String, Vec<InputValue>)> = entities
             .iter()
             .map(|(k, v)| (k.clone(), v.iter().map(input).collect()))
@@ -322,11 +329,15 @@ impl<'de> Deserialize<'de> for Columns {
 }
 
 impl Columns {
-    fn inputs(&self) -> Vec<(String, Vec<InputValue>)> {
-        self.0
+    /// The columns as protocol-neutral values, once every column's length is within the
+    /// row limit.
+    fn inputs(&self, limits: &Limits) -> Result<Vec<(String, Vec<InputValue>)>, OpsError> {
+        limits.check_rows(self.0.iter().map(|(k, v)| (k.as_str(), v.len())))?;
+        Ok(self
+            .0
             .iter()
             .map(|(k, v)| (k.clone(), v.iter().map(json_input).collect()))
-            .collect()
+            .collect())
     }
 }
 
@@ -474,7 +485,7 @@ async fn get_online_features(
             ));
         }
     };
-    let entities = body.entities.inputs();
+    let entities = body.entities.inputs(&store.options().limits)?;
     let answer = store
         .read_online(spec, body.full_feature_names, &entities, |_, read| {
             features_json(read, &body.entities)
@@ -499,7 +510,12 @@ struct PushBody {
 }
 
 impl PushBody {
-    fn request(self, name: String, to: PushTarget) -> Result<PushRequest, HttpError> {
+    fn request(
+        self,
+        name: String,
+        to: PushTarget,
+        limits: &Limits,
+    ) -> Result<PushRequest, HttpError> {
         let timestamp_unit = self
             .timestamp_unit
             .as_deref()
@@ -508,7 +524,7 @@ impl PushBody {
             .map_err(|e| bad(e.to_string()))?;
         Ok(PushRequest {
             name,
-            columns: self.df.inputs(),
+            columns: self.df.inputs(limits)?,
             to,
             timestamp_unit,
         })
@@ -544,7 +560,7 @@ async fn push(
             )));
         }
     };
-    let request = body.request(name, to)?;
+    let request = body.request(name, to, &store.options().limits)?;
     run_push(store, request).await
 }
 
@@ -557,6 +573,6 @@ async fn write_to_online_store(
         .feature_view_name
         .take()
         .ok_or_else(|| bad("missing \"feature_view_name\""))?;
-    let request = body.request(view, PushTarget::Online)?;
+    let request = body.request(view, PushTarget::Online, &store.options().limits)?;
     run_push(store, request).await
 }

@@ -14,7 +14,6 @@
 //! ticket (the older flow the compatibility notes describe).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,11 +41,51 @@ use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::status;
+use crate::grpc::blocking;
 
-/// How long an entity table uploaded with Feast's `DoPut` waits for its `DoGet`.
-const PENDING_TTL: Duration = Duration::from_secs(600);
-/// At most this many uploaded entity tables wait at once; the oldest is dropped beyond.
-const MAX_PENDING: usize = 32;
+/// How long an entity table uploaded with Feast's `DoPut` waits for its `DoGet` (Feast asks
+/// for it right after the upload).
+const PENDING_TTL: Duration = Duration::from_secs(120);
+
+/// Limits on entity tables uploaded over Arrow Flight.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// Rows of one entity table.
+    pub max_rows: usize,
+    /// Bytes (in memory, as Arrow) of one entity table.
+    pub max_bytes: usize,
+    /// Bytes of all the tables uploaded with `DoPut` that wait for their `DoGet`.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 100_000_000,
+            max_bytes: 4 << 30,
+            max_pending_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Bytes of a table's data (slices counted once, however their buffers are shared).
+fn table_bytes(table: &RecordBatch) -> usize {
+    table
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
+fn over_limit(what: &str, value: usize, setting: &str) -> Status {
+    Status::resource_exhausted(format!(
+        "the entity table is over the limit of {value} {what} (server.limits.{setting})"
+    ))
+}
 
 /// Quiver's native training-set command.
 #[derive(Debug, Deserialize)]
@@ -139,8 +178,9 @@ fn nanos(text: &str, field: &str) -> Result<i64, Status> {
 /// What a training set is joined onto.
 enum EntityRows {
     Table(RecordBatch),
-    /// A Parquet file on the server, read on the blocking pool.
-    File(PathBuf),
+    /// A Parquet file under the data root, as the client named it; resolved and read on the
+    /// blocking pool.
+    File(String),
     Range {
         start: i64,
         end: i64,
@@ -151,16 +191,18 @@ enum EntityRows {
 pub struct TrainingSetService {
     store: Arc<FeatureStore>,
     options: JoinOptions,
+    uploads: UploadLimits,
     /// Entity tables uploaded by Feast's `DoPut`, by command.
     pending: Mutex<HashMap<Bytes, (Instant, RecordBatch)>>,
 }
 
 impl TrainingSetService {
     /// A service answering from `store`'s snapshot and sources.
-    pub fn new(store: Arc<FeatureStore>, options: JoinOptions) -> Self {
+    pub fn new(store: Arc<FeatureStore>, options: JoinOptions, uploads: UploadLimits) -> Self {
         Self {
             store,
             options,
+            uploads,
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -183,7 +225,7 @@ impl TrainingSetService {
             let join = PointInTimeJoin::new(&snapshot.defs, &sources, features, options)?;
             let entities = match rows {
                 EntityRows::Table(t) => t,
-                EntityRows::File(path) => read_entity_file(&path)?,
+                EntityRows::File(path) => read_entity_file(&sources.client_file(&path)?)?,
                 EntityRows::Range { start, end } => join.entity_rows_in_range(start, end)?,
             };
             join.run(entities, &|_| {})
@@ -241,9 +283,7 @@ impl TrainingSetService {
         let snapshot = self.snapshot();
         let features = resolve(&snapshot.defs, &command)?;
         let rows = match (&command.entities, &command.start, &command.end) {
-            (Some(path), None, None) => {
-                EntityRows::File(self.store.sources().data_root().join(path))
-            }
+            (Some(path), None, None) => EntityRows::File(path.clone()),
             (None, Some(start), Some(end)) => EntityRows::Range {
                 start: nanos(start, "start")?,
                 end: nanos(end, "end")?,
@@ -259,27 +299,30 @@ impl TrainingSetService {
     }
 
     /// The schema of a command's training set for the minimal entity table (join keys and
-    /// `event_timestamp`); the entity table's other columns come before the features.
-    fn command_schema(&self, command: &Command) -> Result<SchemaRef, Status> {
+    /// `event_timestamp`); the entity table's other columns come before the features. Reads
+    /// the sources' footers, so it runs on the blocking pool.
+    async fn command_schema(&self, command: Command) -> Result<SchemaRef, Status> {
         let snapshot = self.snapshot();
-        let features = resolve(&snapshot.defs, command)?;
-        let join = PointInTimeJoin::new(
-            &snapshot.defs,
-            self.store.sources(),
-            features,
-            JoinOptions::default(),
-        )
-        .map_err(|e| status(&e))?;
-        let keys = join.join_keys().map_err(|e| status(&e))?;
-        let entity = minimal_entity_schema(
-            keys.iter()
-                .map(|k| Field::new(&k.name, k.key_type.value_type().to_arrow(), true)),
-        );
-        join.output_schema(&entity).map_err(|e| status(&e))
+        let sources = Arc::clone(self.store.sources());
+        blocking(move || {
+            let features = resolve(&snapshot.defs, &command)?;
+            let join =
+                PointInTimeJoin::new(&snapshot.defs, &sources, features, JoinOptions::default())
+                    .map_err(|e| status(&e))?;
+            let keys = join.join_keys().map_err(|e| status(&e))?;
+            let entity = minimal_entity_schema(
+                keys.iter()
+                    .map(|k| Field::new(&k.name, k.key_type.value_type().to_arrow(), true)),
+            );
+            join.output_schema(&entity).map_err(|e| status(&e))
+        })
+        .await
     }
 
-    /// Reads a client's entity-table stream; the first message carries the descriptor.
+    /// Reads a client's entity-table stream; the first message carries the descriptor. The
+    /// table is refused as soon as it is over the upload limits.
     async fn read_upload(
+        &self,
         stream: Streaming<FlightData>,
     ) -> Result<(FlightDescriptor, RecordBatch), Status> {
         let mut stream = stream;
@@ -297,8 +340,22 @@ impl TrainingSetService {
         let data = futures::stream::iter(first).chain(rest);
         let mut decoder = FlightRecordBatchStream::new_from_flight_data(data);
         let mut batches = Vec::new();
+        let (mut rows, mut bytes) = (0usize, 0usize);
         while let Some(batch) = decoder.next().await {
-            batches.push(batch.map_err(|e| invalid(format!("unreadable entity table: {e}")))?);
+            let batch = batch.map_err(|e| invalid(format!("unreadable entity table: {e}")))?;
+            rows += batch.num_rows();
+            bytes += table_bytes(&batch);
+            if rows > self.uploads.max_rows {
+                return Err(over_limit("rows", self.uploads.max_rows, "max_upload_rows"));
+            }
+            if bytes > self.uploads.max_bytes {
+                return Err(over_limit(
+                    "MiB",
+                    self.uploads.max_bytes >> 20,
+                    "max_upload_mb",
+                ));
+            }
+            batches.push(batch);
         }
         let schema = decoder
             .schema()
@@ -425,7 +482,7 @@ impl FlightService for TrainingSetService {
                 start: None,
                 end: None,
             };
-            let schema = self.command_schema(&command)?;
+            let schema = self.command_schema(command).await?;
             let ticket = serde_json::json!({"features": [format!("{}:*", view.name)]}).to_string();
             infos.push(Ok(flight_info(
                 &schema,
@@ -443,7 +500,7 @@ impl FlightService for TrainingSetService {
         let descriptor = request.into_inner();
         match parse_command(&descriptor.cmd)? {
             ParsedCommand::Native(command) => {
-                let schema = self.command_schema(&command)?;
+                let schema = self.command_schema(command).await?;
                 let ticket = descriptor.cmd.clone();
                 Ok(Response::new(flight_info(&schema, descriptor, ticket)?))
             }
@@ -475,7 +532,7 @@ impl FlightService for TrainingSetService {
     ) -> Result<Response<SchemaResult>, Status> {
         match parse_command(&request.into_inner().cmd)? {
             ParsedCommand::Native(command) => {
-                let schema = self.command_schema(&command)?;
+                let schema = self.command_schema(command).await?;
                 Ok(Response::new(schema_result(&schema)?))
             }
             ParsedCommand::Feast(_) => Err(Status::unimplemented(
@@ -508,7 +565,7 @@ impl FlightService for TrainingSetService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let (descriptor, table) = Self::read_upload(request.into_inner()).await?;
+        let (descriptor, table) = self.read_upload(request.into_inner()).await?;
         let ParsedCommand::Feast(command) = parse_command(&descriptor.cmd)? else {
             return Err(invalid(
                 "DoPut takes Feast commands; use DoExchange for Quiver's training-set command",
@@ -520,15 +577,13 @@ impl FlightService for TrainingSetService {
             .lock()
             .map_err(|_| Status::internal("poisoned lock"))?;
         pending.retain(|_, (at, _)| at.elapsed() < PENDING_TTL);
-        while pending.len() >= MAX_PENDING {
-            let oldest = pending
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => pending.remove(&k),
-                None => break,
-            };
+        let held: usize = pending.values().map(|(_, t)| table_bytes(t)).sum();
+        if held + table_bytes(&table) > self.uploads.max_pending_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "uploaded entity tables waiting for their DoGet are over the limit of {} MiB (server.limits.max_pending_upload_mb); fetch them, or retry after {} s",
+                self.uploads.max_pending_bytes >> 20,
+                PENDING_TTL.as_secs()
+            )));
         }
         pending.insert(descriptor.cmd, (Instant::now(), table));
         Ok(Response::new(futures::stream::empty().boxed()))
@@ -555,7 +610,7 @@ impl FlightService for TrainingSetService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let (descriptor, table) = Self::read_upload(request.into_inner()).await?;
+        let (descriptor, table) = self.read_upload(request.into_inner()).await?;
         let command = match parse_command(&descriptor.cmd)? {
             ParsedCommand::Native(command) => command,
             // Feast's remote offline store (0.5x and later) sends its command this way.

@@ -97,11 +97,21 @@ fn field_status(s: Status_) -> pb::FieldStatus {
     }
 }
 
-/// Protocol-neutral columns of a request.
-fn columns(list: &[pb::Column]) -> Vec<(String, Vec<InputValue>)> {
-    list.iter()
+/// Protocol-neutral columns of a request, once every column's length is within the row
+/// limit.
+fn columns(
+    store: &FeatureStore,
+    list: &[pb::Column],
+) -> Result<Vec<(String, Vec<InputValue>)>, Status> {
+    store
+        .options()
+        .limits
+        .check_rows(list.iter().map(|c| (c.name.as_str(), c.values.len())))
+        .map_err(|e| status(&e))?;
+    Ok(list
+        .iter()
         .map(|c| (c.name.clone(), c.values.iter().map(input).collect()))
-        .collect()
+        .collect())
 }
 
 fn timestamp_unit(unit: i32) -> Option<TimestampUnit> {
@@ -134,7 +144,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
                 ));
             }
         };
-        let entities = columns(&r.entities);
+        let entities = columns(&self.store, &r.entities)?;
         let response = self
             .store
             .read_online(spec, r.full_feature_names, &entities, |snapshot, read| {
@@ -183,7 +193,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
         };
         let push = PushRequest {
             name: r.feature_view,
-            columns: columns(&r.columns),
+            columns: columns(&self.store, &r.columns)?,
             to,
             timestamp_unit: timestamp_unit(r.timestamp_unit),
         };

@@ -8,9 +8,11 @@
 //! and HTTP statuses in one place (`error`), from their kind.
 
 mod codec;
+pub mod connection;
 mod error;
 mod feast;
 mod flight;
+mod gate;
 mod grpc;
 pub mod messages;
 pub mod proto;
@@ -20,7 +22,7 @@ mod server;
 pub use codec::Codec;
 pub use error::{Result, ServerError, grpc_code, http_status, status};
 pub use feast::{FeastServing, http_router};
-pub use flight::TrainingSetService;
+pub use flight::{TrainingSetService, UploadLimits};
 pub use grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
 pub use server::{
     BoundAddresses, DEFAULT_FLIGHT_PORT, DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, ServeOptions, serve,

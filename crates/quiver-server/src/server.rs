@@ -9,11 +9,12 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use quiver_offline::JoinOptions;
 use quiver_ops::{Endpoint, FeatureStore};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
+use crate::connection::{ConnectionInfo, ConnectionLimits, Incoming, TlsFiles};
 use crate::error::{Result, ServerError};
 use crate::feast::{FeastServing, http_router};
-use crate::flight::TrainingSetService;
+use crate::flight::{TrainingSetService, UploadLimits};
+use crate::gate::{Gate, Protocol};
 use crate::grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::materialization_service_server::MaterializationServiceServer;
@@ -28,8 +29,9 @@ pub const DEFAULT_GRPC_PORT: u16 = 6565;
 /// Default port of the HTTP/JSON service (Feast's `feast serve` port).
 pub const DEFAULT_HTTP_PORT: u16 = 6566;
 
-/// Largest Flight message accepted (an entity table streams in many messages).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest Flight message accepted (an entity table streams in many messages, and the whole
+/// table is bounded by [`UploadLimits`]).
+const MAX_FLIGHT_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -52,6 +54,14 @@ pub struct ServeOptions {
     pub registry_poll: Duration,
     /// Whether views are materialized on their schedules.
     pub schedule: bool,
+    /// Connection cap and timeouts of every port.
+    pub connections: ConnectionLimits,
+    /// Entity tables uploaded over Arrow Flight.
+    pub uploads: UploadLimits,
+    /// TLS on every port, when set.
+    pub tls: Option<TlsFiles>,
+    /// How requests are authenticated.
+    pub auth: Arc<quiver_ops::Authenticator>,
 }
 
 impl Default for ServeOptions {
@@ -67,6 +77,10 @@ impl Default for ServeOptions {
             join: JoinOptions::default(),
             registry_poll: Duration::from_millis(500),
             schedule: true,
+            connections: ConnectionLimits::default(),
+            uploads: UploadLimits::default(),
+            tls: None,
+            auth: Arc::default(),
         }
     }
 }
@@ -145,9 +159,12 @@ pub async fn serve(
     let flight = FlightServiceServer::new(TrainingSetService::new(
         Arc::clone(&store),
         options.join.clone(),
+        options.uploads,
     ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(MAX_FLIGHT_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_FLIGHT_MESSAGE_BYTES);
+    // The largest online request follows from the row limit.
+    let max_request_bytes = store.options().limits.max_request_bytes();
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -206,24 +223,40 @@ pub async fn serve(
             .map_err(|e| ServerError::Transport(format!("{}: {e}", path.display())))?;
     }
     on_bound(bound);
+    let limits = options.connections.per_port(3);
+    let acceptor = |alpn: &[&[u8]]| {
+        options
+            .tls
+            .as_ref()
+            .map(|tls| tls.acceptor(alpn))
+            .transpose()
+            .map_err(ServerError::Transport)
+    };
+    let grpc_tls = acceptor(&[b"h2"])?;
+    // HTTP/1.1 only: what Feast's HTTP clients speak.
+    let http_tls = acceptor(&[b"http/1.1"])?;
+    let incoming = |listener, tls| {
+        Incoming::new(listener, limits, tls).map_err(|e| ServerError::Transport(e.to_string()))
+    };
+    let gate = |protocol| Gate::new(Arc::clone(&options.auth), protocol);
     let flight_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .timeout(options.request_timeout * 20)
+        .layer(gate(Protocol::Grpc))
         .add_service(flight)
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(flight_listener).with_nodelay(Some(true)),
+            incoming(flight_listener, grpc_tls.clone())?.into_stream(),
             stopped(),
         );
     let grpc_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .timeout(options.request_timeout)
+        .layer(gate(Protocol::Grpc))
         .add_service(
             OnlineServiceServer::new(OnlineGrpc::new(Arc::clone(&store)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_request_bytes),
         )
         .add_service(
             ServingServiceServer::new(FeastServing::new(Arc::clone(&store)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(max_request_bytes),
         )
         .add_service(RegistryServiceServer::new(RegistryGrpc::new(Arc::clone(
             &store,
@@ -237,14 +270,13 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stopped(),
-        );
+        .serve_with_incoming_shutdown(incoming(grpc_listener, grpc_tls)?.into_stream(), stopped());
     let http_server = axum::serve(
-        http_listener,
+        incoming(http_listener, http_tls)?,
         http_router(Arc::clone(&store))
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
+            .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
+            .layer(gate(Protocol::Http))
+            .into_make_service_with_connect_info::<ConnectionInfo>(),
     )
     .with_graceful_shutdown(stopped());
     let transport = |e: &dyn std::fmt::Display| ServerError::Transport(e.to_string());

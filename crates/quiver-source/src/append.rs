@@ -138,13 +138,12 @@ impl Sources {
     /// source's first file, so the source stays valid. A single-file or glob source cannot
     /// take new files.
     pub fn append_target(&self, source: &Source) -> Result<(PathBuf, Schema)> {
-        let folder = self.data_root().join(&source.path);
-        if !folder.is_dir() {
+        let Some(folder) = self.source_folder(source)? else {
             return Err(SourceError::NotAFolder {
                 source_name: source.name.clone(),
                 path: source.path.clone(),
             });
-        }
+        };
         let files = self.files(source)?;
         let schema = self.file_schema(source, &files[0])?;
         Ok((folder, schema))
@@ -198,10 +197,9 @@ impl Sources {
         min_files: usize,
         max_file_bytes: u64,
     ) -> Result<Option<Compaction>> {
-        let folder = self.data_root().join(&source.path);
-        if !folder.is_dir() {
+        let Some(folder) = self.source_folder(source)? else {
             return Ok(None);
-        }
+        };
         let files = self.files(source)?;
         let small = |p: &Path| {
             p.parent() == Some(folder.as_path())

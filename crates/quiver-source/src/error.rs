@@ -59,6 +59,16 @@ pub enum SourceError {
         /// What is wrong.
         message: String,
     },
+    /// A path that leaves the data root (absolute, `..`, or through a symlink), or names
+    /// something other than a regular file or folder. The message says nothing about what is
+    /// outside the root.
+    #[error(
+        "'{path}' is not a file or folder under the data root; sources, entity files and push targets must be"
+    )]
+    OutsideDataRoot {
+        /// The path as it was given.
+        path: String,
+    },
     /// A file or folder could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -84,6 +94,7 @@ impl HasKind for SourceError {
             | Self::Data { .. }
             | Self::NotAFolder { .. } => ErrorKind::FailedPrecondition,
             Self::InvalidRows { .. } => ErrorKind::InvalidArgument,
+            Self::OutsideDataRoot { .. } => ErrorKind::PermissionDenied,
             Self::Io { source, .. } => ErrorKind::of_io(source),
         }
     }

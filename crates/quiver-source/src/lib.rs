@@ -73,6 +73,36 @@ impl Sources {
         source_files(&self.data_root, &source.path)
     }
 
+    /// `path` (relative to the data root, or absolute inside it) resolved with every symlink
+    /// followed, refused unless it stays under the data root; see [`files::resolve_beneath`].
+    pub fn resolve(&self, path: &str) -> Result<PathBuf> {
+        let root = files::canonical_root(&self.data_root)?;
+        files::resolve_beneath(&root, Path::new(path), path)
+    }
+
+    /// A Parquet file a client names (an entity table on the server): a regular file under
+    /// the data root, or an error that says nothing about anything outside it.
+    pub fn client_file(&self, path: &str) -> Result<PathBuf> {
+        let resolved = self.resolve(path)?;
+        match std::fs::metadata(&resolved) {
+            Ok(m) if m.is_file() => Ok(resolved),
+            Ok(_) => Err(SourceError::OutsideDataRoot {
+                path: path.to_owned(),
+            }),
+            Err(_) => Err(SourceError::NotFound {
+                path: PathBuf::from(path),
+                message: "no such file under the data root".into(),
+            }),
+        }
+    }
+
+    /// The folder of a folder source (under the data root), or `None` when its path is a file
+    /// or a glob.
+    pub fn source_folder(&self, source: &Source) -> Result<Option<PathBuf>> {
+        let folder = self.resolve(&source.path)?;
+        Ok(folder.is_dir().then_some(folder))
+    }
+
     /// The Arrow schema of one file (unmapped column names).
     pub fn file_schema(&self, source: &Source, path: &Path) -> Result<Schema> {
         let file = self.open_file(path)?;

@@ -53,7 +53,7 @@ fn raw_call(server: &TestServer, method: &'static str, bytes: Vec<u8>) -> tonic:
         grpc.ready().await.unwrap();
         grpc.unary(
             tonic::Request::new(bytes),
-            tonic::codegen::http::uri::PathAndQuery::from_static(method),
+            http::uri::PathAndQuery::from_static(method),
             RawCodec,
         )
         .await
