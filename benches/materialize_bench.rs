@@ -131,11 +131,14 @@ fn quiver_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
     let config = RepoConfig::load(&repo)?;
     let definitions = load_definitions(&repo, &config, &Sources::new(config.data_root(&repo)))?;
     let store = FeatureStore::open(&repo, StoreOptions::default())?;
-    store.apply(ApplyRequest {
-        definitions,
-        based_on: BaseVersion::Latest,
-        author: "bench".into(),
-    })?;
+    store.apply(
+        &quiver_ops::Caller::Trusted,
+        ApplyRequest {
+            definitions,
+            based_on: BaseVersion::Latest,
+            author: "bench".into(),
+        },
+    )?;
     let started = Instant::now();
     let request = MaterializeRequest::manual(
         Vec::new(),
@@ -144,7 +147,7 @@ fn quiver_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
             end: i64::MAX,
         },
     );
-    let reports = store.materialize(&request, &|_| {}, None)?;
+    let reports = store.materialize(&quiver_ops::Caller::Trusted, &request, &|_| {}, None)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Run {
         engine: "quiver",

@@ -712,3 +712,273 @@ fn tls_and_tokens_on_every_port() {
         list(known).await.unwrap();
     });
 }
+
+fn int64(v: i64) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::Int64Value(v)),
+    }
+}
+
+/// A repository with token authentication and permissions: `reader` may read and describe
+/// the drivers' view (tagged `team: drivers`), `admin` may do everything.
+fn repo_with_permissions() -> (tempfile::TempDir, HashMap<&'static str, String>) {
+    let repo_dir = example_repo();
+    let repo = repo_dir.path();
+    let mut tokens = HashMap::new();
+    let mut entries = Vec::new();
+    for (who, role) in [("alice", "reader"), ("eve", "visitor"), ("root", "admin")] {
+        let out = quiver_ok(
+            repo,
+            &["--json", "token", "--principal", who, "--roles", role],
+        )
+        .json();
+        tokens.insert(who, out["token"].as_str().unwrap().to_owned());
+        entries.push(out["entry"].clone());
+    }
+    std::fs::write(
+        repo.join("tokens.json"),
+        serde_json::json!({ "tokens": entries }).to_string(),
+    )
+    .unwrap();
+    let config = repo.join("quiver.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}server:\n  auth: {{type: token, tokens_file: tokens.json}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("permissions.yaml"),
+        "permissions:\n  - name: drivers_readers\n    types: [feature_view]\n    required_tags: {team: drivers}\n    actions: [read, describe]\n    policy: {roles: [reader]}\n  - name: admins\n    actions: [all]\n    policy: {roles: [admin]}\n",
+    )
+    .unwrap();
+    quiver_ok(repo, &["apply"]);
+    (repo_dir, tokens)
+}
+
+#[test]
+fn permissions_decide_every_action() {
+    let (repo_dir, tokens) = repo_with_permissions();
+    let repo = repo_dir.path();
+    quiver_ok(repo, &["materialize-incremental", "now"]);
+    let server = Server::start(repo);
+    let bearer = |who: &str| format!("Bearer {}", tokens[who]);
+    runtime().block_on(async {
+        let read = |features: &[&str]| {
+            let mut r = read_request(vec![pb::Column {
+                name: "driver_id".into(),
+                values: vec![int64(1001)],
+            }]);
+            r.features = Some(pb::get_online_features_request::Features::FeatureRefs(
+                pb::FeatureList {
+                    refs: features.iter().map(|f| (*f).to_owned()).collect(),
+                },
+            ));
+            r
+        };
+        let mut online = pb::online_service_client::OnlineServiceClient::new(server.channel());
+        let stats = ["driver_hourly_stats:conv_rate"];
+        // A permitted read.
+        online
+            .get_online_features(with_token(read(&stats), Some(&bearer("alice"))))
+            .await
+            .unwrap();
+        // No permission for this principal, or for this view (untagged), or this action.
+        for (who, features) in [("eve", &stats[..]), ("alice", &["customer_profile:current_balance"][..])] {
+            let e = online
+                .get_online_features(with_token(read(features), Some(&bearer(who))))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+            assert!(e.message().contains("may not read_online"), "{}", e.message());
+        }
+        let push = |who: &str| {
+            with_token(
+                pb::PushFeaturesRequest {
+                    feature_view: "driver_hourly_stats".into(),
+                    columns: vec![
+                        pb::Column { name: "driver_id".into(), values: vec![int64(7)] },
+                        pb::Column {
+                            name: "event_timestamp".into(),
+                            values: vec![pb::Value {
+                                kind: Some(pb::value::Kind::TimestampMicros(quiver_e2e::now_micros())),
+                            }],
+                        },
+                        pb::Column { name: "avg_daily_trips".into(), values: vec![int64(3)] },
+                    ],
+                    to: 0,
+                    timestamp_unit: 0,
+                },
+                Some(&bearer(who)),
+            )
+        };
+        let e = online.push_features(push("alice")).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        online.push_features(push("root")).await.unwrap();
+
+        // Training sets: every view read needs read_offline.
+        let mut flight = flight_client(&server);
+        flight.add_header("authorization", &bearer("eve")).unwrap();
+        let e = do_get(&mut flight, "entities.parquet").await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let flight = arrow_flight::flight_service_client::FlightServiceClient::new(
+            tonic::transport::Channel::from_shared(server.flight.replace("grpc://", "http://"))
+                .unwrap()
+                .connect_lazy(),
+        );
+        let listed = |who: &'static str| {
+            let mut flight = flight.clone();
+            let header = bearer(who);
+            async move {
+                let mut stream = flight
+                    .list_flights(with_token(arrow_flight::Criteria::default(), Some(&header)))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let mut names = Vec::new();
+                while let Some(info) = stream.message().await.unwrap() {
+                    names.push(info.flight_descriptor.unwrap().path.join("/"));
+                }
+                names
+            }
+        };
+        assert_eq!(listed("alice").await, ["driver_hourly_stats"]);
+        assert!(listed("eve").await.is_empty());
+
+        // The registry: listing shows what the caller may describe; applying needs the
+        // actions on every changed object.
+        let mut registry = pb::registry_service_client::RegistryServiceClient::new(server.channel());
+        let names = |who: &str| {
+            let mut registry = registry.clone();
+            let header = bearer(who);
+            async move {
+                registry
+                    .list_objects(with_token(pb::ListObjectsRequest { kind: 0 }, Some(&header)))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .objects
+                    .into_iter()
+                    .map(|o| o.name)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(names("alice").await, ["driver_hourly_stats"]);
+        assert!(names("eve").await.is_empty());
+        assert!(names("root").await.len() > 5);
+        let mut files = HashMap::new();
+        for name in ["entities.yaml", "features.yaml", "permissions.yaml"] {
+            files.insert(name.to_owned(), std::fs::read_to_string(repo.join(name)).unwrap());
+        }
+        files.insert(
+            "extra.yaml".into(),
+            "feature_views:\n  - name: more_trips\n    entities: [driver]\n    source: driver_stats_source\n    tags: {team: drivers}\n    features:\n      - {name: avg_daily_trips, type: int64}\n".into(),
+        );
+        let apply = |who: &str| {
+            with_token(
+                pb::ApplyRequest { files: files.clone(), based_on: None, author: who.into() },
+                Some(&bearer(who)),
+            )
+        };
+        let e = registry.apply(apply("alice")).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("may not create feature view 'more_trips'"), "{}", e.message());
+        registry.apply(apply("root")).await.unwrap();
+
+        // Materialization writes online.
+        let mut materialize =
+            pb::materialization_service_client::MaterializationServiceClient::new(server.channel());
+        let e = match materialize
+            .materialize_incremental(with_token(
+                pb::MaterializeIncrementalRequest {
+                    views: vec!["driver_hourly_stats".into()],
+                    end_nanos: quiver_e2e::now_micros() * 1_000,
+                    lookback_nanos: 0,
+                },
+                Some(&bearer("alice")),
+            ))
+            .await
+        {
+            Ok(r) => r.into_inner().message().await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    });
+    // HTTP answers 403 the same way.
+    let body =
+        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#;
+    let curl = |who: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-d",
+                body,
+                "-H",
+            ])
+            .arg(format!("Authorization: {}", bearer(who)))
+            .arg(format!("{}/get-online-features", server.http))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("alice"), "200");
+    assert_eq!(curl("eve"), "403");
+
+    // `quiver permissions check` explains a decision.
+    let check = |roles: &str, object: &str| {
+        quiver_e2e::quiver(
+            repo,
+            &[
+                "permissions",
+                "check",
+                "--principal",
+                "p",
+                "--roles",
+                roles,
+                "--action",
+                "read_online",
+                "--object",
+                object,
+            ],
+        )
+    };
+    let allowed = check("reader", "feature_view:driver_hourly_stats");
+    assert!(
+        allowed.ok
+            && allowed
+                .stdout
+                .contains("allowed by permission 'drivers_readers'"),
+        "{allowed:?}"
+    );
+    let denied = check("reader", "feature_view:customer_profile");
+    assert!(
+        !denied.ok
+            && denied
+                .stdout
+                .contains("denied: no permission grants read_online"),
+        "{denied:?}"
+    );
+
+    // Every write and every denial is in the audit log, and no token is.
+    let audit = std::fs::read_to_string(repo.join("audit.log")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |principal: &str, action: &str, outcome: &str| {
+        lines.iter().any(|l| {
+            l["principal"] == principal && l["action"] == action && l["outcome"] == outcome
+        })
+    };
+    assert!(has("eve", "read_online", "denied"), "{audit}");
+    assert!(has("alice", "write_online", "denied"), "{audit}");
+    assert!(has("root", "push", "ok"), "{audit}");
+    assert!(has("root", "apply", "ok"), "{audit}");
+    for token in tokens.values() {
+        assert!(!audit.contains(token.as_str()));
+    }
+}

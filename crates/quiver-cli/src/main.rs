@@ -190,6 +190,11 @@ enum Command {
         #[command(subcommand)]
         command: OnlineCommand,
     },
+    /// Explain the permissions of the latest registry version.
+    Permissions {
+        #[command(subcommand)]
+        command: PermissionsCommand,
+    },
     /// Create a bearer token for `server.auth: {type: token}`: prints the token (give it to
     /// its holder) and the entry to add to the tokens file (which keeps only its hash).
     Token {
@@ -205,6 +210,30 @@ enum Command {
         /// How long the token is accepted, e.g. 90d (forever when unset).
         #[arg(long)]
         expires_in: Option<quiver_core::Period>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PermissionsCommand {
+    /// Whether a principal may do an action on an object, and which permission allows it;
+    /// exits non-zero when nothing does.
+    Check {
+        /// The principal's name.
+        #[arg(long)]
+        principal: String,
+        /// Its roles (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Its groups (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// create, describe, update, delete, read_online, read_offline, write_online or
+        /// write_offline.
+        #[arg(long)]
+        action: String,
+        /// KIND:NAME, e.g. feature_view:driver_hourly_stats.
+        #[arg(long)]
+        object: String,
     },
 }
 
@@ -284,6 +313,9 @@ enum KindArg {
         alias = "feature-services"
     )]
     Services,
+    /// Permissions.
+    #[value(alias = "permission")]
+    Permissions,
 }
 
 impl KindArg {
@@ -293,6 +325,7 @@ impl KindArg {
             Self::Sources => ObjectKind::Source,
             Self::Views => ObjectKind::FeatureView,
             Self::Services => ObjectKind::FeatureService,
+            Self::Permissions => ObjectKind::Permission,
         }
     }
 }
@@ -580,6 +613,73 @@ fn run(cli: &Cli) -> Result<()> {
             let window = online::incremental_window(end, lookback.as_deref())?;
             online::run_materialize(&cli.repo, cli.server.as_deref(), views, window, cli.json)
         }
+        Command::Permissions {
+            command:
+                PermissionsCommand::Check {
+                    principal,
+                    roles,
+                    groups,
+                    action,
+                    object,
+                },
+        } => {
+            let repo = Repo::open(&cli.repo)?;
+            let defs = repo
+                .registry
+                .latest()?
+                .map(|v| v.definitions)
+                .unwrap_or_default();
+            let action = match quiver_core::Action::expand(action).as_deref() {
+                Some([one]) => *one,
+                _ => anyhow::bail!(
+                    "--action '{action}': expected one of create, describe, update, delete, read_online, read_offline, write_online, write_offline"
+                ),
+            };
+            let (kind, name) = object
+                .split_once(':')
+                .and_then(|(k, n)| {
+                    ObjectKind::ALL
+                        .into_iter()
+                        .find(|x| x.key() == k)
+                        .map(|k| (k, n))
+                })
+                .with_context(|| {
+                    format!("--object '{object}': expected KIND:NAME with KIND one of entity, source, feature_view, feature_service, permission")
+                })?;
+            let caller = quiver_ops::Caller::Principal(quiver_ops::Principal {
+                name: principal.clone(),
+                roles: roles.clone(),
+                groups: groups.clone(),
+            });
+            let grant = quiver_ops::Authorizer::new(&defs).decide_new(
+                &caller,
+                action,
+                kind,
+                name,
+                defs.tags_of(kind, name),
+            );
+            let verdict = match &grant {
+                Some(quiver_ops::Grant::Permission(p)) => format!("allowed by permission '{p}'"),
+                Some(_) => "allowed: the project has no permissions, so every authenticated principal may do everything".to_owned(),
+                None => format!("denied: no permission grants {action} on {kind} '{name}' to '{principal}'"),
+            };
+            if cli.json {
+                print_json(&json!({
+                    "allowed": grant.is_some(),
+                    "permission": match &grant {
+                        Some(quiver_ops::Grant::Permission(p)) => Some(p.clone()),
+                        _ => None,
+                    },
+                    "explanation": verdict,
+                }))?;
+            } else {
+                println!("{verdict}");
+            }
+            if grant.is_none() {
+                return Err(anyhow::anyhow!("permission denied"));
+            }
+            Ok(())
+        }
         Command::Token {
             principal,
             roles,
@@ -675,7 +775,7 @@ fn apply(
     };
     let (committed, deleted) = match &local {
         Some(store) => {
-            let outcome = store.apply(request)?;
+            let outcome = store.apply(&quiver_ops::Caller::Trusted, request)?;
             (outcome.committed, outcome.deleted_views)
         }
         None => {
@@ -864,6 +964,34 @@ fn list(defs: &Definitions, kind: ObjectKind, as_json: bool) -> Result<()> {
                 .map(serde_json::to_value)
                 .collect::<Result<_, _>>()?,
         ),
+        ObjectKind::Permission => (
+            &["NAME", "TYPES", "ACTIONS", "POLICY"],
+            defs.permissions
+                .values()
+                .map(|p| {
+                    let types: Vec<&str> = p.types.iter().map(|t| t.key()).collect();
+                    let actions: Vec<&str> = p.actions.iter().map(|a| a.name()).collect();
+                    let policy = match &p.policy {
+                        quiver_core::Policy::Roles(r) => format!("roles: {}", r.join(", ")),
+                        quiver_core::Policy::Groups(g) => format!("groups: {}", g.join(", ")),
+                    };
+                    vec![
+                        p.name.clone(),
+                        if types.is_empty() {
+                            "all".into()
+                        } else {
+                            types.join(", ")
+                        },
+                        actions.join(", "),
+                        policy,
+                    ]
+                })
+                .collect(),
+            defs.permissions
+                .values()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?,
+        ),
     };
     if as_json {
         print_json(&values)
@@ -879,6 +1007,7 @@ fn object_json(defs: &Definitions, kind: ObjectKind, name: &str) -> Result<Value
         ObjectKind::Source => defs.sources.get(name).map(serde_json::to_value),
         ObjectKind::FeatureView => defs.feature_views.get(name).map(serde_json::to_value),
         ObjectKind::FeatureService => defs.feature_services.get(name).map(serde_json::to_value),
+        ObjectKind::Permission => defs.permissions.get(name).map(serde_json::to_value),
     };
     Ok(value
         .with_context(|| format!("project '{}' has no {kind} named '{name}'", defs.project))??)

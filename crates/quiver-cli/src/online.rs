@@ -84,6 +84,7 @@ pub fn run_materialize(
     let runtime = Server::runtime()?;
     let reports = match Access::open(&runtime, repo, server)? {
         Access::Local(store) => store.materialize(
+            &quiver_ops::Caller::Trusted,
             &MaterializeRequest::manual(views.to_vec(), window),
             &progress,
             None,
@@ -335,8 +336,12 @@ pub fn online_get(
     let spec = FeatureSpec::Refs(vec![format!("{view}:*")]);
     let runtime = Server::runtime()?;
     let got: Vec<GotFeature> = match Access::open(&runtime, repo, server)? {
-        Access::Local(store) => {
-            runtime.block_on(store.read_online(spec, false, &entities, |_, read| {
+        Access::Local(store) => runtime.block_on(store.read_online(
+            &quiver_ops::Caller::Trusted,
+            spec,
+            false,
+            &entities,
+            |_, read| {
                 read.features()
                     .iter()
                     .enumerate()
@@ -349,8 +354,8 @@ pub fn online_get(
                         Ok((f.output_name.clone(), value_json(&value), status, event_ts))
                     })
                     .collect::<Result<_, quiver_ops::OpsError>>()
-            }))?
-        }
+            },
+        ))?,
         Access::Remote(server) => runtime.block_on(remote_get(&server, view, entities))?,
     };
     if as_json {

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::entity_key::canonical_order;
 use crate::error::{CoreError, Result};
-use crate::model::{Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, Source};
+use crate::model::{
+    Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, ObjectKind, Permission,
+    Source, Tags,
+};
 use crate::types::ValueType;
 
 /// Every object of one project, keyed by name. Produced by validation, stored in the registry.
@@ -26,6 +29,9 @@ pub struct Definitions {
     /// Feature services by name.
     #[serde(default)]
     pub feature_services: BTreeMap<String, FeatureService>,
+    /// Permissions by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub permissions: BTreeMap<String, Permission>,
 }
 
 /// A requested feature after resolution: which view, which feature, and its output column name.
@@ -53,6 +59,17 @@ pub struct OnlineLayout {
 }
 
 impl Definitions {
+    /// The tags of object `name` of `kind`, or `None` if there is no such object.
+    pub fn tags_of(&self, kind: ObjectKind, name: &str) -> Option<&Tags> {
+        match kind {
+            ObjectKind::Entity => self.entities.get(name).map(|o| &o.tags),
+            ObjectKind::Source => self.sources.get(name).map(|o| &o.tags),
+            ObjectKind::FeatureView => self.feature_views.get(name).map(|o| &o.tags),
+            ObjectKind::FeatureService => self.feature_services.get(name).map(|o| &o.tags),
+            ObjectKind::Permission => self.permissions.get(name).map(|o| &o.tags),
+        }
+    }
+
     /// The online layout of view `name`, or `None` if there is no such view or it is not
     /// online.
     pub fn online_layout(&self, name: &str) -> Option<OnlineLayout> {

@@ -219,7 +219,120 @@ impl<'de> Deserialize<'de> for FeatureRef {
     }
 }
 
-/// The four kinds of objects in a repository.
+/// An action a [`Permission`] can grant (Feast's `AuthzedAction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Register a new object.
+    Create,
+    /// See an object's definition (list, get, history, plan).
+    Describe,
+    /// Change an object's definition.
+    Update,
+    /// Remove an object.
+    Delete,
+    /// Read online features.
+    ReadOnline,
+    /// Read training sets.
+    ReadOffline,
+    /// Write online rows (pushes, materialization).
+    WriteOnline,
+    /// Append offline rows (offline pushes).
+    WriteOffline,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 8] = [
+        Self::Create,
+        Self::Describe,
+        Self::Update,
+        Self::Delete,
+        Self::ReadOnline,
+        Self::ReadOffline,
+        Self::WriteOnline,
+        Self::WriteOffline,
+    ];
+
+    /// The actions a name stands for: an action, or one of the aliases `read`, `write`,
+    /// `crud` and `all`.
+    pub fn expand(name: &str) -> Option<Vec<Action>> {
+        Some(match name {
+            "all" => Self::ALL.to_vec(),
+            "read" => vec![Self::ReadOnline, Self::ReadOffline],
+            "write" => vec![Self::WriteOnline, Self::WriteOffline],
+            "crud" => vec![Self::Create, Self::Describe, Self::Update, Self::Delete],
+            one => vec![Self::ALL.into_iter().find(|a| a.name() == one)?],
+        })
+    }
+
+    /// The action's name in definitions and messages (`read_online`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Describe => "describe",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::ReadOnline => "read_online",
+            Self::ReadOffline => "read_offline",
+            Self::WriteOnline => "write_online",
+            Self::WriteOffline => "write_offline",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Who a [`Permission`] grants its actions to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Principals with any of these roles.
+    Roles(Vec<String>),
+    /// Principals in any of these groups.
+    Groups(Vec<String>),
+}
+
+impl Policy {
+    /// Whether a principal with `roles` and `groups` is admitted.
+    pub fn admits(&self, roles: &[String], groups: &[String]) -> bool {
+        match self {
+            Self::Roles(wanted) => wanted.iter().any(|r| roles.contains(r)),
+            Self::Groups(wanted) => wanted.iter().any(|g| groups.contains(g)),
+        }
+    }
+}
+
+/// A grant of actions on the objects it selects, to the principals its policy admits
+/// (Feast's `Permission`). Once any permission exists, what none grants is denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    /// Unique name within the project.
+    pub name: String,
+    /// Kinds of object it covers (every kind when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<ObjectKind>,
+    /// Regular expressions, one of which an object's whole name must match (every name when
+    /// empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_patterns: Vec<String>,
+    /// Tags an object must carry, with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub required_tags: Tags,
+    /// What it grants (aliases expanded).
+    pub actions: Vec<Action>,
+    /// To whom.
+    pub policy: Policy,
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: Tags,
+}
+
+/// The kinds of objects in a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectKind {
@@ -231,16 +344,30 @@ pub enum ObjectKind {
     FeatureView,
     /// A [`FeatureService`].
     FeatureService,
+    /// A [`Permission`].
+    Permission,
 }
 
 impl ObjectKind {
     /// All kinds, in dependency order.
-    pub const ALL: [ObjectKind; 4] = [
+    pub const ALL: [ObjectKind; 5] = [
         Self::Entity,
         Self::Source,
         Self::FeatureView,
         Self::FeatureService,
+        Self::Permission,
     ];
+
+    /// The kind's name in definitions (`feature_view`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Entity => "entity",
+            Self::Source => "source",
+            Self::FeatureView => "feature_view",
+            Self::FeatureService => "feature_service",
+            Self::Permission => "permission",
+        }
+    }
 
     /// Human name, as used in messages ("feature view").
     pub fn label(self) -> &'static str {
@@ -249,6 +376,7 @@ impl ObjectKind {
             Self::Source => "source",
             Self::FeatureView => "feature view",
             Self::FeatureService => "feature service",
+            Self::Permission => "permission",
         }
     }
 }

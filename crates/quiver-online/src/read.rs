@@ -107,6 +107,11 @@ impl ReadPlan {
         })
     }
 
+    /// The views the plan reads.
+    pub fn view_names(&self) -> impl Iterator<Item = &str> {
+        self.views.iter().map(|v| v.name.as_str())
+    }
+
     /// The planned features, in output order.
     pub fn features(&self) -> &[ResolvedFeature] {
         &self.features

@@ -1,11 +1,12 @@
 //! Registering definitions: a new registry version with the conflict rule, then its
 //! activation.
 
-use quiver_core::Definitions;
-use quiver_registry::{Plan, Registry, RegistryVersion};
+use quiver_core::{Action, Definitions};
+use quiver_registry::{Action as PlanAction, Plan, Registry, RegistryVersion};
 
 use crate::FeatureStore;
-use crate::error::Result;
+use crate::auth::Caller;
+use crate::error::{OpsError, Result};
 
 /// The version an apply is based on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +96,53 @@ pub fn views_leaving(old: &RegistryVersion, new: &RegistryVersion) -> Vec<String
 impl FeatureStore {
     /// Commits `request` (see [`commit`]) and makes the latest version current, deleting the
     /// online rows of views it no longer serves.
-    pub fn apply(&self, request: ApplyRequest) -> Result<ApplyOutcome> {
+    /// `caller` needs `create`, `update` or `delete` on every object the apply adds, changes
+    /// or removes, by the permissions of the current version.
+    pub fn apply(&self, caller: &Caller, request: ApplyRequest) -> Result<ApplyOutcome> {
+        let snapshot = self.snapshot();
+        let plan = Plan::between(&snapshot.defs, &request.definitions);
+        for change in &plan.changes {
+            let action = match change.action {
+                PlanAction::Added => Action::Create,
+                PlanAction::Changed => Action::Update,
+                PlanAction::Removed => Action::Delete,
+            };
+            let tags = match change.action {
+                PlanAction::Removed => snapshot.defs.tags_of(change.kind, &change.name),
+                _ => request.definitions.tags_of(change.kind, &change.name),
+            };
+            if snapshot
+                .authorizer
+                .decide_new(caller, action, change.kind, &change.name, tags)
+                .is_none()
+            {
+                let e = OpsError::PermissionDenied(format!(
+                    "'{}' may not {action} {} '{}'",
+                    caller.name(),
+                    change.kind,
+                    change.name
+                ));
+                self.audit.record(
+                    caller.name(),
+                    action.name(),
+                    &format!("{}:{}", change.kind.key(), change.name),
+                    "denied",
+                    &e.to_string(),
+                );
+                return Err(e);
+            }
+        }
+        let author = request.author.clone();
         let committed = commit(&self.registry, request)?;
+        if let Some(version) = &committed.version {
+            self.audit.record(
+                caller.name(),
+                "apply",
+                &format!("registry:{}", version.version),
+                "ok",
+                &format!("{} changes, author {author}", version.changes.len()),
+            );
+        }
         let activation = self.refresh()?;
         let mut deleted_views: Vec<String> = activation
             .into_iter()

@@ -1,13 +1,191 @@
-//! Who a caller is: the bearer token of a request, checked against the repository's
-//! authenticator (`server.auth` in `quiver.yaml`).
+//! Who a caller is and what it may do: the bearer token of a request, checked against the
+//! repository's authenticator (`server.auth` in `quiver.yaml`), and the decision of the
+//! project's permissions ([`Authorizer`]) on every action.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use quiver_core::{Action, Definitions, ObjectKind, Permission, Tags};
 use quiver_registry::{AuthConfig, TokenEntry};
 
 use crate::error::{OpsError, Result};
+
+/// Who asks for an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The repository's own processes (the CLI on the repository, the schedule) and callers
+    /// of a server without authentication: every action is allowed (Feast's `no_auth`).
+    Trusted,
+    /// A verified principal: the project's permissions decide.
+    Principal(Principal),
+}
+
+impl Caller {
+    /// The name the audit log records.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Trusted => "trusted",
+            Self::Principal(p) => &p.name,
+        }
+    }
+}
+
+/// Why an action was allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// The caller is trusted.
+    Trusted,
+    /// The project has no permission: every authenticated principal may do everything.
+    NoPermissions,
+    /// This permission grants it.
+    Permission(String),
+}
+
+/// A project's permissions, compiled for one snapshot: which permissions select each
+/// existing object is worked out once, so deciding is a lookup and a check of roles.
+#[derive(Debug, Default)]
+pub struct Authorizer {
+    permissions: Vec<(Permission, Vec<regex::Regex>)>,
+    /// kind → name → indexes of the permissions selecting that object.
+    selecting: HashMap<ObjectKind, HashMap<String, Vec<usize>>>,
+}
+
+impl Authorizer {
+    /// The permissions of `defs`, with the objects each selects.
+    pub fn new(defs: &Definitions) -> Self {
+        let permissions: Vec<(Permission, Vec<regex::Regex>)> = defs
+            .permissions
+            .values()
+            .filter_map(|p| {
+                // Validation compiled every pattern; one that does not compile selects
+                // nothing.
+                let patterns = p
+                    .name_patterns
+                    .iter()
+                    .map(|n| regex::Regex::new(&format!("^(?:{n})$")).ok())
+                    .collect::<Option<Vec<_>>>()?;
+                Some((p.clone(), patterns))
+            })
+            .collect();
+        let mut authorizer = Self {
+            permissions,
+            selecting: HashMap::new(),
+        };
+        let names = |kind: ObjectKind| -> Vec<&String> {
+            match kind {
+                ObjectKind::Entity => defs.entities.keys().collect(),
+                ObjectKind::Source => defs.sources.keys().collect(),
+                ObjectKind::FeatureView => defs.feature_views.keys().collect(),
+                ObjectKind::FeatureService => defs.feature_services.keys().collect(),
+                ObjectKind::Permission => defs.permissions.keys().collect(),
+            }
+        };
+        for kind in ObjectKind::ALL {
+            for name in names(kind) {
+                let selecting = authorizer.selecting_of(kind, name, defs.tags_of(kind, name));
+                if !selecting.is_empty() {
+                    authorizer
+                        .selecting
+                        .entry(kind)
+                        .or_default()
+                        .insert(name.clone(), selecting);
+                }
+            }
+        }
+        authorizer
+    }
+
+    /// Whether there are permissions to enforce.
+    pub fn is_empty(&self) -> bool {
+        self.permissions.is_empty()
+    }
+
+    /// The permissions selecting an object: its kind covered, its whole name matching a
+    /// pattern (if any), every required tag carried with its value.
+    fn selecting_of(&self, kind: ObjectKind, name: &str, tags: Option<&Tags>) -> Vec<usize> {
+        self.permissions
+            .iter()
+            .enumerate()
+            .filter(|(_, (p, patterns))| {
+                (p.types.is_empty() || p.types.contains(&kind))
+                    && (patterns.is_empty() || patterns.iter().any(|r| r.is_match(name)))
+                    && p.required_tags
+                        .iter()
+                        .all(|(k, v)| tags.and_then(|t| t.get(k)) == Some(v))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn grant(&self, principal: &Principal, action: Action, selecting: &[usize]) -> Option<Grant> {
+        selecting
+            .iter()
+            .map(|&i| &self.permissions[i].0)
+            .find(|p| {
+                p.actions.contains(&action) && p.policy.admits(&principal.roles, &principal.groups)
+            })
+            .map(|p| Grant::Permission(p.name.clone()))
+    }
+
+    /// Whether `caller` may do `action` on the existing object `name` of `kind`, and why;
+    /// `None` when nothing grants it.
+    pub fn decide(
+        &self,
+        caller: &Caller,
+        action: Action,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Option<Grant> {
+        let principal = match caller {
+            Caller::Trusted => return Some(Grant::Trusted),
+            Caller::Principal(p) => p,
+        };
+        if self.permissions.is_empty() {
+            return Some(Grant::NoPermissions);
+        }
+        let selecting = self.selecting.get(&kind)?.get(name)?;
+        self.grant(principal, action, selecting)
+    }
+
+    /// [`Authorizer::decide`] for an object that may not exist yet (one an apply creates),
+    /// with the tags it will have.
+    pub fn decide_new(
+        &self,
+        caller: &Caller,
+        action: Action,
+        kind: ObjectKind,
+        name: &str,
+        tags: Option<&Tags>,
+    ) -> Option<Grant> {
+        let principal = match caller {
+            Caller::Trusted => return Some(Grant::Trusted),
+            Caller::Principal(p) => p,
+        };
+        if self.permissions.is_empty() {
+            return Some(Grant::NoPermissions);
+        }
+        self.grant(principal, action, &self.selecting_of(kind, name, tags))
+    }
+
+    /// Checks `action` on every object; the error names the first the caller may not touch.
+    pub fn check(
+        &self,
+        caller: &Caller,
+        action: Action,
+        objects: &[(ObjectKind, &str)],
+    ) -> Result<()> {
+        for &(kind, name) in objects {
+            if self.decide(caller, action, kind, name).is_none() {
+                return Err(OpsError::PermissionDenied(format!(
+                    "'{}' may not {action} {kind} '{name}'",
+                    caller.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A caller the server has verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +291,126 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn principal(roles: &[&str], groups: &[&str]) -> Caller {
+        Caller::Principal(Principal {
+            name: "p".into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        })
+    }
+
+    #[test]
+    fn any_matching_grant_allows_and_the_rest_is_denied() {
+        let mut defs: Definitions = serde_json::from_value(serde_json::json!({
+            "project": "p",
+            "feature_views": {},
+            "feature_services": {
+                "risk_model": {"name": "risk_model", "features": [], "tags": {"team": "risk"}},
+                "ads_model": {"name": "ads_model", "features": [], "tags": {"team": "ads"}},
+                "driver_ranking": {"name": "driver_ranking", "features": []}
+            }
+        }))
+        .unwrap();
+        let allow = |name: &str,
+                     patterns: &[&str],
+                     tags: &[(&str, &str)],
+                     actions: &[Action],
+                     policy: Policy| Permission {
+            name: name.into(),
+            types: vec![ObjectKind::FeatureService],
+            name_patterns: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            required_tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            actions: actions.to_vec(),
+            policy,
+            tags: Tags::new(),
+        };
+        use quiver_core::Policy;
+        let s = ObjectKind::FeatureService;
+        // No permission: every authenticated principal may do everything.
+        let none = Authorizer::new(&defs);
+        assert_eq!(
+            none.decide(&principal(&[], &[]), Action::Delete, s, "risk_model"),
+            Some(Grant::NoPermissions)
+        );
+        defs.permissions.insert(
+            "risk_readers".into(),
+            allow(
+                "risk_readers",
+                &[],
+                &[("team", "risk")],
+                &[Action::ReadOnline],
+                Policy::Roles(vec!["reader".into()]),
+            ),
+        );
+        defs.permissions.insert(
+            "drivers".into(),
+            allow(
+                "drivers",
+                &["driver_.*"],
+                &[],
+                &Action::ALL,
+                Policy::Groups(vec!["ops".into()]),
+            ),
+        );
+        let auth = Authorizer::new(&defs);
+        let reader = principal(&["reader"], &[]);
+        assert_eq!(
+            auth.decide(&reader, Action::ReadOnline, s, "risk_model"),
+            Some(Grant::Permission("risk_readers".into()))
+        );
+        // Wrong action, untagged object, wrong role: denied.
+        assert_eq!(auth.decide(&reader, Action::Update, s, "risk_model"), None);
+        assert_eq!(
+            auth.decide(&reader, Action::ReadOnline, s, "ads_model"),
+            None
+        );
+        assert_eq!(
+            auth.decide(
+                &principal(&["writer"], &[]),
+                Action::ReadOnline,
+                s,
+                "risk_model"
+            ),
+            None
+        );
+        // Patterns match whole names; groups are a policy of their own.
+        let ops = principal(&[], &["ops"]);
+        assert!(
+            auth.decide(&ops, Action::Delete, s, "driver_ranking")
+                .is_some()
+        );
+        assert!(auth.decide(&ops, Action::Delete, s, "risk_model").is_none());
+        // Other kinds are not covered by either: denied, once permissions exist.
+        assert!(
+            auth.decide(
+                &ops,
+                Action::Describe,
+                ObjectKind::FeatureView,
+                "driver_ranking"
+            )
+            .is_none()
+        );
+        assert_eq!(
+            auth.decide(&Caller::Trusted, Action::Delete, s, "x"),
+            Some(Grant::Trusted)
+        );
+        let e = auth
+            .check(
+                &reader,
+                Action::ReadOnline,
+                &[(s, "risk_model"), (s, "ads_model")],
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("may not read_online feature service 'ads_model'"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn tokens_are_checked_by_hash_and_expiry() {

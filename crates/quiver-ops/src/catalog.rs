@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub defs: Definitions,
     /// The online generation of every online view at that version.
     pub generations: BTreeMap<String, u64>,
+    /// The version's permissions, compiled.
+    pub authorizer: crate::auth::Authorizer,
     /// Read plans of the feature lists asked for at this version.
     plans: RwLock<HashMap<PlanKey, Arc<ReadPlan>, foldhash::fast::RandomState>>,
 }
@@ -43,6 +45,7 @@ impl Snapshot {
     pub fn of(version: RegistryVersion) -> Self {
         Self {
             version: version.version,
+            authorizer: crate::auth::Authorizer::new(&version.definitions),
             defs: version.definitions,
             generations: version.generations,
             plans: RwLock::default(),
@@ -58,6 +61,7 @@ impl Snapshot {
                 ..Definitions::default()
             },
             generations: BTreeMap::new(),
+            authorizer: crate::auth::Authorizer::default(),
             plans: RwLock::default(),
         }
     }
@@ -163,6 +167,7 @@ mod tests {
         .expect("definitions");
         Snapshot {
             version: 1,
+            authorizer: crate::auth::Authorizer::new(&defs),
             defs,
             generations: BTreeMap::from([("stats".to_owned(), 1)]),
             plans: RwLock::default(),

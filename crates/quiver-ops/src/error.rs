@@ -18,6 +18,9 @@ pub enum OpsError {
     /// A request without valid credentials.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// A caller the permissions do not allow this action.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A named thing that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +59,7 @@ impl HasKind for OpsError {
             Self::InvalidRequest(_) => ErrorKind::InvalidArgument,
             Self::LimitExceeded(_) => ErrorKind::LimitExceeded,
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Registry(e) => e.kind(),

@@ -29,13 +29,14 @@
 //!     end: quiver_core::now_nanos(),
 //!     lookback: std::time::Duration::ZERO,
 //! });
-//! for report in store.materialize(&request, &|_| {}, None)? {
+//! for report in store.materialize(&quiver_ops::Caller::Trusted, &request, &|_| {}, None)? {
 //!     println!("{}: {} rows", report.view, report.rows_written);
 //! }
 //! # Ok::<_, quiver_ops::OpsError>(())
 //! ```
 
 pub mod apply;
+pub mod audit;
 pub mod auth;
 mod catalog;
 pub mod endpoint;
@@ -50,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use quiver_core::now_nanos;
+use quiver_core::{Action, ObjectKind, now_nanos};
 use quiver_online::{
     LiveView, OnlineFeatures, OnlineStore, RocksDbOptions, RocksDbStore, RunOutcome, StoreStats,
     ViewId, read_online_features,
@@ -60,7 +61,8 @@ use quiver_registry::{OnlineStoreConfig, Registry, RepoConfig, Secret};
 use quiver_source::Sources;
 
 pub use apply::{ApplyOutcome, ApplyRequest, BaseVersion, Committed, commit, views_leaving};
-pub use auth::{Authenticator, Principal, token_hash};
+pub use audit::AuditLog;
+pub use auth::{Authenticator, Authorizer, Caller, Grant, Principal, token_hash};
 pub use catalog::{FeatureSpec, Snapshot};
 pub use endpoint::Endpoint;
 pub use error::{OpsError, Result};
@@ -193,6 +195,7 @@ pub struct FeatureStore {
     options: StoreOptions,
     /// What activating the current version did when this handle opened the store.
     opened: Activation,
+    audit: Arc<AuditLog>,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -229,7 +232,11 @@ impl FeatureStore {
             Some(v) => Snapshot::of(v),
             None => Snapshot::empty(&config.project),
         };
+        let audit = Arc::new(AuditLog::new(
+            repo.join(config.server.audit_log.as_deref().unwrap_or("audit.log")),
+        ));
         let mut this = Self {
+            audit,
             repo: repo.to_path_buf(),
             sources: Arc::new(Sources::new(config.data_root(repo))),
             config,
@@ -358,11 +365,44 @@ impl FeatureStore {
             .retain(&snapshot.defs.project, snapshot.version, &live)?)
     }
 
+    /// The audit log every write and refusal is recorded in.
+    pub fn audit_log(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// Checks that `caller` may do `action` on every object, by `snapshot`'s permissions;
+    /// a denial is recorded in the audit log.
+    pub fn authorize(
+        &self,
+        snapshot: &Snapshot,
+        caller: &Caller,
+        action: Action,
+        objects: &[(ObjectKind, &str)],
+    ) -> Result<()> {
+        snapshot
+            .authorizer
+            .check(caller, action, objects)
+            .inspect_err(|e| {
+                let names: Vec<String> = objects
+                    .iter()
+                    .map(|(k, n)| format!("{}:{n}", k.key()))
+                    .collect();
+                self.audit.record(
+                    caller.name(),
+                    action.name(),
+                    &names.join(","),
+                    "denied",
+                    &e.to_string(),
+                );
+            })
+    }
+
     /// Reads the features of `spec` for entity rows given column by column, then lets
     /// `answer` build the caller's response from the snapshot, the features and the cells.
     /// Waits only on the store's read (no blocking: an embedded store answers in place).
     pub async fn read_online<T>(
         &self,
+        caller: &Caller,
         spec: FeatureSpec,
         full_feature_names: bool,
         entities: &[(String, Vec<InputValue>)],
@@ -372,7 +412,19 @@ impl FeatureStore {
             .limits
             .check_rows(entities.iter().map(|(n, v)| (n.as_str(), v.len())))?;
         let snapshot = self.snapshot();
+        let service = match &spec {
+            FeatureSpec::Service(name) => Some(name.clone()),
+            FeatureSpec::Refs(_) => None,
+        };
         let plan = snapshot.plan(spec, full_feature_names)?;
+        if !matches!(caller, Caller::Trusted) {
+            let objects: Vec<(ObjectKind, &str)> = service
+                .iter()
+                .map(|s| (ObjectKind::FeatureService, s.as_str()))
+                .chain(plan.view_names().map(|v| (ObjectKind::FeatureView, v)))
+                .collect();
+            self.authorize(&snapshot, caller, Action::ReadOnline, &objects)?;
+        }
         let keys = entities
             .iter()
             .map(|(name, values)| {

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use quiver_core::{FeatureView, now_nanos};
+use quiver_core::{Action, FeatureView, ObjectKind, now_nanos};
 use quiver_online::{
     MaterializeOptions, OnlineError, Progress, RunOutcome, RunRecord, RunTrigger, ViewReport,
     ViewTarget, Window, materialize_view, resolve_window,
 };
 
 use crate::FeatureStore;
+use crate::auth::Caller;
 use crate::catalog::Snapshot;
 use crate::error::{OpsError, Result};
 use crate::lease;
@@ -62,12 +63,18 @@ impl FeatureStore {
     /// the store (the view's run lease).
     pub fn materialize(
         &self,
+        caller: &Caller,
         request: &MaterializeRequest,
         progress: &(dyn Fn(Progress<'_>) + Sync),
         cancel: Option<&AtomicBool>,
     ) -> Result<Vec<ViewReport>> {
         let snapshot = self.snapshot();
         let views = select_views(&snapshot, &request.views)?;
+        let objects: Vec<(ObjectKind, &str)> = views
+            .iter()
+            .map(|v| (ObjectKind::FeatureView, v.name.as_str()))
+            .collect();
+        self.authorize(&snapshot, caller, Action::WriteOnline, &objects)?;
         let mut reports = Vec::with_capacity(views.len());
         let result = views.iter().try_for_each(|view| {
             reports.push(self.materialize_one(&snapshot, view, request, progress, cancel)?);
@@ -77,6 +84,15 @@ impl FeatureStore {
         // this run was writing: clean up whatever it wrote there.
         if self.snapshot().version != snapshot.version {
             self.reactivate()?;
+        }
+        for r in &reports {
+            self.audit.record(
+                caller.name(),
+                "materialize",
+                &format!("feature_view:{}", r.view),
+                "ok",
+                &format!("{} rows", r.rows_written),
+            );
         }
         result.map(|()| reports)
     }

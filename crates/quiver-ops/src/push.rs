@@ -24,13 +24,14 @@ use arrow::array::{
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema};
 use quiver_core::{
-    FeatureView, JoinKey, ScalarType, Source, TimestampUnit, ValueType, encode_entity_key,
-    format_nanos, now_nanos,
+    Action, FeatureView, JoinKey, ObjectKind, ScalarType, Source, TimestampUnit, ValueType,
+    encode_entity_key, format_nanos, now_nanos,
 };
 use quiver_online::{FeatureValue, KeyedRows, ViewId, ViewRows, encode_row};
 use quiver_source::Sources;
 
 use crate::FeatureStore;
+use crate::auth::Caller;
 use crate::catalog::Snapshot;
 use crate::error::{OpsError, Result};
 use crate::value::InputValue;
@@ -109,9 +110,21 @@ impl CheckedRows<'_> {
 
 impl FeatureStore {
     /// Pushes rows (see the module documentation for the checks and the write order).
-    pub fn push(&self, request: &PushRequest) -> Result<PushOutcome> {
+    pub fn push(&self, caller: &Caller, request: &PushRequest) -> Result<PushOutcome> {
         let snapshot = self.snapshot();
         let (views, source) = receivers(&snapshot, &request.name)?;
+        let receiving: Vec<(ObjectKind, &str)> = views
+            .iter()
+            .map(|v| (ObjectKind::FeatureView, v.name.as_str()))
+            .collect();
+        if request.to.online() {
+            self.authorize(&snapshot, caller, Action::WriteOnline, &receiving)?;
+        }
+        if request.to.offline() {
+            let mut objects = receiving.clone();
+            objects.push((ObjectKind::Source, source.name.as_str()));
+            self.authorize(&snapshot, caller, Action::WriteOffline, &objects)?;
+        }
         let online: Vec<&FeatureView> = if request.to.online() {
             let online: Vec<&FeatureView> = views.iter().copied().filter(|v| v.online).collect();
             if online.is_empty() {
@@ -165,6 +178,13 @@ impl FeatureStore {
             self.compact_in_background(source);
         }
         let receivers = if request.to.online() { &online } else { &views };
+        self.audit.record(
+            caller.name(),
+            "push",
+            &format!("push:{}", request.name),
+            "ok",
+            &format!("{} rows", checked.rows),
+        );
         Ok(PushOutcome {
             rows: checked.rows,
             views: receivers.iter().map(|v| v.name.clone()).collect(),

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{OpsError, Result};
-use crate::{FeatureStore, MaterializeRequest, lease};
+use crate::{Caller, FeatureStore, MaterializeRequest, lease};
 
 /// How often the scheduler looks at its views.
 const TICK: Duration = Duration::from_millis(200);
@@ -223,8 +223,9 @@ fn start(store: &Arc<FeatureStore>, name: &str, view: &Scheduled) -> Running {
         attempt: view.failures + 1,
     };
     let (store, flag) = (Arc::clone(store), Arc::clone(&cancel));
-    let handle =
-        tokio::task::spawn_blocking(move || store.materialize(&request, &|_| {}, Some(&flag)));
+    let handle = tokio::task::spawn_blocking(move || {
+        store.materialize(&Caller::Trusted, &request, &|_| {}, Some(&flag))
+    });
     Running {
         handle,
         cancel,

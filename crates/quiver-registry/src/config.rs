@@ -89,6 +89,9 @@ pub struct ServerConfig {
     /// How callers prove who they are (no authentication when unset).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// The audit log file, relative to the repository (default `audit.log`).
+    #[serde(default)]
+    pub audit_log: Option<String>,
 }
 
 /// `server.tls`: the server's certificate and, for mutual TLS, the CA its clients' certificates
@@ -133,7 +136,7 @@ pub struct TokenEntry {
     #[serde(default)]
     pub groups: Vec<String>,
     /// When the token stops being accepted (RFC 3339); never when unset.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use marked_yaml::{Node, Spanned};
 use quiver_core::{
-    Definitions, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, KeyType,
-    ObjectKind, Period, Schedule, Source, Tags, Ttl, ValueType,
+    Action, Definitions, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey,
+    KeyType, ObjectKind, Period, Permission, Policy, Schedule, Source, Tags, Ttl, ValueType,
 };
 use serde::Deserialize;
 
@@ -203,6 +203,31 @@ struct RawFeatureService {
     tags: Tags,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermission {
+    name: Spanned<String>,
+    #[serde(default)]
+    types: Vec<Spanned<String>>,
+    #[serde(default)]
+    name_patterns: Vec<Spanned<String>>,
+    #[serde(default)]
+    required_tags: Tags,
+    actions: Vec<Spanned<String>>,
+    policy: RawPolicy,
+    #[serde(default)]
+    tags: Tags,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+}
+
 /// Where an object was defined.
 #[derive(Debug, Clone)]
 struct Location {
@@ -235,6 +260,7 @@ struct RawRepo {
     sources: Vec<(PathBuf, RawSource)>,
     views: Vec<(PathBuf, RawFeatureView)>,
     services: Vec<(PathBuf, RawFeatureService)>,
+    permissions: Vec<(PathBuf, RawPermission)>,
 }
 
 /// Lists the definition files of a repository, sorted, relative to it.
@@ -301,13 +327,14 @@ fn parse_file(file: &Path, text: &str, raw: &mut RawRepo, diags: &mut Diagnostic
             "sources" => ObjectKind::Source,
             "feature_views" => ObjectKind::FeatureView,
             "feature_services" => ObjectKind::FeatureService,
+            "permissions" => ObjectKind::Permission,
             other => {
                 diags.push(
                     file,
                     key_line,
                     None,
                     format!(
-                        "unknown top-level key '{other}' (expected entities, sources, feature_views or feature_services)"
+                        "unknown top-level key '{other}' (expected entities, sources, feature_views, feature_services or permissions)"
                     ),
                 );
                 continue;
@@ -342,6 +369,7 @@ fn parse_object(
         ObjectKind::FeatureService => {
             decode_node(item).map(|o| raw.services.push((file.into(), o)))
         }
+        ObjectKind::Permission => decode_node(item).map(|o| raw.permissions.push((file.into(), o))),
     };
     if let Err((line, message)) = result {
         let item_line = item.span().start().map_or(0, marked_yaml::Marker::line);
@@ -418,7 +446,85 @@ impl Validator<'_> {
                 defs.feature_services.insert(service.name.clone(), service);
             }
         }
+        for (file, p) in raw.permissions {
+            if let Some(permission) = self.permission(&file, p) {
+                defs.permissions.insert(permission.name.clone(), permission);
+            }
+        }
         defs
+    }
+
+    fn permission(&mut self, file: &Path, p: RawPermission) -> Option<Permission> {
+        let mut ok = self.claim_name(file, ObjectKind::Permission, &p.name);
+        let object = Some(format!("permission '{}'", p.name.as_str()));
+        let mut problem = |line, message: String| {
+            self.diags.push(file, line, object.clone(), message);
+            false
+        };
+        let mut types = Vec::new();
+        for t in &p.types {
+            match ObjectKind::ALL.into_iter().find(|k| k.key() == t.as_str()) {
+                Some(k) => types.push(k),
+                None => {
+                    ok &= problem(
+                        line_of(t),
+                        format!(
+                            "unknown type '{}' (expected entity, source, feature_view, feature_service or permission)",
+                            t.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        for pattern in &p.name_patterns {
+            if let Err(e) = regex::Regex::new(&format!("^(?:{})$", pattern.as_str())) {
+                ok &= problem(
+                    line_of(pattern),
+                    format!("invalid name pattern '{}': {e}", pattern.as_str()),
+                );
+            }
+        }
+        let mut actions = Vec::new();
+        for a in &p.actions {
+            match Action::expand(a) {
+                Some(more) => actions.extend(more),
+                None => {
+                    ok &= problem(
+                        line_of(a),
+                        format!(
+                            "unknown action '{}' (expected create, describe, update, delete, read_online, read_offline, write_online, write_offline, or read, write, crud, all)",
+                            a.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        actions.sort();
+        actions.dedup();
+        if p.actions.is_empty() {
+            ok &= problem(line_of(&p.name), "needs at least one action".into());
+        }
+        let policy = match (p.policy.roles, p.policy.groups) {
+            (Some(roles), None) => Some(Policy::Roles(roles)),
+            (None, Some(groups)) => Some(Policy::Groups(groups)),
+            _ => {
+                ok &= problem(
+                    line_of(&p.name),
+                    "policy needs exactly one of 'roles' and 'groups'".into(),
+                );
+                None
+            }
+        };
+        let policy = policy?;
+        ok.then(|| Permission {
+            name: p.name.to_string(),
+            types,
+            name_patterns: p.name_patterns.iter().map(|n| n.to_string()).collect(),
+            required_tags: p.required_tags,
+            actions,
+            policy,
+            tags: p.tags,
+        })
     }
 
     /// Checks the name is valid and unique within its kind; records where it was defined.

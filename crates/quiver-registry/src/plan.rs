@@ -97,6 +97,13 @@ impl Plan {
                 }
             },
         );
+        diff_kind(
+            ObjectKind::Permission,
+            &old.permissions,
+            &new.permissions,
+            &mut changes,
+            |_, _, _| {},
+        );
         // A view removed while an old service used it breaks that service's consumers.
         for change in &mut changes {
             if change.kind == ObjectKind::FeatureView && change.action == Action::Removed {

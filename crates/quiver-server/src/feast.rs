@@ -14,8 +14,10 @@ use axum::routing::{get, post};
 use quiver_core::{ErrorKind, HasKind, ScalarType, TimestampUnit, ValueType, format_nanos};
 use quiver_online::{FeatureValue, FieldStatus, OnlineFeatures};
 use quiver_ops::{
-    FeatureSpec, FeatureStore, InputValue, Limits, OpsError, PushRequest, PushTarget,
+    Caller, FeatureSpec, FeatureStore, InputValue, Limits, OpsError, PushRequest, PushTarget,
 };
+
+use crate::gate::caller_of;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tonic::{Request, Response, Status};
@@ -167,6 +169,7 @@ impl fs::serving_service_server::ServingService for FeastServing {
         &self,
         request: Request<fs::GetOnlineFeaturesRequest>,
     ) -> Result<Response<fs::GetOnlineFeaturesResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let spec = match r.kind {
             Some(fs::get_online_features_request::Kind::Features(l)) => FeatureSpec::Refs(l.val),
@@ -190,7 +193,7 @@ impl fs::serving_service_server::ServingService for FeastServing {
             .collect();
         let response = self
             .store
-            .read_online(spec, r.full_feature_names, &columns, |_, read| {
+            .read_online(&caller, spec, r.full_feature_names, &columns, |_, read| {
                 let mut names: Vec<String> = entities.iter().map(|(k, _)| k.clone()).collect();
                 let mut results: Vec<fs::get_online_features_response::FeatureVector> = entities
                     .iter()
@@ -473,6 +476,7 @@ struct ReadBody {
 
 async fn get_online_features(
     State(store): State<Arc<FeatureStore>>,
+    caller: HttpCaller,
     body: Bytes,
 ) -> Result<HttpResponse, HttpError> {
     let body: ReadBody = parse_body(&body)?;
@@ -487,11 +491,29 @@ async fn get_online_features(
     };
     let entities = body.entities.inputs(&store.options().limits)?;
     let answer = store
-        .read_online(spec, body.full_feature_names, &entities, |_, read| {
-            features_json(read, &body.entities)
-        })
+        .read_online(
+            &caller.0,
+            spec,
+            body.full_feature_names,
+            &entities,
+            |_, read| features_json(read, &body.entities),
+        )
         .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
+}
+
+/// The caller of an HTTP request (see [`caller_of`]).
+struct HttpCaller(Caller);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HttpCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(caller_of(&parts.extensions)))
+    }
 }
 
 /// The body of `/push` and `/write-to-online-store`.
@@ -533,9 +555,10 @@ impl PushBody {
 
 async fn run_push(
     store: Arc<FeatureStore>,
+    caller: HttpCaller,
     request: PushRequest,
 ) -> Result<axum::Json<Json>, HttpError> {
-    let pushed = blocking(move || store.push(&request).map_err(|e| status(&e))).await?;
+    let pushed = blocking(move || store.push(&caller.0, &request).map_err(|e| status(&e))).await?;
     Ok(axum::Json(
         json!({"status": "ok", "rows": pushed.rows, "feature_views": pushed.views}),
     ))
@@ -543,6 +566,7 @@ async fn run_push(
 
 async fn push(
     State(store): State<Arc<FeatureStore>>,
+    caller: HttpCaller,
     body: Bytes,
 ) -> Result<axum::Json<Json>, HttpError> {
     let mut body: PushBody = parse_body(&body)?;
@@ -561,11 +585,12 @@ async fn push(
         }
     };
     let request = body.request(name, to, &store.options().limits)?;
-    run_push(store, request).await
+    run_push(store, caller, request).await
 }
 
 async fn write_to_online_store(
     State(store): State<Arc<FeatureStore>>,
+    caller: HttpCaller,
     body: Bytes,
 ) -> Result<axum::Json<Json>, HttpError> {
     let mut body: PushBody = parse_body(&body)?;
@@ -574,5 +599,5 @@ async fn write_to_online_store(
         .take()
         .ok_or_else(|| bad("missing \"feature_view_name\""))?;
     let request = body.request(view, PushTarget::Online, &store.options().limits)?;
-    run_push(store, request).await
+    run_push(store, caller, request).await
 }

@@ -32,15 +32,18 @@ use arrow_flight::{
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use quiver_core::{Definitions, FeatureRef, ResolvedFeature, parse_time_nanos};
+use quiver_core::{
+    Action as Permitted, Definitions, FeatureRef, ObjectKind, ResolvedFeature, parse_time_nanos,
+};
 use quiver_offline::{
     EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, TrainingSet, read_entity_file,
 };
-use quiver_ops::{FeatureStore, Snapshot};
+use quiver_ops::{Caller, FeatureStore, Snapshot};
 use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::status;
+use crate::gate::caller_of;
 use crate::grpc::blocking;
 
 /// How long an entity table uploaded with Feast's `DoPut` waits for its `DoGet` (Feast asks
@@ -207,15 +210,40 @@ impl TrainingSetService {
         }
     }
 
+    /// Checks that `caller` may read offline every view of `features` (and the feature
+    /// service they come from).
+    fn authorize(
+        &self,
+        caller: &Caller,
+        snapshot: &Snapshot,
+        features: &[ResolvedFeature],
+        service: Option<&str>,
+    ) -> Result<(), Status> {
+        let mut objects: Vec<(ObjectKind, &str)> = service
+            .map(|s| (ObjectKind::FeatureService, s))
+            .into_iter()
+            .collect();
+        for f in features {
+            if !objects.contains(&(ObjectKind::FeatureView, f.view.as_str())) {
+                objects.push((ObjectKind::FeatureView, f.view.as_str()));
+            }
+        }
+        self.store
+            .authorize(snapshot, caller, Permitted::ReadOffline, &objects)
+            .map_err(|e| status(&e))
+    }
+
     /// Runs a join of `features` (resolved against `snapshot`) on a blocking thread and streams
-    /// the result as Flight data.
+    /// the result as Flight data, once `caller` may read them.
     async fn run(
         &self,
+        caller: &Caller,
         snapshot: Arc<Snapshot>,
-        features: Vec<ResolvedFeature>,
+        (features, service): (Vec<ResolvedFeature>, Option<&str>),
         as_of_created: bool,
         rows: EntityRows,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        self.authorize(caller, &snapshot, &features, service)?;
         let sources = Arc::clone(self.store.sources());
         let options = JoinOptions {
             as_of_created,
@@ -245,6 +273,7 @@ impl TrainingSetService {
     /// rows are a time range (`start_date`, `end_date`).
     async fn run_feast(
         &self,
+        caller: &Caller,
         command: FeastCommand,
         uploaded: Option<RecordBatch>,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
@@ -272,12 +301,14 @@ impl TrainingSetService {
                 ));
             }
         };
-        self.run(snapshot, features, false, rows).await
+        self.run(caller, snapshot, (features, None), false, rows)
+            .await
     }
 
     /// The training set of a native `DoGet` ticket.
     async fn run_ticket(
         &self,
+        caller: &Caller,
         command: Command,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
         let snapshot = self.snapshot();
@@ -294,18 +325,31 @@ impl TrainingSetService {
                 ));
             }
         };
-        self.run(snapshot, features, command.as_of_created, rows)
-            .await
+        let service = command.feature_service.as_deref();
+        self.run(
+            caller,
+            snapshot,
+            (features, service),
+            command.as_of_created,
+            rows,
+        )
+        .await
     }
 
     /// The schema of a command's training set for the minimal entity table (join keys and
     /// `event_timestamp`); the entity table's other columns come before the features. Reads
     /// the sources' footers, so it runs on the blocking pool.
-    async fn command_schema(&self, command: Command) -> Result<SchemaRef, Status> {
+    async fn command_schema(&self, caller: &Caller, command: Command) -> Result<SchemaRef, Status> {
         let snapshot = self.snapshot();
+        let features = resolve(&snapshot.defs, &command)?;
+        self.authorize(
+            caller,
+            &snapshot,
+            &features,
+            command.feature_service.as_deref(),
+        )?;
         let sources = Arc::clone(self.store.sources());
         blocking(move || {
-            let features = resolve(&snapshot.defs, &command)?;
             let join =
                 PointInTimeJoin::new(&snapshot.defs, &sources, features, JoinOptions::default())
                     .map_err(|e| status(&e))?;
@@ -468,11 +512,29 @@ impl FlightService for TrainingSetService {
 
     async fn list_flights(
         &self,
-        _request: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let caller = caller_of(request.extensions());
         let snapshot = self.snapshot();
         let mut infos = Vec::new();
-        for view in snapshot.defs.feature_views.values().filter(|v| v.offline) {
+        // Only the views the caller may read.
+        let readable = |name: &str| {
+            snapshot
+                .authorizer
+                .decide(
+                    &caller,
+                    Permitted::ReadOffline,
+                    ObjectKind::FeatureView,
+                    name,
+                )
+                .is_some()
+        };
+        for view in snapshot
+            .defs
+            .feature_views
+            .values()
+            .filter(|v| v.offline && readable(&v.name))
+        {
             let command = Command {
                 features: Some(vec![format!("{}:*", view.name)]),
                 feature_service: None,
@@ -482,7 +544,7 @@ impl FlightService for TrainingSetService {
                 start: None,
                 end: None,
             };
-            let schema = self.command_schema(command).await?;
+            let schema = self.command_schema(&caller, command).await?;
             let ticket = serde_json::json!({"features": [format!("{}:*", view.name)]}).to_string();
             infos.push(Ok(flight_info(
                 &schema,
@@ -497,10 +559,11 @@ impl FlightService for TrainingSetService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller_of(request.extensions());
         let descriptor = request.into_inner();
         match parse_command(&descriptor.cmd)? {
             ParsedCommand::Native(command) => {
-                let schema = self.command_schema(command).await?;
+                let schema = self.command_schema(&caller, command).await?;
                 let ticket = descriptor.cmd.clone();
                 Ok(Response::new(flight_info(&schema, descriptor, ticket)?))
             }
@@ -530,9 +593,10 @@ impl FlightService for TrainingSetService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        let caller = caller_of(request.extensions());
         match parse_command(&request.into_inner().cmd)? {
             ParsedCommand::Native(command) => {
-                let schema = self.command_schema(command).await?;
+                let schema = self.command_schema(&caller, command).await?;
                 Ok(Response::new(schema_result(&schema)?))
             }
             ParsedCommand::Feast(_) => Err(Status::unimplemented(
@@ -545,9 +609,10 @@ impl FlightService for TrainingSetService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let caller = caller_of(request.extensions());
         let ticket = request.into_inner().ticket;
         let stream = match parse_command(&ticket)? {
-            ParsedCommand::Native(command) => self.run_ticket(command).await?,
+            ParsedCommand::Native(command) => self.run_ticket(&caller, command).await?,
             ParsedCommand::Feast(command) => {
                 let uploaded = self
                     .pending
@@ -555,7 +620,7 @@ impl FlightService for TrainingSetService {
                     .map_err(|_| Status::internal("poisoned lock"))?
                     .remove(&ticket)
                     .map(|(_, t)| t);
-                self.run_feast(command, uploaded).await?
+                self.run_feast(&caller, command, uploaded).await?
             }
         };
         Ok(Response::new(stream))
@@ -565,13 +630,21 @@ impl FlightService for TrainingSetService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        let caller = caller_of(request.extensions());
         let (descriptor, table) = self.read_upload(request.into_inner()).await?;
         let ParsedCommand::Feast(command) = parse_command(&descriptor.cmd)? else {
             return Err(invalid(
                 "DoPut takes Feast commands; use DoExchange for Quiver's training-set command",
             ));
         };
-        check_feast(&command, &self.snapshot().defs)?;
+        let snapshot = self.snapshot();
+        check_feast(&command, &snapshot.defs)?;
+        // Only a caller who may read the training set may leave its entity table here.
+        let features = snapshot
+            .defs
+            .resolve(&feature_refs(&command.feature_refs)?, false)
+            .map_err(|e| status(&e))?;
+        self.authorize(&caller, &snapshot, &features, None)?;
         let mut pending = self
             .pending
             .lock()
@@ -610,12 +683,15 @@ impl FlightService for TrainingSetService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let caller = caller_of(request.extensions());
         let (descriptor, table) = self.read_upload(request.into_inner()).await?;
         let command = match parse_command(&descriptor.cmd)? {
             ParsedCommand::Native(command) => command,
             // Feast's remote offline store (0.5x and later) sends its command this way.
             ParsedCommand::Feast(command) => {
-                return Ok(Response::new(self.run_feast(command, Some(table)).await?));
+                return Ok(Response::new(
+                    self.run_feast(&caller, command, Some(table)).await?,
+                ));
             }
         };
         if command.entities.is_some() || command.start.is_some() || command.end.is_some() {
@@ -627,8 +703,9 @@ impl FlightService for TrainingSetService {
         let features = resolve(&snapshot.defs, &command)?;
         let stream = self
             .run(
+                &caller,
                 snapshot,
-                features,
+                (features, command.feature_service.as_deref()),
                 command.as_of_created,
                 EntityRows::Table(table),
             )

@@ -1,8 +1,8 @@
 //! The layer every request of every port passes first: it counts the request in flight on
 //! its connection (see `connection`) for as long as its response is being sent, and
 //! authenticates it, answering a request without valid credentials itself (gRPC
-//! `UNAUTHENTICATED`, HTTP 401). The verified [`Principal`] goes into the request's
-//! extensions.
+//! `UNAUTHENTICATED`, HTTP 401). The [`Caller`] goes into the request's extensions:
+//! [`Caller::Trusted`] without authentication, else the verified principal.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use quiver_ops::{Authenticator, Principal};
+use quiver_ops::{AuditLog, Authenticator, Caller};
 use tower::{Layer, Service};
 
 use crate::connection::{ConnectionInfo, InFlight};
@@ -29,14 +29,28 @@ pub enum Protocol {
 #[derive(Debug, Clone)]
 pub struct Gate {
     auth: Arc<Authenticator>,
+    audit: Arc<AuditLog>,
     protocol: Protocol,
 }
 
 impl Gate {
-    /// A gate for a port speaking `protocol`.
-    pub fn new(auth: Arc<Authenticator>, protocol: Protocol) -> Self {
-        Self { auth, protocol }
+    /// A gate for a port speaking `protocol`, recording refusals in `audit`.
+    pub fn new(auth: Arc<Authenticator>, audit: Arc<AuditLog>, protocol: Protocol) -> Self {
+        Self {
+            auth,
+            audit,
+            protocol,
+        }
     }
+}
+
+/// The caller of a request: set by the gate; a request that did not pass it is an anonymous
+/// principal, never trusted.
+pub(crate) fn caller_of(extensions: &http::Extensions) -> Caller {
+    extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller::Principal(quiver_ops::Principal::anonymous()))
 }
 
 impl<S> Layer<S> for Gate {
@@ -115,22 +129,31 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let in_flight = connection(&request).map(|c| c.activity.start());
-        let principal = if self.gate.auth.is_required() && !is_probe(request.uri().path()) {
+        let caller = if !self.gate.auth.is_required() {
+            Caller::Trusted
+        } else if is_probe(request.uri().path()) {
+            Caller::Principal(quiver_ops::Principal::anonymous())
+        } else {
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
             match self.gate.auth.authenticate(header, chrono::Utc::now()) {
-                Ok(p) => p,
+                Ok(p) => Caller::Principal(p),
                 Err(e) => {
+                    self.gate.audit.record(
+                        "unknown",
+                        "authenticate",
+                        request.uri().path(),
+                        "unauthenticated",
+                        &e.to_string(),
+                    );
                     let refusal = self.gate.refusal(&e);
                     return Box::pin(std::future::ready(Ok(refusal)));
                 }
             }
-        } else {
-            Principal::anonymous()
         };
-        request.extensions_mut().insert(principal);
+        request.extensions_mut().insert(caller);
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;

@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use quiver_core::{Definitions, ObjectKind as Kind, TimestampUnit};
+use quiver_core::{Action, Definitions, ObjectKind as Kind, TimestampUnit};
 use quiver_online::{Cell, FeatureValue, FieldStatus as Status_, Progress, Window};
 use quiver_ops::{
-    ApplyRequest, BaseVersion, FeatureSpec, FeatureStore, InputValue, MaterializeRequest,
-    PushRequest, PushTarget,
+    ApplyRequest, BaseVersion, Caller, FeatureSpec, FeatureStore, InputValue, MaterializeRequest,
+    PushRequest, PushTarget, Snapshot,
 };
 use quiver_registry::Change as RegistryChange;
 use tonic::{Request, Response, Status};
 
 use crate::error::{join_status, status};
+use crate::gate::caller_of;
 use crate::messages::{run_message, view_report_message};
 use crate::proto::quiver::v1 as pb;
 use crate::registry_files::validate_files;
@@ -130,6 +131,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let spec = match r.features {
             Some(pb::get_online_features_request::Features::FeatureRefs(l)) => {
@@ -147,36 +149,42 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
         let entities = columns(&self.store, &r.entities)?;
         let response = self
             .store
-            .read_online(spec, r.full_feature_names, &entities, |snapshot, read| {
-                let rows = read.num_rows();
-                let mut features = Vec::with_capacity(read.features().len());
-                for (col, f) in read.features().iter().enumerate() {
-                    let mut column = pb::FeatureColumn {
-                        name: f.output_name.clone(),
-                        values: Vec::with_capacity(rows),
-                        statuses: Vec::with_capacity(rows),
-                        event_timestamps_micros: Vec::with_capacity(rows),
-                    };
-                    for row in 0..rows {
-                        let Cell {
-                            value: v,
-                            status: s,
-                            event_ts,
-                        } = read.cell(col, row)?;
-                        column.values.push(value(&v));
-                        column.statuses.push(field_status(s) as i32);
-                        column
-                            .event_timestamps_micros
-                            .push(event_ts.map_or(0, |t| t.div_euclid(1_000)));
+            .read_online(
+                &caller,
+                spec,
+                r.full_feature_names,
+                &entities,
+                |snapshot, read| {
+                    let rows = read.num_rows();
+                    let mut features = Vec::with_capacity(read.features().len());
+                    for (col, f) in read.features().iter().enumerate() {
+                        let mut column = pb::FeatureColumn {
+                            name: f.output_name.clone(),
+                            values: Vec::with_capacity(rows),
+                            statuses: Vec::with_capacity(rows),
+                            event_timestamps_micros: Vec::with_capacity(rows),
+                        };
+                        for row in 0..rows {
+                            let Cell {
+                                value: v,
+                                status: s,
+                                event_ts,
+                            } = read.cell(col, row)?;
+                            column.values.push(value(&v));
+                            column.statuses.push(field_status(s) as i32);
+                            column
+                                .event_timestamps_micros
+                                .push(event_ts.map_or(0, |t| t.div_euclid(1_000)));
+                        }
+                        features.push(column);
                     }
-                    features.push(column);
-                }
-                Ok(pb::GetOnlineFeaturesResponse {
-                    registry_version: snapshot.version,
-                    row_count: u32::try_from(rows).unwrap_or(u32::MAX),
-                    features,
-                })
-            })
+                    Ok(pb::GetOnlineFeaturesResponse {
+                        registry_version: snapshot.version,
+                        row_count: u32::try_from(rows).unwrap_or(u32::MAX),
+                        features,
+                    })
+                },
+            )
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(response))
@@ -186,6 +194,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
         &self,
         request: Request<pb::PushFeaturesRequest>,
     ) -> Result<Response<pb::PushFeaturesResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let to = match pb::PushTarget::try_from(r.to).unwrap_or(pb::PushTarget::Unspecified) {
             pb::PushTarget::Unspecified | pb::PushTarget::Online => PushTarget::Online,
@@ -198,7 +207,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
             timestamp_unit: timestamp_unit(r.timestamp_unit),
         };
         let store = Arc::clone(&self.store);
-        let pushed = blocking(move || store.push(&push).map_err(|e| status(&e))).await?;
+        let pushed = blocking(move || store.push(&caller, &push).map_err(|e| status(&e))).await?;
         Ok(Response::new(pb::PushFeaturesResponse {
             rows_written: pushed.rows as u64,
             offline_file: pushed
@@ -229,6 +238,7 @@ fn kind_of(k: pb::ObjectKind) -> Option<Kind> {
         pb::ObjectKind::Source => Some(Kind::Source),
         pb::ObjectKind::FeatureView => Some(Kind::FeatureView),
         pb::ObjectKind::FeatureService => Some(Kind::FeatureService),
+        pb::ObjectKind::Permission => Some(Kind::Permission),
     }
 }
 
@@ -238,6 +248,7 @@ fn pb_kind(k: Kind) -> pb::ObjectKind {
         Kind::Source => pb::ObjectKind::Source,
         Kind::FeatureView => pb::ObjectKind::FeatureView,
         Kind::FeatureService => pb::ObjectKind::FeatureService,
+        Kind::Permission => pb::ObjectKind::Permission,
     }
 }
 
@@ -248,6 +259,16 @@ fn change(c: &RegistryChange) -> pb::Change {
         name: c.name.clone(),
         breaking: c.breaking.clone(),
     }
+}
+
+/// Whether `caller` may see `object`'s definition.
+fn describable(snapshot: &Snapshot, caller: &Caller, object: &pb::Object) -> bool {
+    kind_of(object.kind()).is_some_and(|kind| {
+        snapshot
+            .authorizer
+            .decide(caller, Action::Describe, kind, &object.name)
+            .is_some()
+    })
 }
 
 /// Every object of `defs` of `kind` (all kinds when `None`) as JSON.
@@ -275,6 +296,9 @@ fn objects(defs: &Definitions, kind: Option<Kind>) -> Vec<pb::Object> {
     if wants(Kind::FeatureService) {
         add(&mut out, Kind::FeatureService, &defs.feature_services);
     }
+    if wants(Kind::Permission) {
+        add(&mut out, Kind::Permission, &defs.permissions);
+    }
     out
 }
 
@@ -284,20 +308,24 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let store = Arc::clone(&self.store);
         let response = blocking(move || {
             let definitions = validate_files(&store, &r.files)?;
             let outcome = store
-                .apply(ApplyRequest {
-                    definitions,
-                    based_on: r.based_on.map_or(BaseVersion::Latest, BaseVersion::Version),
-                    author: if r.author.is_empty() {
-                        "grpc".into()
-                    } else {
-                        r.author
+                .apply(
+                    &caller,
+                    ApplyRequest {
+                        definitions,
+                        based_on: r.based_on.map_or(BaseVersion::Latest, BaseVersion::Version),
+                        author: if r.author.is_empty() {
+                            "grpc".into()
+                        } else {
+                            r.author
+                        },
                     },
-                })
+                )
                 .map_err(|e| status(&e))?;
             let committed = &outcome.committed;
             Ok(pb::ApplyResponse {
@@ -322,11 +350,17 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
         &self,
         request: Request<pb::ListObjectsRequest>,
     ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let kind = kind_of(request.into_inner().kind());
         let snapshot = self.store.snapshot();
+        // Only the objects the caller may describe.
+        let objects = objects(&snapshot.defs, kind)
+            .into_iter()
+            .filter(|o| describable(&snapshot, &caller, o))
+            .collect();
         Ok(Response::new(pb::ListObjectsResponse {
             version: snapshot.version,
-            objects: objects(&snapshot.defs, kind),
+            objects,
         }))
     }
 
@@ -334,22 +368,41 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
         &self,
         request: Request<pb::GetObjectRequest>,
     ) -> Result<Response<pb::Object>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let kind = kind_of(r.kind()).ok_or_else(|| Status::invalid_argument("set kind"))?;
         let snapshot = self.store.snapshot();
-        objects(&snapshot.defs, Some(kind))
+        let object = objects(&snapshot.defs, Some(kind))
             .into_iter()
             .find(|o| o.name == r.name)
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no {kind} named '{}'", r.name)))
+            .ok_or_else(|| Status::not_found(format!("no {kind} named '{}'", r.name)))?;
+        self.store
+            .authorize(&snapshot, &caller, Action::Describe, &[(kind, &r.name)])
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(object))
     }
 
     async fn history(
         &self,
-        _request: Request<pb::HistoryRequest>,
+        request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let store = Arc::clone(&self.store);
         let versions = blocking(move || store.registry().history().map_err(|e| status(&e))).await?;
+        let snapshot = self.store.snapshot();
+        // Each version lists only the changes to objects the caller may describe.
+        let visible = |c: &RegistryChange| {
+            snapshot
+                .authorizer
+                .decide_new(
+                    &caller,
+                    Action::Describe,
+                    c.kind,
+                    &c.name,
+                    snapshot.defs.tags_of(c.kind, &c.name),
+                )
+                .is_some()
+        };
         Ok(Response::new(pb::HistoryResponse {
             versions: versions
                 .iter()
@@ -357,7 +410,12 @@ impl pb::registry_service_server::RegistryService for RegistryGrpc {
                     version: v.version,
                     created_at: Some(timestamp(v.created_at.timestamp_nanos_opt().unwrap_or(0))),
                     author: v.author.clone(),
-                    changes: v.changes.iter().map(change).collect(),
+                    changes: v
+                        .changes
+                        .iter()
+                        .filter(|c| visible(c))
+                        .map(change)
+                        .collect(),
                 })
                 .collect(),
         }))
@@ -379,6 +437,7 @@ impl MaterializationGrpc {
     /// run is cancelled when the client goes away.
     fn run(
         &self,
+        caller: Caller,
         request: MaterializeRequest,
     ) -> BoxStream<'static, Result<pb::MaterializeEvent, Status>> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::MaterializeEvent, Status>>(64);
@@ -417,7 +476,7 @@ impl MaterializationGrpc {
                     views: vec![view],
                     ..request.clone()
                 };
-                match store.materialize(&one, &progress, Some(&cancel)) {
+                match store.materialize(&caller, &one, &progress, Some(&cancel)) {
                     Ok(reports) => {
                         for r in reports {
                             send(pb::materialize_event::Event::ViewDone(view_report_message(
@@ -450,39 +509,48 @@ impl pb::materialization_service_server::MaterializationService for Materializat
         &self,
         request: Request<pb::MaterializeRequest>,
     ) -> Result<Response<Self::MaterializeStream>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         if r.start_nanos > r.end_nanos {
             return Err(Status::invalid_argument("start_nanos is after end_nanos"));
         }
-        Ok(Response::new(self.run(MaterializeRequest::manual(
-            views(r.views),
-            Window::Range {
-                start: r.start_nanos,
-                end: r.end_nanos,
-            },
-        ))))
+        Ok(Response::new(self.run(
+            caller,
+            MaterializeRequest::manual(
+                views(r.views),
+                Window::Range {
+                    start: r.start_nanos,
+                    end: r.end_nanos,
+                },
+            ),
+        )))
     }
 
     async fn materialize_incremental(
         &self,
         request: Request<pb::MaterializeIncrementalRequest>,
     ) -> Result<Response<Self::MaterializeIncrementalStream>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let lookback = u64::try_from(r.lookback_nanos)
             .map_err(|_| Status::invalid_argument("lookback_nanos is negative"))?;
-        Ok(Response::new(self.run(MaterializeRequest::manual(
-            views(r.views),
-            Window::Incremental {
-                end: r.end_nanos,
-                lookback: Duration::from_nanos(lookback),
-            },
-        ))))
+        Ok(Response::new(self.run(
+            caller,
+            MaterializeRequest::manual(
+                views(r.views),
+                Window::Incremental {
+                    end: r.end_nanos,
+                    lookback: Duration::from_nanos(lookback),
+                },
+            ),
+        )))
     }
 
     async fn list_runs(
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let store = Arc::clone(&self.store);
         let limit = if r.limit == 0 { 20 } else { r.limit as usize };
@@ -491,8 +559,18 @@ impl pb::materialization_service_server::MaterializationService for Materializat
             store.runs(view, limit).map_err(|e| status(&e))
         })
         .await?;
+        let snapshot = self.store.snapshot();
         Ok(Response::new(pb::ListRunsResponse {
-            runs: runs.iter().map(run_message).collect(),
+            runs: runs
+                .iter()
+                .filter(|run| {
+                    snapshot
+                        .authorizer
+                        .decide(&caller, Action::Describe, Kind::FeatureView, &run.view)
+                        .is_some()
+                })
+                .map(run_message)
+                .collect(),
         }))
     }
 }
@@ -513,11 +591,23 @@ impl OnlineStoreGrpc {
 impl pb::online_store_service_server::OnlineStoreService for OnlineStoreGrpc {
     async fn get_stats(
         &self,
-        _request: Request<pb::GetStatsRequest>,
+        request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let caller = caller_of(request.extensions());
         let store = Arc::clone(&self.store);
         let response = blocking(move || {
             let (stats, watermarks) = store.stats().map_err(|e| status(&e))?;
+            let snapshot = store.snapshot();
+            // Watermarks of the views the caller may describe.
+            let watermarks: Vec<(String, Option<i64>)> = watermarks
+                .into_iter()
+                .filter(|(view, _)| {
+                    snapshot
+                        .authorizer
+                        .decide(&caller, Action::Describe, Kind::FeatureView, view)
+                        .is_some()
+                })
+                .collect();
             Ok(pb::GetStatsResponse {
                 location: store.store().location(),
                 estimated_rows: stats.estimated_rows,
@@ -543,6 +633,16 @@ impl pb::online_store_service_server::OnlineStoreService for OnlineStoreGrpc {
         &self,
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<pb::BackupResponse>, Status> {
+        // A backup holds every online row: the caller must be able to read every view.
+        let caller = caller_of(request.extensions());
+        let snapshot = self.store.snapshot();
+        let views: Vec<(Kind, &str)> = snapshot
+            .online_views()
+            .map(|v| (Kind::FeatureView, v.name.as_str()))
+            .collect();
+        self.store
+            .authorize(&snapshot, &caller, Action::ReadOnline, &views)
+            .map_err(|e| status(&e))?;
         let dir = PathBuf::from(request.into_inner().dir);
         if !dir.is_absolute() {
             return Err(Status::invalid_argument(format!(

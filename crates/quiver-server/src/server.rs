@@ -238,7 +238,13 @@ pub async fn serve(
     let incoming = |listener, tls| {
         Incoming::new(listener, limits, tls).map_err(|e| ServerError::Transport(e.to_string()))
     };
-    let gate = |protocol| Gate::new(Arc::clone(&options.auth), protocol);
+    let gate = |protocol| {
+        Gate::new(
+            Arc::clone(&options.auth),
+            Arc::clone(store.audit_log()),
+            protocol,
+        )
+    };
     let flight_server = tonic::transport::Server::builder()
         .timeout(options.request_timeout * 20)
         .layer(gate(Protocol::Grpc))

@@ -9,6 +9,7 @@ use crate::support::{HOUR, LABELS, RATES, Repo, hour_ago};
 fn materialize_all(repo: &Repo) {
     repo.store
         .materialize(
+            &quiver_ops::Caller::Trusted,
             &MaterializeRequest::manual(
                 Vec::new(),
                 Window::Range {

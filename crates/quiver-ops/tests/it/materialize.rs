@@ -25,7 +25,7 @@ fn every_run_is_recorded_with_its_window_rows_and_outcome() {
     let repo = Repo::new(&[RATES, LABELS], &[(1, hour_ago(), 0.5, 3, 1.0)]);
     let reports = repo
         .store
-        .materialize(&incremental(), &|_| {}, None)
+        .materialize(&quiver_ops::Caller::Trusted, &incremental(), &|_| {}, None)
         .unwrap();
     assert_eq!(reports.len(), 2);
     let runs = repo.store.runs(Some("rates"), 10).unwrap();
@@ -44,7 +44,7 @@ fn every_run_is_recorded_with_its_window_rows_and_outcome() {
     .unwrap();
     let err = repo
         .store
-        .materialize(&incremental(), &|_| {}, None)
+        .materialize(&quiver_ops::Caller::Trusted, &incremental(), &|_| {}, None)
         .unwrap_err();
     assert!(err.to_string().contains("part-1.parquet"), "{err}");
     let failed = &repo.store.runs(Some("labels"), 10).unwrap()[0];
@@ -73,6 +73,7 @@ fn runs_of_one_view_never_overlap() {
             s.spawn(|| {
                 repo.store
                     .materialize(
+                        &quiver_ops::Caller::Trusted,
                         &MaterializeRequest::manual(vec!["rates".into()], window),
                         &|_| {},
                         None,
@@ -149,6 +150,7 @@ fn scheduled_views_refresh_on_their_own_and_failures_are_retried() {
                 vec![quiver_ops::InputValue::Int(driver)],
             )];
             futures::executor::block_on(s.read_online(
+                &quiver_ops::Caller::Trusted,
                 quiver_ops::FeatureSpec::Refs(vec!["rates:rate".into()]),
                 false,
                 &entities,

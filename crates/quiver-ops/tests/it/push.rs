@@ -41,7 +41,10 @@ fn a_push_to_a_shared_source_gives_every_view_its_own_columns() {
     let files = repo.stats_files().len();
     let pushed = repo
         .store
-        .push(&shared(&[7, 8], &[0.5, 0.75], PushTarget::OnlineAndOffline))
+        .push(
+            &quiver_ops::Caller::Trusted,
+            &shared(&[7, 8], &[0.5, 0.75], PushTarget::OnlineAndOffline),
+        )
         .unwrap();
     assert_eq!(pushed.rows, 2);
     assert_eq!(pushed.views, ["labels", "rates"]);
@@ -70,11 +73,10 @@ fn a_push_with_one_bad_row_writes_nothing_anywhere() {
     // 1e308 does not fit in a float32: refused, not stored as inf.
     let err = repo
         .store
-        .push(&shared(
-            &[7, 8],
-            &[0.5, 1e308],
-            PushTarget::OnlineAndOffline,
-        ))
+        .push(
+            &quiver_ops::Caller::Trusted,
+            &shared(&[7, 8], &[0.5, 1e308], PushTarget::OnlineAndOffline),
+        )
         .unwrap_err()
         .to_string();
     assert!(
@@ -97,15 +99,18 @@ fn a_push_with_one_bad_row_writes_nothing_anywhere() {
 fn times_columns_and_values_are_checked() {
     let repo = Repo::new(&[RATES], &[(1, hour_ago(), 0.5, 3, 1.0)]);
     let push = |columns: Vec<(&str, Vec<InputValue>)>, unit: Option<TimestampUnit>| {
-        repo.store.push(&PushRequest {
-            name: "rates".into(),
-            columns: columns
-                .into_iter()
-                .map(|(n, v)| (n.to_owned(), v))
-                .collect(),
-            to: PushTarget::Online,
-            timestamp_unit: unit,
-        })
+        repo.store.push(
+            &quiver_ops::Caller::Trusted,
+            &PushRequest {
+                name: "rates".into(),
+                columns: columns
+                    .into_iter()
+                    .map(|(n, v)| (n.to_owned(), v))
+                    .collect(),
+                to: PushTarget::Online,
+                timestamp_unit: unit,
+            },
+        )
     };
     let key = || ("driver_id", vec![InputValue::Int(5)]);
     let err = |r: quiver_ops::Result<quiver_ops::PushOutcome>| r.unwrap_err().to_string();
@@ -212,23 +217,26 @@ fn many_small_pushed_files_are_compacted_without_changing_a_training_set() {
     // training sets before and after compaction.
     for i in 0..40 {
         repo.store
-            .push(&PushRequest {
-                name: "rates".into(),
-                columns: vec![
-                    (
-                        "driver_id".into(),
-                        vec![InputValue::Int(3), InputValue::Int(100 + i)],
-                    ),
-                    ("event_timestamp".into(), vec![time(t), time(t)]),
-                    ("created".into(), vec![time(t), time(t)]),
-                    (
-                        "rate".into(),
-                        vec![InputValue::Float(i as f64), InputValue::Float(1.0)],
-                    ),
-                ],
-                to: PushTarget::Offline,
-                timestamp_unit: None,
-            })
+            .push(
+                &quiver_ops::Caller::Trusted,
+                &PushRequest {
+                    name: "rates".into(),
+                    columns: vec![
+                        (
+                            "driver_id".into(),
+                            vec![InputValue::Int(3), InputValue::Int(100 + i)],
+                        ),
+                        ("event_timestamp".into(), vec![time(t), time(t)]),
+                        ("created".into(), vec![time(t), time(t)]),
+                        (
+                            "rate".into(),
+                            vec![InputValue::Float(i as f64), InputValue::Float(1.0)],
+                        ),
+                    ],
+                    to: PushTarget::Offline,
+                    timestamp_unit: None,
+                },
+            )
             .unwrap();
     }
     // Compaction runs in the background; wait for it to settle.

@@ -76,11 +76,14 @@ impl Repo {
         let definitions =
             load_definitions(self.path(), &config, &Sources::new(self.path())).unwrap();
         self.store
-            .apply(ApplyRequest {
-                definitions,
-                based_on: BaseVersion::Latest,
-                author: "test".into(),
-            })
+            .apply(
+                &quiver_ops::Caller::Trusted,
+                ApplyRequest {
+                    definitions,
+                    based_on: BaseVersion::Latest,
+                    author: "test".into(),
+                },
+            )
             .unwrap()
     }
 
@@ -91,6 +94,7 @@ impl Repo {
             drivers.iter().map(|d| InputValue::Int(*d)).collect(),
         )];
         futures::executor::block_on(self.store.read_online(
+            &quiver_ops::Caller::Trusted,
             FeatureSpec::Refs(vec![reference.to_owned()]),
             false,
             &entities,

@@ -428,3 +428,41 @@ fn all_errors_are_reported_at_once() {
     let errors = repo.errors();
     assert!(errors.len() >= 3, "{errors:#?}");
 }
+
+#[test]
+fn permissions_are_validated_and_expanded() {
+    let repo = TestRepo::new();
+    repo.write("features.yaml", VALID).write(
+        "permissions.yaml",
+        "permissions:\n  - name: readers\n    types: [feature_view, feature_service]\n    name_patterns: ['driver_.*']\n    actions: [read, describe]\n    policy: {roles: [reader]}\n",
+    );
+    let defs = repo.load().unwrap();
+    let readers = &defs.permissions["readers"];
+    assert_eq!(
+        readers.actions,
+        [
+            quiver_core::Action::Describe,
+            quiver_core::Action::ReadOnline,
+            quiver_core::Action::ReadOffline
+        ]
+    );
+    repo.write(
+        "permissions.yaml",
+        "permissions:\n  - name: broken\n    types: [feature_viewz]\n    name_patterns: ['(']\n    actions: [read, fly]\n    policy: {roles: [a], groups: [b]}\n",
+    );
+    let errors = repo.errors();
+    assert_error(
+        &errors,
+        &[
+            "permissions.yaml:3",
+            "permission 'broken'",
+            "unknown type 'feature_viewz'",
+        ],
+    );
+    assert_error(&errors, &["permissions.yaml:4", "invalid name pattern '('"]);
+    assert_error(&errors, &["permissions.yaml:5", "unknown action 'fly'"]);
+    assert_error(
+        &errors,
+        &["permissions.yaml:2", "exactly one of 'roles' and 'groups'"],
+    );
+}

@@ -62,11 +62,14 @@ impl TestServer {
         let definitions = load_definitions(root, &config, &Sources::new(root)).unwrap();
         let store = Arc::new(FeatureStore::open(root, StoreOptions::default()).unwrap());
         store
-            .apply(ApplyRequest {
-                definitions,
-                based_on: BaseVersion::Latest,
-                author: "test".into(),
-            })
+            .apply(
+                &quiver_ops::Caller::Trusted,
+                ApplyRequest {
+                    definitions,
+                    based_on: BaseVersion::Latest,
+                    author: "test".into(),
+                },
+            )
             .unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
