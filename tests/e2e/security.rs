@@ -685,6 +685,39 @@ fn tls_and_tokens_on_every_port() {
             .unwrap_err();
         assert_ne!(e.code(), Code::Ok);
     });
+    // The CLI reaches the server over TLS with its token: a read, and a materialization run
+    // by the server that holds the store.
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut command = std::process::Command::new(quiver_e2e::quiver_bin());
+        command
+            .arg("--repo")
+            .arg(repo)
+            .args(args)
+            .env("QUIVER_TLS_CA", &certs.ca);
+        if let Some(t) = token {
+            command.env("QUIVER_TOKEN", t);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let grpc_url = format!("https://{}", server.grpc);
+    let read = [
+        "--server",
+        grpc_url.as_str(),
+        "get-online",
+        "--features",
+        "driver_hourly_stats:conv_rate",
+        "--entity",
+        "driver_id=1001",
+    ];
+    assert!(cli(&read, Some(&token)).0);
+    let (ok, stderr) = cli(&read, None);
+    assert!(!ok && stderr.contains("unauthenticated"), "{stderr}");
+    let (ok, stderr) = cli(&["materialize-incremental", "now"], Some(&token));
+    assert!(ok, "{stderr}");
     drop(server);
 
     // Mutual TLS: a client without a certificate the CA signed is refused.
@@ -981,4 +1014,281 @@ fn permissions_decide_every_action() {
     for token in tokens.values() {
         assert!(!audit.contains(token.as_str()));
     }
+}
+
+/// The tests' OpenID Connect provider (`tests/python/oidc_provider.py`), stopped when dropped.
+struct Provider {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Provider {
+    fn start(accounts: &serde_json::Value, dir: &Path) -> Self {
+        use std::io::BufRead;
+        let file = dir.join("accounts.json");
+        std::fs::write(&file, accounts.to_string()).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/oidc_provider.py");
+        let mut child = std::process::Command::new(quiver_e2e::examples_python())
+            .arg(script)
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("the provider prints its port");
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-X", "POST", "-d"])
+            .arg(body.to_string())
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn mint(&self, ask: &serde_json::Value) -> String {
+        self.post("/mint", ask)["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn oidc_tokens_on_every_port_and_the_feast_sdk() {
+    let repo_dir = example_repo();
+    let repo = repo_dir.path();
+    let provider = Provider::start(
+        &serde_json::json!({
+            "audience": "quiver",
+            "client_id": "quiver",
+            "clients": {"trainer": {"secret": "trainer-secret", "roles": ["reader"]},
+                        "stranger": {"secret": "stranger-secret", "roles": []}},
+            "users": {"alice": {"password": "alice-pw", "roles": ["reader"]}},
+        }),
+        repo,
+    );
+    let config = repo.join("quiver.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}server:\n  auth:\n    type: oidc\n    auth_discovery_url: {}/.well-known/openid-configuration\n    client_id: quiver\n    audience: quiver\n",
+            provider.base
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("permissions.yaml"),
+        "permissions:\n  - name: readers\n    actions: [read, describe]\n    policy: {roles: [reader]}\n",
+    )
+    .unwrap();
+    quiver_ok(repo, &["apply"]);
+    quiver_ok(repo, &["materialize-incremental", "now"]);
+    write_entities(&repo.join("entities.parquet"));
+    let server = Server::start(repo);
+
+    let now = quiver_e2e::now_micros() / 1_000_000;
+    let reader = serde_json::json!({"roles": ["reader"]});
+    let cases = [
+        ("no token", None, Code::Unauthenticated),
+        (
+            "malformed",
+            Some("Bearer not.a.jwt".to_owned()),
+            Code::Unauthenticated,
+        ),
+        (
+            "bad signature",
+            Some(provider.mint(&serde_json::json!({"roles": ["reader"], "stranger": true}))),
+            Code::Unauthenticated,
+        ),
+        (
+            "expired",
+            Some(
+                provider
+                    .mint(&serde_json::json!({"roles": ["reader"], "claims": {"exp": now - 600}})),
+            ),
+            Code::Unauthenticated,
+        ),
+        (
+            "wrong audience",
+            Some(provider.mint(
+                &serde_json::json!({"roles": ["reader"], "claims": {"aud": "someone-else"}}),
+            )),
+            Code::Unauthenticated,
+        ),
+        (
+            "no role",
+            Some(provider.mint(&serde_json::json!({}))),
+            Code::PermissionDenied,
+        ),
+        ("permitted", Some(provider.mint(&reader)), Code::Ok),
+    ];
+    runtime().block_on(async {
+        for (case, token, expected) in &cases {
+            let header = token.as_ref().map(|t| {
+                if t.starts_with("Bearer ") {
+                    t.clone()
+                } else {
+                    format!("Bearer {t}")
+                }
+            });
+            let header = header.as_deref();
+            let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |s| s.code());
+            let mut online = pb::online_service_client::OnlineServiceClient::new(server.channel());
+            let got = code(
+                online
+                    .get_online_features(with_token(
+                        read_request(vec![pb::Column {
+                            name: "driver_id".into(),
+                            values: vec![int64(1001)],
+                        }]),
+                        header,
+                    ))
+                    .await
+                    .map(|_| ()),
+            );
+            assert_eq!(got, *expected, "gRPC, {case}");
+            let mut feast = quiver_server::proto::feast::serving::serving_service_client::ServingServiceClient::new(server.channel());
+            let got = code(
+                feast
+                    .get_online_features(with_token(
+                        quiver_server::proto::feast::serving::GetOnlineFeaturesRequest {
+                            kind: Some(quiver_server::proto::feast::serving::get_online_features_request::Kind::Features(
+                                quiver_server::proto::feast::serving::FeatureList {
+                                    val: vec!["driver_hourly_stats:conv_rate".into()],
+                                },
+                            )),
+                            entities: [(
+                                "driver_id".to_owned(),
+                                quiver_server::proto::feast::types::RepeatedValue {
+                                    val: vec![quiver_server::proto::feast::types::Value {
+                                        val: Some(quiver_server::proto::feast::types::value::Val::Int64Val(1001)),
+                                    }],
+                                },
+                            )]
+                            .into(),
+                            ..Default::default()
+                        },
+                        header,
+                    ))
+                    .await
+                    .map(|_| ()),
+            );
+            assert_eq!(got, *expected, "Feast gRPC, {case}");
+            let mut flight = flight_client(&server);
+            if let Some(h) = header {
+                flight.add_header("authorization", h).unwrap();
+            }
+            let got = code(do_get(&mut flight, "entities.parquet").await.map(|_| ()));
+            assert_eq!(got, *expected, "Flight, {case}");
+            let mut registry =
+                pb::registry_service_client::RegistryServiceClient::new(server.channel());
+            let listed = registry
+                .list_objects(with_token(pb::ListObjectsRequest { kind: 0 }, header))
+                .await;
+            match expected {
+                Code::Unauthenticated => {
+                    assert_eq!(listed.unwrap_err().code(), Code::Unauthenticated, "registry, {case}");
+                }
+                // Listing shows only what the caller may describe.
+                Code::PermissionDenied => assert!(listed.unwrap().into_inner().objects.is_empty()),
+                _ => assert!(!listed.unwrap().into_inner().objects.is_empty()),
+            }
+            let mut curl = std::process::Command::new("curl");
+            curl.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-d"])
+                .arg(r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#);
+            if let Some(h) = header {
+                curl.arg("-H").arg(format!("Authorization: {h}"));
+            }
+            let status = curl
+                .arg(format!("{}/get-online-features", server.http))
+                .output()
+                .unwrap();
+            let http = match expected {
+                Code::Unauthenticated => "401",
+                Code::PermissionDenied => "403",
+                _ => "200",
+            };
+            assert_eq!(String::from_utf8_lossy(&status.stdout), http, "HTTP, {case}");
+        }
+
+        // The provider rotates its key: a token signed with the new one is accepted (the
+        // server fetches the keys again).
+        provider.post("/rotate", &serde_json::json!({}));
+        let mut online = pb::online_service_client::OnlineServiceClient::new(server.channel());
+        let fresh = format!("Bearer {}", provider.mint(&reader));
+        online
+            .get_online_features(with_token(
+                read_request(vec![pb::Column {
+                    name: "driver_id".into(),
+                    values: vec![int64(1001)],
+                }]),
+                Some(&fresh),
+            ))
+            .await
+            .unwrap();
+    });
+
+    // Feast's SDK gets its own tokens from the provider and reads through Quiver, online and
+    // offline; a client without the role is refused.
+    let (host, port) = server
+        .flight
+        .trim_start_matches("grpc://")
+        .rsplit_once(':')
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_oidc.py");
+    let discovery = format!("{}/.well-known/openid-configuration", provider.base);
+    let run = |client: &str, secret: &str, user: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            repo.as_os_str().to_owned(),
+            server.http.clone().into(),
+            host.into(),
+            port.into(),
+            discovery.clone().into(),
+            client.into(),
+            secret.into(),
+        ];
+        args.extend(user.iter().map(Into::into));
+        quiver_e2e::python_json(&script, args)
+    };
+    let trainer = run("trainer", "trainer-secret", &[]);
+    assert_eq!(
+        trainer["online"]["avg_daily_trips"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{trainer}"
+    );
+    assert!(
+        trainer["online"]["avg_daily_trips"][0].is_number(),
+        "{trainer}"
+    );
+    assert_eq!(trainer["offline_rows"], 2, "{trainer}");
+    let alice = run("quiver", "quiver-secret", &["alice", "alice-pw"]);
+    assert_eq!(alice["offline_rows"], 2, "password grant: {alice}");
+    let stranger = run("stranger", "stranger-secret", &[]);
+    assert!(stranger.get("online").is_none(), "{stranger}");
+    assert!(stranger.get("offline_rows").is_none(), "{stranger}");
+    let errors = format!("{} {}", stranger["online_error"], stranger["offline_error"]);
+    assert!(
+        errors.contains("read_online") || errors.contains("403") || errors.contains("ermission"),
+        "{stranger}"
+    );
 }

@@ -29,9 +29,63 @@ pub struct Server {
     /// Its gRPC address, for messages.
     pub address: String,
     /// The connection.
-    pub channel: Channel,
+    pub channel: Credentialed,
     /// Its process id, when known from the endpoint file.
     pub pid: Option<u32>,
+}
+
+/// A channel that sends the caller's bearer token (`QUIVER_TOKEN`) with every call.
+#[derive(Clone)]
+pub struct Credentialed {
+    inner: Channel,
+    authorization: Option<http::HeaderValue>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Credentialed {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = tonic::transport::channel::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(value) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value.clone());
+        }
+        tower::Service::call(&mut self.inner, request)
+    }
+}
+
+/// TLS to the server: `https://` addresses, trusting `QUIVER_TLS_CA` (and presenting
+/// `QUIVER_TLS_CERT` / `QUIVER_TLS_KEY` to a server that asks for a client certificate).
+fn tls_config(url: &str) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let read = |var: &str| -> Result<Option<Vec<u8>>> {
+        std::env::var_os(var)
+            .map(|path| {
+                std::fs::read(&path)
+                    .with_context(|| format!("{var}: cannot read {}", Path::new(&path).display()))
+            })
+            .transpose()
+    };
+    let ca = read("QUIVER_TLS_CA")?.with_context(|| {
+        format!("{url} speaks TLS: set QUIVER_TLS_CA to the PEM file of the CA that signed its certificate")
+    })?;
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    if let (Some(cert), Some(key)) = (read("QUIVER_TLS_CERT")?, read("QUIVER_TLS_KEY")?) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
+    Ok(Some(tls))
 }
 
 impl Server {
@@ -53,16 +107,30 @@ impl Server {
         } else {
             format!("http://{address}")
         };
-        let channel = runtime.block_on(async {
-            tonic::transport::Endpoint::from_shared(url.clone())?
-                .connect_timeout(Duration::from_secs(3))
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect_timeout(Duration::from_secs(3));
+        if let Some(tls) = tls_config(&url)? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let inner = runtime.block_on(async {
+            endpoint
                 .connect()
                 .await
                 .with_context(|| format!("cannot reach quiver serve at {url} (is it running?)"))
         })?;
+        let authorization = match std::env::var("QUIVER_TOKEN") {
+            Ok(token) if !token.is_empty() => Some(
+                http::HeaderValue::from_str(&format!("Bearer {token}"))
+                    .context("QUIVER_TOKEN is not a valid header value")?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             address: address.to_owned(),
-            channel,
+            channel: Credentialed {
+                inner,
+                authorization,
+            },
             pid,
         })
     }
@@ -138,6 +206,8 @@ pub fn status_error(s: &tonic::Status) -> anyhow::Error {
         tonic::Code::Aborted => "conflict",
         tonic::Code::ResourceExhausted => "out of space",
         tonic::Code::Cancelled => "cancelled",
+        tonic::Code::Unauthenticated => "unauthenticated (set QUIVER_TOKEN)",
+        tonic::Code::PermissionDenied => "permission denied",
         _ => "server error",
     };
     anyhow::anyhow!("{what}: {}", s.message())

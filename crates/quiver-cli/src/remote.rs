@@ -1,6 +1,6 @@
 //! `quiver get-online`: an online read from a running `quiver serve`, for humans.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use quiver_core::{Definitions, KeyType};
 use quiver_server::proto::quiver::v1 as pb;
 use serde_json::{Value, json};
@@ -80,25 +80,15 @@ pub fn get_online(
     as_json: bool,
 ) -> Result<()> {
     let keys: Vec<pb::Column> = request.entities.clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::access::Server::runtime()?;
+    let server = crate::access::Server::connect(&runtime, address, None)?;
     let response = runtime.block_on(async {
-        let url = if address.contains("://") {
-            address.to_owned()
-        } else {
-            format!("http://{address}")
-        };
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .connect()
+        let mut client = pb::online_service_client::OnlineServiceClient::new(server.channel);
+        client
+            .get_online_features(request)
             .await
-            .with_context(|| format!("cannot reach quiver serve at {url} (is it running?)"))?;
-        let mut client = pb::online_service_client::OnlineServiceClient::new(channel);
-        match client.get_online_features(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => bail!("{}: {}", code_name(s.code()), s.message()),
-        }
+            .map(tonic::Response::into_inner)
+            .map_err(|s| crate::access::status_error(&s))
     })?;
     let rows = response.row_count as usize;
     let status = |s: i32| {
@@ -159,14 +149,4 @@ pub fn get_online(
         .collect();
     print!("{}", output::table(&header, &table));
     Ok(())
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::InvalidArgument => "invalid request",
-        tonic::Code::NotFound => "not found",
-        tonic::Code::FailedPrecondition => "failed precondition",
-        tonic::Code::Unavailable => "server unavailable",
-        _ => "server error",
-    }
 }

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use quiver_core::{Action, Definitions, ObjectKind, Permission, Tags};
 use quiver_registry::{AuthConfig, TokenEntry};
 
 use crate::error::{OpsError, Result};
+use crate::oidc::{OidcVerifier, TokenError};
 
 /// Who asks for an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +219,8 @@ pub enum Authenticator {
     None,
     /// Bearer tokens, by the hex SHA-256 of the token.
     Tokens(HashMap<String, TokenEntry>),
+    /// JWTs of an OpenID Connect provider.
+    Oidc(Arc<OidcVerifier>),
 }
 
 /// The lowercase hex SHA-256 of a token: what a tokens file holds.
@@ -232,11 +236,38 @@ fn unauthenticated(message: &str) -> OpsError {
     OpsError::Unauthenticated(message.to_owned())
 }
 
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(authorization: Option<&str>) -> Result<&str> {
+    let header = authorization
+        .ok_or_else(|| unauthenticated("no credentials: send 'authorization: Bearer <token>'"))?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthenticated("malformed credentials: expected 'Bearer <token>'"))
+}
+
 impl Authenticator {
     /// The authenticator `config` declares; paths are relative to `repo`.
     pub fn from_config(repo: &Path, config: Option<&AuthConfig>) -> Result<Self> {
         match config {
             None | Some(AuthConfig::None) => Ok(Self::None),
+            Some(AuthConfig::Oidc(config)) => {
+                let verifier = OidcVerifier::new(config.clone());
+                if let Some(file) = &config.jwks_file {
+                    let path = repo.join(file);
+                    let jwks = std::fs::read(&path).map_err(|e| {
+                        OpsError::FailedPrecondition(format!("JWKS file {}: {e}", path.display()))
+                    })?;
+                    verifier.set_keys(&jwks)?;
+                } else if config.auth_discovery_url.is_none() {
+                    return Err(OpsError::FailedPrecondition(
+                        "server.auth (oidc) needs auth_discovery_url or jwks_file".into(),
+                    ));
+                }
+                Ok(Self::Oidc(Arc::new(verifier)))
+            }
             Some(AuthConfig::Token { tokens_file }) => {
                 let tokens = quiver_registry::load_tokens(&repo.join(tokens_file))?;
                 Ok(Self::Tokens(
@@ -254,6 +285,28 @@ impl Authenticator {
         !matches!(self, Self::None)
     }
 
+    /// The OpenID Connect verifier, whose keys someone must fetch.
+    pub fn oidc(&self) -> Option<&Arc<OidcVerifier>> {
+        match self {
+            Self::Oidc(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether a request's token is a JWT signed by a key the verifier does not have: the
+    /// keys should be fetched again (the provider rotated them).
+    pub fn names_unknown_key(&self, authorization: Option<&str>, now: DateTime<Utc>) -> bool {
+        match (self, bearer(authorization)) {
+            (Self::Oidc(v), Ok(token)) => {
+                matches!(
+                    v.verify(token, now.timestamp()),
+                    Err(TokenError::UnknownKey(_))
+                )
+            }
+            _ => false,
+        }
+    }
+
     /// The principal of a request's `authorization` header value at time `now`. The error
     /// says what is wrong with the credentials, never what a valid token would be.
     pub fn authenticate(
@@ -261,19 +314,24 @@ impl Authenticator {
         authorization: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Principal> {
+        if matches!(self, Self::None) {
+            return Ok(Principal::anonymous());
+        }
+        let token = bearer(authorization)?;
         let tokens = match self {
             Self::None => return Ok(Principal::anonymous()),
+            Self::Oidc(verifier) => {
+                return verifier
+                    .verify(token, now.timestamp())
+                    .map_err(|e| match e {
+                        TokenError::UnknownKey(kid) => OpsError::Unauthenticated(format!(
+                            "the token is signed by an unknown key '{kid}'"
+                        )),
+                        TokenError::Invalid(m) => OpsError::Unauthenticated(m),
+                    });
+            }
             Self::Tokens(tokens) => tokens,
         };
-        let header = authorization.ok_or_else(|| {
-            unauthenticated("no credentials: send 'authorization: Bearer <token>'")
-        })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthenticated("malformed credentials: expected 'Bearer <token>'"))?;
         let entry = tokens
             .get(&token_hash(token))
             .ok_or_else(|| unauthenticated("invalid token"))?;

@@ -43,6 +43,7 @@ pub mod endpoint;
 pub mod error;
 mod lease;
 pub mod materialize;
+pub mod oidc;
 pub mod push;
 pub mod schedule;
 mod value;
@@ -67,6 +68,7 @@ pub use catalog::{FeatureSpec, Snapshot};
 pub use endpoint::Endpoint;
 pub use error::{OpsError, Result};
 pub use materialize::MaterializeRequest;
+pub use oidc::{OidcVerifier, TokenError};
 pub use push::{PushOutcome, PushRequest, PushTarget};
 pub use value::InputValue;
 

@@ -119,6 +119,48 @@ pub enum AuthConfig {
         /// The tokens file (see [`TokenEntry`]).
         tokens_file: String,
     },
+    /// OpenID Connect: JWTs of an identity provider (the settings Feast's `auth: type:
+    /// oidc` has).
+    Oidc(OidcConfig),
+}
+
+/// `server.auth: {type: oidc, ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's discovery document (`.../.well-known/openid-configuration`): its
+    /// `jwks_uri` gives the keys, its `issuer` the issuer tokens must name.
+    #[serde(default)]
+    pub auth_discovery_url: Option<String>,
+    /// A JWKS file to take the keys from instead (relative to the repository).
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// The client whose roles are read from `resource_access.<client_id>.roles`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// When set, tokens must name it in `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The issuer tokens must name (default: the discovery document's).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// How long fetched keys are used before they are fetched again (default 300).
+    #[serde(default = "default_jwks_lifespan")]
+    pub jwks_cache_lifespan_seconds: u64,
+    /// How far token times may be off (default 60s).
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew: Period,
+    /// PEM CA certificates to trust for an `https` provider (default: the system's).
+    #[serde(default)]
+    pub ca_cert_path: Option<String>,
+}
+
+fn default_jwks_lifespan() -> u64 {
+    300
+}
+
+fn default_clock_skew() -> Period {
+    Period(std::time::Duration::from_secs(60))
 }
 
 /// One token of a tokens file (`tokens: [...]`): only its hash is kept.

@@ -33,8 +33,9 @@ pub mod plan;
 pub mod store;
 
 pub use config::{
-    AuthConfig, CONFIG_FILE, OnlineStoreConfig, PushConfig, RedisConfig, RedisTls, RepoConfig,
-    RocksDbConfig, Secret, ServerConfig, ServerLimits, ServerTls, TokenEntry, load_tokens,
+    AuthConfig, CONFIG_FILE, OidcConfig, OnlineStoreConfig, PushConfig, RedisConfig, RedisTls,
+    RepoConfig, RocksDbConfig, Secret, ServerConfig, ServerLimits, ServerTls, TokenEntry,
+    load_tokens,
 };
 pub use definitions::{definition_files, is_valid_name, load_definitions};
 pub use error::{Diagnostic, RegistryError, Result};

@@ -15,6 +15,7 @@ use tower::{Layer, Service};
 
 use crate::connection::{ConnectionInfo, InFlight};
 use crate::error::http_status;
+use crate::jwks::KeyFetcher;
 
 /// Which protocol a port speaks, for answering refused requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,18 +27,26 @@ pub enum Protocol {
 }
 
 /// The request layer of one port.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Gate {
     auth: Arc<Authenticator>,
+    /// Fetches the OIDC provider's keys when a token names one we do not have.
+    keys: Option<Arc<KeyFetcher>>,
     audit: Arc<AuditLog>,
     protocol: Protocol,
 }
 
 impl Gate {
     /// A gate for a port speaking `protocol`, recording refusals in `audit`.
-    pub fn new(auth: Arc<Authenticator>, audit: Arc<AuditLog>, protocol: Protocol) -> Self {
+    pub fn new(
+        auth: Arc<Authenticator>,
+        keys: Option<Arc<KeyFetcher>>,
+        audit: Arc<AuditLog>,
+        protocol: Protocol,
+    ) -> Self {
         Self {
             auth,
+            keys,
             audit,
             protocol,
         }
@@ -65,7 +74,7 @@ impl<S> Layer<S> for Gate {
 }
 
 /// [`Gate`] around a service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GateService<S> {
     inner: S,
     gate: Gate,
@@ -114,9 +123,10 @@ impl Gate {
 
 impl<S, B, R> Service<http::Request<B>> for GateService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: Send + 'static,
     R: Send + 'static,
 {
     type Response = http::Response<GateBody<R>>;
@@ -129,40 +139,81 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let in_flight = connection(&request).map(|c| c.activity.start());
-        let caller = if !self.gate.auth.is_required() {
-            Caller::Trusted
-        } else if is_probe(request.uri().path()) {
-            Caller::Principal(quiver_ops::Principal::anonymous())
-        } else {
-            let header = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            match self.gate.auth.authenticate(header, chrono::Utc::now()) {
-                Ok(p) => Caller::Principal(p),
-                Err(e) => {
-                    self.gate.audit.record(
-                        "unknown",
-                        "authenticate",
-                        request.uri().path(),
-                        "unauthenticated",
-                        &e.to_string(),
-                    );
-                    let refusal = self.gate.refusal(&e);
-                    return Box::pin(std::future::ready(Ok(refusal)));
-                }
+        let gate = self.gate.clone();
+        let caller = match gate.caller(&request) {
+            Ok(caller) => caller,
+            // Signed by a key we do not have: fetch the provider's keys, then look again.
+            Err(e)
+                if gate.keys.is_some()
+                    && gate
+                        .auth
+                        .names_unknown_key(header(&request), chrono::Utc::now()) =>
+            {
+                // The ready service goes into the future; a clone takes its place.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                return Box::pin(async move {
+                    if let Some(keys) = &gate.keys {
+                        keys.refresh().await;
+                    }
+                    match gate.caller(&request) {
+                        Ok(caller) => {
+                            request.extensions_mut().insert(caller);
+                            let response = inner.call(request).await?;
+                            Ok(response.map(|body| GateBody::of(body, in_flight)))
+                        }
+                        Err(_) => Ok(gate.refuse(&request, &e)),
+                    }
+                });
             }
+            Err(e) => return Box::pin(std::future::ready(Ok(gate.refuse(&request, &e)))),
         };
         request.extensions_mut().insert(caller);
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            Ok(response.map(|body| GateBody {
-                inner: Some(body),
-                full: None,
-                _in_flight: in_flight,
-            }))
+            Ok(response.map(|body| GateBody::of(body, in_flight)))
         })
+    }
+}
+
+/// The `authorization` header of a request.
+fn header<B>(request: &http::Request<B>) -> Option<&str> {
+    request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+impl Gate {
+    /// Who sends `request`: trusted without authentication, anonymous for a probe, else the
+    /// principal of its credentials.
+    fn caller<B>(&self, request: &http::Request<B>) -> Result<Caller, quiver_ops::OpsError> {
+        if !self.auth.is_required() {
+            return Ok(Caller::Trusted);
+        }
+        if is_probe(request.uri().path()) {
+            return Ok(Caller::Principal(quiver_ops::Principal::anonymous()));
+        }
+        self.auth
+            .authenticate(header(request), chrono::Utc::now())
+            .map(Caller::Principal)
+    }
+
+    /// Records and answers a request whose credentials were refused.
+    fn refuse<B, R>(
+        &self,
+        request: &http::Request<B>,
+        error: &quiver_ops::OpsError,
+    ) -> http::Response<GateBody<R>> {
+        self.audit.record(
+            "unknown",
+            "authenticate",
+            request.uri().path(),
+            "unauthenticated",
+            &error.to_string(),
+        );
+        self.refusal(error)
     }
 }
 
@@ -176,6 +227,14 @@ pub struct GateBody<B> {
 }
 
 impl<B> GateBody<B> {
+    fn of(body: B, in_flight: Option<InFlight>) -> Self {
+        Self {
+            inner: Some(body),
+            full: None,
+            _in_flight: in_flight,
+        }
+    }
+
     fn full(bytes: Bytes) -> Self {
         Self {
             inner: None,

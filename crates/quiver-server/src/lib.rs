@@ -14,6 +14,7 @@ mod feast;
 mod flight;
 mod gate;
 mod grpc;
+mod jwks;
 pub mod messages;
 pub mod proto;
 mod registry_files;

@@ -16,6 +16,7 @@ use crate::feast::{FeastServing, http_router};
 use crate::flight::{TrainingSetService, UploadLimits};
 use crate::gate::{Gate, Protocol};
 use crate::grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
+use crate::jwks::KeyFetcher;
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::materialization_service_server::MaterializationServiceServer;
 use crate::proto::quiver::v1::online_service_server::OnlineServiceServer;
@@ -214,7 +215,11 @@ pub async fn serve(
     if let Some(path) = &store_path {
         let endpoint = Endpoint {
             pid: std::process::id(),
-            grpc: bound.grpc.to_string(),
+            grpc: if options.tls.is_some() {
+                format!("https://{}", bound.grpc)
+            } else {
+                bound.grpc.to_string()
+            },
             http: bound.http.to_string(),
             flight: bound.flight.to_string(),
         };
@@ -238,9 +243,19 @@ pub async fn serve(
     let incoming = |listener, tls| {
         Incoming::new(listener, limits, tls).map_err(|e| ServerError::Transport(e.to_string()))
     };
+    let keys = match options.auth.oidc() {
+        Some(verifier) => KeyFetcher::new(Arc::clone(verifier), store.repo())
+            .map_err(ServerError::Transport)?
+            .map(Arc::new),
+        None => None,
+    };
+    if let Some(keys) = &keys {
+        Arc::clone(keys).spawn();
+    }
     let gate = |protocol| {
         Gate::new(
             Arc::clone(&options.auth),
+            keys.clone(),
             Arc::clone(store.audit_log()),
             protocol,
         )
