@@ -106,6 +106,18 @@ struct Args {
     /// Replicas of each of the cluster's three masters.
     #[arg(long, default_value_t = 0)]
     redis_replicas: usize,
+    /// Also measure Quiver's gRPC with TLS, a bearer token and a permission to check.
+    #[arg(long)]
+    secure: bool,
+}
+
+/// How a client proves itself to a secured server.
+#[derive(Clone)]
+struct Credentials {
+    /// PEM of the CA that signed the server's certificate.
+    ca: Vec<u8>,
+    /// `Bearer <token>`.
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
 /// The view materialized while reads are measured: 20 features, ten rows per key.
@@ -442,6 +454,7 @@ enum Target {
     Grpc {
         channels: Arc<[tonic::transport::Channel]>,
         next: Arc<AtomicUsize>,
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     },
     Http {
         host: String,
@@ -450,19 +463,34 @@ enum Target {
 }
 
 impl Target {
-    async fn grpc(address: &str, connections: usize) -> Result<Self> {
+    async fn grpc(
+        address: &str,
+        connections: usize,
+        credentials: Option<&Credentials>,
+    ) -> Result<Self> {
         let mut channels = Vec::with_capacity(connections);
         for _ in 0..connections.max(1) {
-            channels.push(
-                tonic::transport::Channel::from_shared(format!("http://{address}"))?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await?,
-            );
+            let scheme = if credentials.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let mut endpoint =
+                tonic::transport::Channel::from_shared(format!("{scheme}://{address}"))?
+                    .tcp_nodelay(true);
+            if let Some(c) = credentials {
+                endpoint = endpoint.tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(&c.ca))
+                        .domain_name("127.0.0.1"),
+                )?;
+            }
+            channels.push(endpoint.connect().await?);
         }
         Ok(Self::Grpc {
             channels: channels.into(),
             next: Arc::new(AtomicUsize::new(0)),
+            authorization: credentials.map(|c| c.authorization.clone()),
         })
     }
 
@@ -476,7 +504,11 @@ impl Target {
     /// One request of `payload`'s case; returns the answer's undecoded body.
     async fn call(&self, payload: &Payload, rng: &mut StdRng, keys: i64) -> Result<Vec<u8>> {
         match self {
-            Self::Grpc { channels, next } => {
+            Self::Grpc {
+                channels,
+                next,
+                authorization,
+            } => {
                 let channel =
                     channels[next.fetch_add(1, Ordering::Relaxed) % channels.len()].clone();
                 let (path, request) = if payload.case == Case::Health {
@@ -489,12 +521,14 @@ impl Target {
                 };
                 let mut grpc = tonic::client::Grpc::new(channel);
                 grpc.ready().await?;
+                let mut request = tonic::Request::new(request);
+                if let Some(value) = authorization {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", value.clone());
+                }
                 let answer = grpc
-                    .unary(
-                        tonic::Request::new(request),
-                        PathAndQuery::from_static(path),
-                        RawCodec,
-                    )
+                    .unary(request, PathAndQuery::from_static(path), RawCodec)
                     .await?;
                 Ok(answer.into_inner().to_vec())
             }
@@ -913,7 +947,7 @@ async fn settle(grpc: &str) -> Result<()> {
 /// "Reads during materialization": for each run, reads alone, the materialization alone,
 /// then both at once, each on a settled store; prints the median of each.
 async fn reads_during_materialization(args: &Args, grpc: &str) -> Result<()> {
-    let target = Target::grpc(grpc, args.grpc_connections).await?;
+    let target = Target::grpc(grpc, args.grpc_connections, None).await?;
     let payload = Arc::new(Payload::new(Case::Single));
     let duration = Duration::from_secs(args.seconds);
     closed_loop(&target, &payload, args.keys, 4, Duration::from_secs(1)).await;
@@ -1032,7 +1066,10 @@ fn measure_quiver(args: &Args, repo: &Path, names: [&str; 2], big: bool) -> Resu
     let runtime = new_runtime()?;
     runtime.block_on(async {
         let targets = [
-            (names[0], Target::grpc(&grpc, args.grpc_connections).await?),
+            (
+                names[0],
+                Target::grpc(&grpc, args.grpc_connections, None).await?,
+            ),
             (names[1], Target::http(&http)),
         ];
         for (name, target) in &targets {
@@ -1050,6 +1087,78 @@ fn measure_quiver(args: &Args, repo: &Path, names: [&str; 2], big: bool) -> Resu
         }
         anyhow::Ok(())
     })
+}
+
+/// The same repository served with TLS, token authentication and a permission every read
+/// is checked against; measured over gRPC.
+fn measure_secure(args: &Args, repo: &Path) -> Result<()> {
+    let tls = args.dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    let certs = quiver_testkit::Certificates::generate(&tls);
+    let out = Command::new(quiver_bin()?)
+        .arg("--repo")
+        .arg(repo)
+        .args([
+            "--json",
+            "token",
+            "create",
+            "--principal",
+            "bench",
+            "--roles",
+            "reader",
+        ])
+        .output()?;
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    std::fs::write(
+        tls.join("tokens.json"),
+        serde_json::json!({"tokens": [created["entry"]]}).to_string(),
+    )?;
+    let config = std::fs::read_to_string(repo.join("quiver.yaml"))?;
+    std::fs::write(
+        repo.join("quiver.yaml"),
+        format!(
+            "{config}server:\n  tls: {{cert_file: {}, key_file: {}}}\n  auth: {{type: token, tokens_file: {}}}\n",
+            certs.cert.display(),
+            certs.key.display(),
+            tls.join("tokens.json").display()
+        ),
+    )?;
+    std::fs::write(
+        repo.join("permissions.yaml"),
+        "permissions:\n  - name: readers\n    types: [feature_view, feature_service]\n    actions: [read]\n    policy: {roles: [reader]}\n",
+    )?;
+    let applied = Command::new(quiver_bin()?)
+        .arg("--repo")
+        .arg(repo)
+        .arg("apply")
+        .status()?;
+    anyhow::ensure!(applied.success(), "apply with the permission failed");
+    let credentials = Credentials {
+        ca: std::fs::read(&certs.ca)?,
+        authorization: format!("Bearer {}", created["token"].as_str().context("token")?).parse()?,
+    };
+    let result = (|| {
+        let (_guard, grpc, _) = start_quiver(repo)?;
+        new_runtime()?.block_on(async {
+            let target = Target::grpc(&grpc, args.grpc_connections, Some(&credentials)).await?;
+            measure(
+                "Quiver gRPC, TLS + token + permission",
+                &target,
+                args,
+                |case| {
+                    if case == Case::Batch {
+                        args.batch_rates.clone()
+                    } else {
+                        args.rates.clone()
+                    }
+                },
+            )
+            .await
+        })
+    })();
+    std::fs::write(repo.join("quiver.yaml"), config)?;
+    std::fs::remove_file(repo.join("permissions.yaml"))?;
+    result
 }
 
 fn main() -> Result<()> {
@@ -1074,6 +1183,8 @@ fn main() -> Result<()> {
         std::fs::hard_link(&big_path, data.join(format!("{BIG}.parquet")))?;
     }
     std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
+    // Left by an interrupted --secure run.
+    let _ = std::fs::remove_file(repo.join("permissions.yaml"));
     std::fs::write(repo.join("definitions.yaml"), definitions(big))?;
     let mut materialized = vec![("Quiver, RocksDB", apply_and_materialize(&repo)?)];
 
@@ -1101,6 +1212,9 @@ fn main() -> Result<()> {
             ["Quiver gRPC, Redis Cluster", "Quiver HTTP, Redis Cluster"],
             false,
         )?;
+    }
+    if args.secure {
+        measure_secure(&args, &repo)?;
     }
     if !args.no_feast {
         let (_guard, host, rows) = start_feast(&data, &args.dir.join("feast"), nodes.as_deref())?;

@@ -18,6 +18,24 @@ fn flight_client(server: &Server) -> FlightClient {
     FlightClient::new(channel)
 }
 
+/// The server's health check, unless it takes more than `seconds`.
+async fn health_within(
+    server: &Server,
+    seconds: u64,
+) -> Result<
+    Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status>,
+    tokio::time::error::Elapsed,
+> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel());
+    tokio::time::timeout(
+        Duration::from_secs(seconds),
+        health.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+}
+
 /// A DoGet of the example's features onto the entity file `entities`.
 async fn do_get(client: &mut FlightClient, entities: &str) -> Result<usize, tonic::Status> {
     let ticket = serde_json::json!({
@@ -181,14 +199,7 @@ fn a_fifo_named_by_a_client_never_stalls_the_server() {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel());
-        let check = tokio::time::timeout(
-            Duration::from_secs(5),
-            health.check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            }),
-        )
-        .await;
+        let check = health_within(&server, 5).await;
         assert!(
             matches!(check, Ok(Ok(_))),
             "the health check was not answered: {check:?}"
@@ -444,14 +455,7 @@ fn idle_and_half_sent_connections_are_closed() {
     runtime().block_on(async {
         // New clients are served once idle connections are closed (after the header
         // timeout), and the server keeps following the registry.
-        let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel());
-        let check = tokio::time::timeout(
-            Duration::from_secs(30),
-            health.check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            }),
-        )
-        .await;
+        let check = health_within(&server, 30).await;
         assert!(matches!(check, Ok(Ok(_))), "{check:?}");
     });
     let extra = "feature_views:\n  - name: trips_again\n    entities: [driver]\n    source: driver_stats_source\n    features:\n      - {name: avg_daily_trips, type: int64}\n";
@@ -500,6 +504,7 @@ fn create_token(
     let mut args = vec![
         "--json",
         "token",
+        "create",
         "--principal",
         principal,
         "--roles",
@@ -762,7 +767,15 @@ fn repo_with_permissions() -> (tempfile::TempDir, HashMap<&'static str, String>)
     for (who, role) in [("alice", "reader"), ("eve", "visitor"), ("root", "admin")] {
         let out = quiver_ok(
             repo,
-            &["--json", "token", "--principal", who, "--roles", role],
+            &[
+                "--json",
+                "token",
+                "create",
+                "--principal",
+                who,
+                "--roles",
+                role,
+            ],
         )
         .json();
         tokens.insert(who, out["token"].as_str().unwrap().to_owned());
@@ -1291,4 +1304,29 @@ fn oidc_tokens_on_every_port_and_the_feast_sdk() {
         errors.contains("read_online") || errors.contains("403") || errors.contains("ermission"),
         "{stranger}"
     );
+}
+
+#[test]
+fn the_secure_example_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(quiver_e2e::examples_dir().join("secure.sh"))
+        .arg(dir.path().join("repo"))
+        .env("QUIVER_BIN", quiver_e2e::quiver_bin())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "read,  no token:   401",
+        "read,  analyst:    200",
+        "push,  analyst:    403",
+        "push,  platform:   200",
+        "denied: no permission grants write_online",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
 }

@@ -6,6 +6,7 @@ mod offline;
 mod online;
 mod output;
 mod remote;
+mod security;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -195,18 +196,45 @@ enum Command {
         #[command(subcommand)]
         command: PermissionsCommand,
     },
-    /// Create a bearer token for `server.auth: {type: token}`: prints the token (give it to
-    /// its holder) and the entry to add to the tokens file (which keeps only its hash).
+    /// Bearer tokens for `server.auth: {type: token}`.
     Token {
-        /// Who will hold the token.
-        #[arg(long)]
-        principal: String,
-        /// Roles of the principal (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        roles: Vec<String>,
-        /// Groups of the principal (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// A principal: its name, roles and groups.
+#[derive(clap::Args, Debug)]
+struct PrincipalArgs {
+    /// The principal's name.
+    #[arg(long)]
+    principal: String,
+    /// Its roles (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<String>,
+    /// Its groups (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+}
+
+impl PrincipalArgs {
+    /// The principal these flags describe.
+    fn principal(&self) -> quiver_ops::Principal {
+        quiver_ops::Principal {
+            name: self.principal.clone(),
+            roles: self.roles.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token: prints it (give it to its holder) and the entry to add to the tokens
+    /// file, which keeps only its hash.
+    Create {
+        #[command(flatten)]
+        who: PrincipalArgs,
         /// How long the token is accepted, e.g. 90d (forever when unset).
         #[arg(long)]
         expires_in: Option<quiver_core::Period>,
@@ -218,15 +246,8 @@ enum PermissionsCommand {
     /// Whether a principal may do an action on an object, and which permission allows it;
     /// exits non-zero when nothing does.
     Check {
-        /// The principal's name.
-        #[arg(long)]
-        principal: String,
-        /// Its roles (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        roles: Vec<String>,
-        /// Its groups (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
+        #[command(flatten)]
+        who: PrincipalArgs,
         /// create, describe, update, delete, read_online, read_offline, write_online or
         /// write_offline.
         #[arg(long)]
@@ -616,114 +637,14 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Permissions {
             command:
                 PermissionsCommand::Check {
-                    principal,
-                    roles,
-                    groups,
+                    who,
                     action,
                     object,
                 },
-        } => {
-            let repo = Repo::open(&cli.repo)?;
-            let defs = repo
-                .registry
-                .latest()?
-                .map(|v| v.definitions)
-                .unwrap_or_default();
-            let action = match quiver_core::Action::expand(action).as_deref() {
-                Some([one]) => *one,
-                _ => anyhow::bail!(
-                    "--action '{action}': expected one of create, describe, update, delete, read_online, read_offline, write_online, write_offline"
-                ),
-            };
-            let (kind, name) = object
-                .split_once(':')
-                .and_then(|(k, n)| {
-                    ObjectKind::ALL
-                        .into_iter()
-                        .find(|x| x.key() == k)
-                        .map(|k| (k, n))
-                })
-                .with_context(|| {
-                    format!("--object '{object}': expected KIND:NAME with KIND one of entity, source, feature_view, feature_service, permission")
-                })?;
-            let caller = quiver_ops::Caller::Principal(quiver_ops::Principal {
-                name: principal.clone(),
-                roles: roles.clone(),
-                groups: groups.clone(),
-            });
-            let grant = quiver_ops::Authorizer::new(&defs).decide_new(
-                &caller,
-                action,
-                kind,
-                name,
-                defs.tags_of(kind, name),
-            );
-            let verdict = match &grant {
-                Some(quiver_ops::Grant::Permission(p)) => format!("allowed by permission '{p}'"),
-                Some(_) => "allowed: the project has no permissions, so every authenticated principal may do everything".to_owned(),
-                None => format!("denied: no permission grants {action} on {kind} '{name}' to '{principal}'"),
-            };
-            if cli.json {
-                print_json(&json!({
-                    "allowed": grant.is_some(),
-                    "permission": match &grant {
-                        Some(quiver_ops::Grant::Permission(p)) => Some(p.clone()),
-                        _ => None,
-                    },
-                    "explanation": verdict,
-                }))?;
-            } else {
-                println!("{verdict}");
-            }
-            if grant.is_none() {
-                return Err(anyhow::anyhow!("permission denied"));
-            }
-            Ok(())
-        }
+        } => security::check(&Repo::open(&cli.repo)?, who, action, object, cli.json),
         Command::Token {
-            principal,
-            roles,
-            groups,
-            expires_in,
-        } => {
-            use rand::RngCore;
-            let mut secret = [0u8; 32];
-            rand::rng().fill_bytes(&mut secret);
-            let token: String = std::iter::once("qv_".to_owned())
-                .chain(secret.iter().map(|b| format!("{b:02x}")))
-                .collect();
-            let expires = expires_in
-                .map(|p| {
-                    chrono::Duration::from_std(p.0)
-                        .map(|d| chrono::Utc::now() + d)
-                        .context("--expires-in is too long")
-                })
-                .transpose()?;
-            let entry = quiver_registry::TokenEntry {
-                principal: principal.clone(),
-                sha256: quiver_ops::token_hash(&token),
-                roles: roles.clone(),
-                groups: groups.clone(),
-                expires,
-            };
-            if cli.json {
-                println!("{}", serde_json::json!({"token": token, "entry": entry}));
-            } else {
-                println!("token: {token}\n\nAdd to the tokens file (under `tokens:`):");
-                println!(
-                    "  - principal: {}\n    sha256: {}",
-                    entry.principal, entry.sha256
-                );
-                println!(
-                    "    roles: {:?}\n    groups: {:?}",
-                    entry.roles, entry.groups
-                );
-                if let Some(at) = entry.expires {
-                    println!("    expires: {}", at.to_rfc3339());
-                }
-            }
-            Ok(())
-        }
+            command: TokenCommand::Create { who, expires_in },
+        } => security::create_token(who, *expires_in, cli.json),
         Command::Online { command } => {
             let repo = Repo::open(&cli.repo)?;
             online_command(&repo, cli.server.as_deref(), command, cli.json)

@@ -10,6 +10,9 @@ pub type Result<T, E = OfflineError> = std::result::Result<T, E>;
 /// Errors of training-set retrieval. Each names the column, view, feature or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
+    /// A request over a limit; the message names it and its value.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A request that cannot be answered as asked: a bad entity table or feature list.
     #[error("{0}")]
     InvalidRequest(String),
@@ -36,6 +39,7 @@ impl HasKind for OfflineError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidRequest(_) => ErrorKind::InvalidArgument,
+            Self::LimitExceeded(_) => ErrorKind::LimitExceeded,
             Self::Source(e) => e.kind(),
             Self::Spill { source, .. } => match ErrorKind::of_io(source) {
                 ErrorKind::StorageFull => ErrorKind::StorageFull,

@@ -256,6 +256,10 @@ impl<'a> PointInTimeJoin<'a> {
         let schema = Arc::new(Schema::new(fields));
         let mut batches = Vec::new();
         let mut sources = HashSet::new();
+        // The rows are held (then sorted and deduplicated) in memory: at most a third of the
+        // memory limit, so the whole stays within it.
+        let budget = self.options.memory_limit / 3;
+        let held = std::sync::atomic::AtomicUsize::new(0);
         for v in &self.views {
             if !sources.insert(&v.view.source) {
                 continue;
@@ -282,8 +286,16 @@ impl<'a> PointInTimeJoin<'a> {
                         ts.reinterpret_cast::<TimestampNanosecondType>()
                             .with_timezone("UTC"),
                     ));
-                    let rows = RecordBatch::try_new(schema.clone(), cols)?;
-                    out.push(filter_record_batch(&rows, &keep)?);
+                    let rows =
+                        filter_record_batch(&RecordBatch::try_new(schema.clone(), cols)?, &keep)?;
+                    let size = rows.get_array_memory_size();
+                    if held.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size > budget {
+                        return Err(OfflineError::LimitExceeded(format!(
+                            "the entity rows of {start}..{end} need more than a third of the join's memory limit ({} MiB); narrow the range, raise --memory-limit-mb, or send the entity rows as a table (which spills)",
+                            self.options.memory_limit >> 20
+                        )));
+                    }
+                    out.push(rows);
                 }
                 Ok::<_, OfflineError>(())
             })?;

@@ -139,15 +139,22 @@ impl Authorizer {
         kind: ObjectKind,
         name: &str,
     ) -> Option<Grant> {
-        let principal = match caller {
-            Caller::Trusted => return Some(Grant::Trusted),
-            Caller::Principal(p) => p,
+        let principal = match self.unconditional(caller) {
+            Ok(p) => p,
+            Err(grant) => return Some(grant),
         };
-        if self.permissions.is_empty() {
-            return Some(Grant::NoPermissions);
-        }
         let selecting = self.selecting.get(&kind)?.get(name)?;
         self.grant(principal, action, selecting)
+    }
+
+    /// The principal whose grants decide, or the grant that needs none (a trusted caller, a
+    /// project without permissions).
+    fn unconditional<'c>(&self, caller: &'c Caller) -> std::result::Result<&'c Principal, Grant> {
+        match caller {
+            Caller::Trusted => Err(Grant::Trusted),
+            Caller::Principal(_) if self.permissions.is_empty() => Err(Grant::NoPermissions),
+            Caller::Principal(p) => Ok(p),
+        }
     }
 
     /// [`Authorizer::decide`] for an object that may not exist yet (one an apply creates),
@@ -160,13 +167,10 @@ impl Authorizer {
         name: &str,
         tags: Option<&Tags>,
     ) -> Option<Grant> {
-        let principal = match caller {
-            Caller::Trusted => return Some(Grant::Trusted),
-            Caller::Principal(p) => p,
+        let principal = match self.unconditional(caller) {
+            Ok(p) => p,
+            Err(grant) => return Some(grant),
         };
-        if self.permissions.is_empty() {
-            return Some(Grant::NoPermissions);
-        }
         self.grant(principal, action, &self.selecting_of(kind, name, tags))
     }
 
@@ -221,6 +225,25 @@ pub enum Authenticator {
     Tokens(HashMap<String, TokenEntry>),
     /// JWTs of an OpenID Connect provider.
     Oidc(Arc<OidcVerifier>),
+}
+
+/// A new random token for `principal` (256 bits, `qv_` and hex) and the tokens-file entry
+/// that accepts it until `expires`.
+pub fn new_token(principal: &Principal, expires: Option<DateTime<Utc>>) -> (String, TokenEntry) {
+    use rand::RngCore;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token: String = std::iter::once("qv_".to_owned())
+        .chain(secret.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let entry = TokenEntry {
+        principal: principal.name.clone(),
+        sha256: token_hash(&token),
+        roles: principal.roles.clone(),
+        groups: principal.groups.clone(),
+        expires,
+    };
+    (token, entry)
 }
 
 /// The lowercase hex SHA-256 of a token: what a tokens file holds.

@@ -309,4 +309,22 @@ fn entity_rows_in_range_are_the_distinct_source_rows() {
         ns(1)
     );
     assert!(ts.is_valid(1));
+
+    // The rows of a range are held in memory: beyond a third of the memory limit, refused.
+    let small = PointInTimeJoin::new(
+        &c.defs,
+        &sources,
+        resolve(&c.defs, &["stats:value"], false),
+        JoinOptions {
+            memory_limit: 64,
+            ..JoinOptions::default()
+        },
+    )
+    .unwrap();
+    let e = small.entity_rows_in_range(ns(0), ns(5)).unwrap_err();
+    assert_eq!(
+        quiver_core::HasKind::kind(&e),
+        quiver_core::ErrorKind::LimitExceeded
+    );
+    assert!(e.to_string().contains("memory limit"), "{e}");
 }
