@@ -297,6 +297,16 @@ fn oversized_online_requests_are_refused_before_they_are_decoded() {
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
         let peak = peak_rss_mb(server.pid());
         assert!(peak < 400, "the server's memory peaked at {peak} MiB");
+        // And it keeps serving.
+        client
+            .get_online_features(read_request(vec![pb::Column {
+                name: "driver_id".into(),
+                values: vec![pb::Value {
+                    kind: Some(pb::value::Kind::Int64Value(1001)),
+                }],
+            }]))
+            .await
+            .unwrap();
     });
 }
 
@@ -555,6 +565,29 @@ fn with_token<T>(message: T, header: Option<&str>) -> tonic::Request<T> {
     request
 }
 
+/// A `ListServices` over server reflection: "OK" or the gRPC code.
+async fn tonic_reflection_list(channel: tonic::transport::Channel, header: Option<&str>) -> String {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let answer = client
+        .server_reflection_info(with_token(futures::stream::iter([request]), header))
+        .await;
+    match answer {
+        Ok(r) => match r.into_inner().message().await {
+            Ok(_) => "OK".to_owned(),
+            Err(s) => format!("{:?}", s.code()),
+        },
+        Err(s) => format!("{:?}", s.code()),
+    }
+}
+
 /// Every endpoint kind of every port, with one set of credentials: the gRPC codes (or HTTP
 /// statuses) they got.
 async fn call_every_port(server: &Server, ca: &Path, header: Option<&str>) -> Vec<String> {
@@ -588,6 +621,22 @@ async fn call_every_port(server: &Server, ca: &Path, header: Option<&str>) -> Ve
             .await
             .map(|_| ()),
     ));
+    let mut runs =
+        pb::materialization_service_client::MaterializationServiceClient::new(grpc.clone());
+    out.push(code(
+        runs.list_runs(with_token(pb::ListRunsRequest::default(), header))
+            .await
+            .map(|_| ()),
+    ));
+    let mut admin = pb::online_store_service_client::OnlineStoreServiceClient::new(grpc.clone());
+    out.push(code(
+        admin
+            .get_stats(with_token(pb::GetStatsRequest {}, header))
+            .await
+            .map(|_| ()),
+    ));
+    // Reflection is behind the gate too; only health checks are not.
+    out.push(tonic_reflection_list(grpc.clone(), header).await);
     let mut feast =
         quiver_server::proto::feast::serving::serving_service_client::ServingServiceClient::new(
             grpc,
@@ -610,6 +659,16 @@ async fn call_every_port(server: &Server, ca: &Path, header: Option<&str>) -> Ve
             Ok(r) => r.into_inner().message().await.map(|_| ()),
             Err(e) => Err(e),
         },
+    ));
+    let command = serde_json::json!({"features": ["driver_hourly_stats:conv_rate"]}).to_string();
+    out.push(code(
+        flight
+            .get_schema(with_token(
+                arrow_flight::FlightDescriptor::new_cmd(command),
+                header,
+            ))
+            .await
+            .map(|_| ()),
     ));
     // HTTP, through curl trusting the CA.
     let mut curl = std::process::Command::new("curl");
@@ -665,7 +724,7 @@ fn tls_and_tokens_on_every_port() {
     let server = Server::start(repo);
     assert!(server.http.starts_with("https://"), "{}", server.banner);
     runtime().block_on(async {
-        let unauthenticated = ["Unauthenticated"; 4].map(str::to_owned).to_vec();
+        let unauthenticated = ["Unauthenticated"; 8].map(str::to_owned).to_vec();
         for header in [
             None,
             Some("Basic YWxpY2U6eA==".to_owned()),
@@ -678,7 +737,7 @@ fn tls_and_tokens_on_every_port() {
         }
         let good = format!("Bearer {token}");
         let got = call_every_port(&server, &certs.ca, Some(&good)).await;
-        assert_eq!(got, ["OK", "OK", "OK", "OK", "200"]);
+        assert_eq!(got, ["OK", "OK", "OK", "OK", "OK", "OK", "OK", "OK", "200"]);
 
         // A plaintext client gets nothing.
         let plain = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
@@ -1009,21 +1068,34 @@ fn permissions_decide_every_action() {
         "{denied:?}"
     );
 
-    // Every write and every denial is in the audit log, and no token is.
-    let audit = std::fs::read_to_string(repo.join("audit.log")).unwrap();
-    let lines: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let has = |principal: &str, action: &str, outcome: &str| {
-        lines.iter().any(|l| {
-            l["principal"] == principal && l["action"] == action && l["outcome"] == outcome
+    // Every write and every denial is in the audit log (written in the background), and no
+    // token is.
+    let expected = [
+        ("eve", "read_online", "denied"),
+        ("alice", "write_online", "denied"),
+        ("root", "push", "ok"),
+        ("root", "apply", "ok"),
+    ];
+    let mut audit = String::new();
+    let recorded = |audit: &str| {
+        let lines: Vec<serde_json::Value> = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        expected.iter().all(|(principal, action, outcome)| {
+            lines.iter().any(|l| {
+                l["principal"] == *principal && l["action"] == *action && l["outcome"] == *outcome
+            })
         })
     };
-    assert!(has("eve", "read_online", "denied"), "{audit}");
-    assert!(has("alice", "write_online", "denied"), "{audit}");
-    assert!(has("root", "push", "ok"), "{audit}");
-    assert!(has("root", "apply", "ok"), "{audit}");
+    for _ in 0..50 {
+        audit = std::fs::read_to_string(repo.join("audit.log")).unwrap_or_default();
+        if recorded(&audit) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(recorded(&audit), "{audit}");
     for token in tokens.values() {
         assert!(!audit.contains(token.as_str()));
     }

@@ -230,10 +230,47 @@ impl<'a> PointInTimeJoin<'a> {
         })
     }
 
-    /// The entity rows of a training set with no entity table: every distinct `(keys, event
-    /// time)` of the requested views' sources with `start <= event_ts <= end` (ns), sorted by
-    /// time. The views must share their join keys.
-    pub fn entity_rows_in_range(&self, start: i64, end: i64) -> Result<RecordBatch> {
+    /// The training set of a time range (the entity rows of
+    /// [`PointInTimeJoin::entity_rows_in_range`]), joined slice by slice in time order: a
+    /// slice whose entity rows would need more than a third of the memory limit is halved, so
+    /// memory stays bounded however long the range. Each batch (of [`Self::range_schema`]) goes
+    /// to `emit`, which returns `false` to stop.
+    pub fn run_range(
+        &self,
+        start: i64,
+        end: i64,
+        emit: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<()> {
+        // A stack of slices, the next one last.
+        let mut slices = vec![(start, end)];
+        while let Some((from, to)) = slices.pop() {
+            match self.entity_rows_in_range(from, to) {
+                Ok(rows) => {
+                    for batch in self.run(rows, &|_| {})? {
+                        if !emit(batch?) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(OfflineError::LimitExceeded(_)) if from < to => {
+                    let mid = from + (to - from) / 2;
+                    slices.push((mid + 1, to));
+                    slices.push((from, mid));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The schema of [`Self::run_range`]'s batches.
+    pub fn range_schema(&self) -> Result<SchemaRef> {
+        self.output_schema(&self.range_entity_schema()?.1)
+    }
+
+    /// The join keys (canonical order) and schema of a time range's entity rows: the keys,
+    /// then `event_timestamp`. The views must share their join keys.
+    fn range_entity_schema(&self) -> Result<(Vec<JoinKey>, SchemaRef)> {
         let first = self.views[0].view;
         let keys = canonical_order(self.defs.join_keys(first)?);
         for v in &self.views[1..] {
@@ -253,7 +290,15 @@ impl<'a> PointInTimeJoin<'a> {
             DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
             true,
         ));
-        let schema = Arc::new(Schema::new(fields));
+        Ok((keys, Arc::new(Schema::new(fields))))
+    }
+
+    /// The entity rows of a training set with no entity table: every distinct `(keys, event
+    /// time)` of the requested views' sources with `start <= event_ts <= end` (ns), sorted by
+    /// time. The views must share their join keys. Refused beyond a third of the memory limit
+    /// ([`Self::run_range`] splits the range instead).
+    pub fn entity_rows_in_range(&self, start: i64, end: i64) -> Result<RecordBatch> {
+        let (keys, schema) = self.range_entity_schema()?;
         let mut batches = Vec::new();
         let mut sources = HashSet::new();
         // The rows are held (then sorted and deduplicated) in memory: at most a third of the
@@ -288,10 +333,22 @@ impl<'a> PointInTimeJoin<'a> {
                     ));
                     let rows =
                         filter_record_batch(&RecordBatch::try_new(schema.clone(), cols)?, &keep)?;
-                    let size = rows.get_array_memory_size();
+                    if rows.num_rows() == 0 {
+                        continue;
+                    }
+                    // The rows' data (not the capacity of shared buffers).
+                    let size: usize = rows
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            c.to_data()
+                                .get_slice_memory_size()
+                                .unwrap_or_else(|_| c.get_array_memory_size())
+                        })
+                        .sum();
                     if held.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size > budget {
                         return Err(OfflineError::LimitExceeded(format!(
-                            "the entity rows of {start}..{end} need more than a third of the join's memory limit ({} MiB); narrow the range, raise --memory-limit-mb, or send the entity rows as a table (which spills)",
+                            "the entity rows at {start}..{end} (ns) need more than a third of the join's memory limit ({} MiB); raise --memory-limit-mb, or send the entity rows as a table (which spills)",
                             self.options.memory_limit >> 20
                         )));
                     }

@@ -8,7 +8,7 @@
 //! a key it does not know (key rotation).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +36,10 @@ pub enum TokenError {
     Invalid(String),
 }
 
+/// Verified tokens remembered (by hash) so a client reusing its token costs one lookup, not
+/// a signature check; emptied when full and whenever the keys change.
+const MAX_VERIFIED: usize = 10_000;
+
 /// Checks the provider's tokens.
 #[derive(Debug)]
 pub struct OidcVerifier {
@@ -43,6 +47,8 @@ pub struct OidcVerifier {
     /// The issuer tokens must name: the setting, else the discovery document's.
     issuer: RwLock<Option<String>>,
     keys: RwLock<HashMap<String, Key>>,
+    /// SHA-256 of a verified token → its principal and expiry (seconds).
+    verified: Mutex<HashMap<Vec<u8>, (Principal, i64)>>,
 }
 
 fn decode(part: &str, what: &str) -> std::result::Result<Vec<u8>, TokenError> {
@@ -74,6 +80,7 @@ impl OidcVerifier {
             issuer: RwLock::new(config.issuer.clone()),
             config,
             keys: RwLock::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -121,11 +128,44 @@ impl OidcVerifier {
         if let Ok(mut current) = self.keys.write() {
             *current = keys;
         }
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.clear();
+        }
         Ok(count)
     }
 
     /// The principal a token stands for, at `now` (seconds since the epoch).
     pub fn verify(&self, token: &str, now: i64) -> std::result::Result<Principal, TokenError> {
+        let skew = i64::try_from(self.config.clock_skew.0.as_secs()).unwrap_or(i64::MAX);
+        let hash = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .to_vec();
+        if let Some((principal, exp)) = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&hash).cloned())
+            && exp.saturating_add(skew) > now
+        {
+            return Ok(principal);
+        }
+        let (principal, exp) = self.check(token, now, skew)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(hash, (principal.clone(), exp));
+        }
+        Ok(principal)
+    }
+
+    /// Checks a token's signature and claims: its principal and expiry.
+    fn check(
+        &self,
+        token: &str,
+        now: i64,
+        skew: i64,
+    ) -> std::result::Result<(Principal, i64), TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -169,7 +209,6 @@ impl OidcVerifier {
         }
         let claims: Value = serde_json::from_slice(&decode(payload, "payload")?)
             .map_err(|_| invalid("malformed token: its payload is not JSON"))?;
-        let skew = i64::try_from(self.config.clock_skew.0.as_secs()).unwrap_or(i64::MAX);
         let exp = claims["exp"]
             .as_i64()
             .ok_or_else(|| invalid("the token has no expiry ('exp')"))?;
@@ -219,11 +258,12 @@ impl OidcVerifier {
                 roles.push(role);
             }
         }
-        Ok(Principal {
+        let principal = Principal {
             name,
             roles,
             groups: strings(claims.get("groups")),
-        })
+        };
+        Ok((principal, exp))
     }
 }
 

@@ -42,7 +42,7 @@ use quiver_ops::{Caller, FeatureStore, Snapshot};
 use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::status;
+use crate::error::{join_status, status};
 use crate::gate::caller_of;
 use crate::grpc::blocking;
 
@@ -249,19 +249,35 @@ impl TrainingSetService {
             as_of_created,
             ..self.options.clone()
         };
+        let entities = match rows {
+            EntityRows::Range { start, end } => {
+                return stream_range(snapshot, sources, features, options, start, end).await;
+            }
+            EntityRows::Table(t) => Ok(t),
+            EntityRows::File(path) => Err(path),
+        };
         let set = tokio::task::spawn_blocking(move || -> quiver_offline::Result<TrainingSet> {
             let join = PointInTimeJoin::new(&snapshot.defs, &sources, features, options)?;
-            let entities = match rows {
-                EntityRows::Table(t) => t,
-                EntityRows::File(path) => read_entity_file(&sources.client_file(&path)?)?,
-                EntityRows::Range { start, end } => join.entity_rows_in_range(start, end)?,
+            let entities = match entities {
+                Ok(table) => table,
+                Err(path) => read_entity_file(&sources.client_file(&path)?)?,
             };
             join.run(entities, &|_| {})
         })
         .await
-        .map_err(|e| Status::internal(format!("join failed: {e}")))?
+        .map_err(|e| join_status(&e))?
         .map_err(|e| status(&e))?;
-        Ok(stream_training_set(set))
+        let schema = set.schema();
+        let (tx, batches) = batch_channel();
+        tokio::task::spawn_blocking(move || {
+            for batch in set {
+                let item = batch.map_err(|e| FlightError::Tonic(Box::new(status(&e))));
+                if tx.blocking_send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(encode(schema, batches))
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -444,21 +460,23 @@ fn minimal_entity_schema(keys: impl Iterator<Item = Field>) -> Schema {
     Schema::new(fields)
 }
 
-/// Streams a training set's batches, produced on a blocking thread, as Flight data.
-fn stream_training_set(set: TrainingSet) -> BoxStream<'static, Result<FlightData, Status>> {
-    let schema = set.schema();
+/// A training set's batches, or the error that ended it.
+type Batches = BoxStream<'static, Result<RecordBatch, FlightError>>;
+
+/// Batches produced on a blocking thread (`blocking_send`), as a stream.
+fn batch_channel() -> (
+    tokio::sync::mpsc::Sender<Result<RecordBatch, FlightError>>,
+    Batches,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::task::spawn_blocking(move || {
-        for batch in set {
-            let item = batch.map_err(|e| FlightError::Tonic(Box::new(status(&e))));
-            if tx.blocking_send(item).is_err() {
-                break;
-            }
-        }
-    });
     let batches = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
+    (tx, batches.boxed())
+}
+
+/// A training set's batches as Flight data.
+fn encode(schema: SchemaRef, batches: Batches) -> BoxStream<'static, Result<FlightData, Status>> {
     FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_max_flight_data_size(4 << 20)
@@ -468,6 +486,43 @@ fn stream_training_set(set: TrainingSet) -> BoxStream<'static, Result<FlightData
             other => Status::internal(other.to_string()),
         })
         .boxed()
+}
+
+/// The training set of a time range, joined slice by slice on a blocking thread
+/// ([`PointInTimeJoin::run_range`]) and streamed as it is produced.
+async fn stream_range(
+    snapshot: Arc<Snapshot>,
+    sources: Arc<quiver_source::Sources>,
+    features: Vec<ResolvedFeature>,
+    options: JoinOptions,
+    start: i64,
+    end: i64,
+) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+    let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
+    let (tx, batches) = batch_channel();
+    tokio::task::spawn_blocking(move || {
+        let fail = |e: &quiver_offline::OfflineError| FlightError::Tonic(Box::new(status(e)));
+        let join = match PointInTimeJoin::new(&snapshot.defs, &sources, features, options)
+            .and_then(|join| Ok((join.range_schema()?, join)))
+        {
+            Ok((schema, join)) => {
+                let _ = schema_tx.send(Ok(schema));
+                join
+            }
+            Err(e) => {
+                let _ = schema_tx.send(Err(status(&e)));
+                return;
+            }
+        };
+        let outcome = join.run_range(start, end, &mut |batch| tx.blocking_send(Ok(batch)).is_ok());
+        if let Err(e) = outcome {
+            let _ = tx.blocking_send(Err(fail(&e)));
+        }
+    });
+    let schema = schema_rx
+        .await
+        .map_err(|_| Status::internal("the join's task ended early"))??;
+    Ok(encode(schema, batches))
 }
 
 fn schema_result(schema: &Schema) -> Result<SchemaResult, Status> {

@@ -328,3 +328,43 @@ fn entity_rows_in_range_are_the_distinct_source_rows() {
     );
     assert!(e.to_string().contains("memory limit"), "{e}");
 }
+
+#[test]
+fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer() {
+    let rows: Vec<_> = (0..400).map(|i| row(i % 37, i / 3, 0, i)).collect();
+    let c = case(0, &rows, &[]);
+    let sources = quiver_source::Sources::new(c.dir.path());
+    let join = |memory_limit| {
+        PointInTimeJoin::new(
+            &c.defs,
+            &sources,
+            resolve(&c.defs, &["stats:value"], false),
+            JoinOptions {
+                memory_limit,
+                ..JoinOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let ns = |s: i64| (T0 + s * SEC) * 1000;
+    let whole = join(1 << 30);
+    let expected = collect(
+        whole
+            .run(whole.entity_rows_in_range(ns(0), ns(200)).unwrap(), &|_| {})
+            .unwrap(),
+    )
+    .unwrap();
+    // Too small for the whole range's entity rows, large enough for a few seconds of them.
+    let small = join(6_000);
+    assert!(small.entity_rows_in_range(ns(0), ns(200)).is_err());
+    let mut batches = Vec::new();
+    small
+        .run_range(ns(0), ns(200), &mut |b| {
+            batches.push(b);
+            true
+        })
+        .unwrap();
+    assert!(batches.len() > 1, "the range was split");
+    let got = arrow::compute::concat_batches(&small.range_schema().unwrap(), &batches).unwrap();
+    assert_eq!(got, expected);
+}
