@@ -282,3 +282,46 @@ fn files_the_registry_did_not_write_are_ignored() {
         apply.stdout
     );
 }
+
+#[test]
+fn plan_exit_codes_gate_a_pipeline() {
+    let dir = example_repo();
+    let repo = dir.path();
+    let code = |args: &[&str]| {
+        std::process::Command::new(quiver_e2e::quiver_bin())
+            .arg("--repo")
+            .arg(repo)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    // Everything is new: a change.
+    assert_eq!(code(&["plan", "--exit-code"]), Some(2));
+    quiver_ok(repo, &["apply"]);
+    assert_eq!(code(&["plan", "--exit-code"]), Some(0));
+    assert_eq!(
+        code(&["plan", "--exit-code", "--fail-on-breaking"]),
+        Some(0)
+    );
+    // A feature's type changes: breaking.
+    let features = repo.join("features.yaml");
+    let text = std::fs::read_to_string(&features).unwrap();
+    std::fs::write(
+        &features,
+        text.replace(
+            "{name: acc_rate, type: float32}",
+            "{name: acc_rate, type: float64}",
+        ),
+    )
+    .unwrap();
+    assert_eq!(code(&["plan", "--exit-code"]), Some(2));
+    assert_eq!(
+        code(&["plan", "--exit-code", "--fail-on-breaking"]),
+        Some(3)
+    );
+    // Invalid definitions: an error.
+    std::fs::write(&features, "feature_views: [{name: x}]\n").unwrap();
+    assert_eq!(code(&["plan", "--exit-code"]), Some(1));
+}

@@ -58,7 +58,15 @@ enum Command {
         project: Option<String>,
     },
     /// Validate the definition files and show what `apply` would change.
-    Plan,
+    Plan {
+        /// Exit 0 when nothing would change, 2 when something would, 1 on an error (a gate for
+        /// CI pipelines).
+        #[arg(long)]
+        exit_code: bool,
+        /// With --exit-code: exit 3 when a change is breaking.
+        #[arg(long, requires = "exit_code")]
+        fail_on_breaking: bool,
+    },
     /// Validate the definition files and register them as a new registry version.
     Apply {
         /// Author recorded with the new version.
@@ -351,14 +359,29 @@ impl KindArg {
     }
 }
 
+/// A command that succeeded but ends with this exit code (`plan --exit-code`).
+#[derive(Debug)]
+struct ExitWith(u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<ExitWith>() {
+            Some(ExitWith(code)) => ExitCode::from(*code),
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -407,26 +430,36 @@ fn run(cli: &Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Plan => {
+        Command::Plan {
+            exit_code,
+            fail_on_breaking,
+        } => {
             let repo = Repo::open(&cli.repo)?;
             let (current, definitions) = load_with_current(&repo)?;
             let plan = plan_from(current.as_ref(), &definitions);
             if cli.json {
-                return print_json(&json!({
+                print_json(&json!({
                     "project": repo.config.project,
                     "based_on": current.as_ref().map(|v| v.version),
                     "changes": plan.changes,
-                }));
+                }))?;
+            } else {
+                println!(
+                    "Plan for project '{}' (registry version {}):",
+                    repo.config.project,
+                    current
+                        .as_ref()
+                        .map_or("none".to_owned(), |v| v.version.to_string())
+                );
+                print!("{}", output::plan(&plan));
             }
-            println!(
-                "Plan for project '{}' (registry version {}):",
-                repo.config.project,
-                current
-                    .as_ref()
-                    .map_or("none".to_owned(), |v| v.version.to_string())
-            );
-            print!("{}", output::plan(&plan));
-            Ok(())
+            if !exit_code || plan.is_empty() {
+                Ok(())
+            } else if *fail_on_breaking && plan.breaking().next().is_some() {
+                Err(ExitWith(3).into())
+            } else {
+                Err(ExitWith(2).into())
+            }
         }
         Command::Apply { author } => {
             let repo = Repo::open(&cli.repo)?;
