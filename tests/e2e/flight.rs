@@ -341,3 +341,24 @@ fn an_entity_table_with_a_column_twice_is_refused() {
         "{err:?}"
     );
 }
+
+#[test]
+fn feast_apply_infers_a_schema_through_quiver() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start(repo);
+    let (host, port) = server
+        .flight
+        .trim_start_matches("grpc://")
+        .rsplit_once(':')
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_infer.py");
+    let report = python_json(&script, [repo.as_os_str(), host.as_ref(), port.as_ref()]);
+    let features = &report["features"];
+    // The source's columns other than keys and times, with Feast's types.
+    assert_eq!(features["conv_rate"], "Float32", "{report}");
+    assert_eq!(features["trips"], "Int64", "{report}");
+    assert!(features.get("driver_id").is_none(), "{report}");
+    assert!(features.get("event_timestamp").is_none(), "{report}");
+}

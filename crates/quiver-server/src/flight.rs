@@ -11,7 +11,9 @@
 //! Feast (`offline_store: type: remote`): a JSON command carrying `"api"`, either with
 //! `DoExchange` (entity table in, training set out: what Feast 0.5x and later send) or as
 //! `DoPut` of the entity table, then `GetFlightInfo` and `DoGet` with that command as the
-//! ticket (the older flow the compatibility notes describe).
+//! ticket (the older flow the compatibility notes describe). Of Feast's other apis,
+//! `validate_data_source` (DoPut) and `get_table_column_names_and_types_from_data_source`
+//! (DoExchange) are answered for file sources under the data root (`feast_sources`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,7 @@ use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{join_status, status};
+use crate::feast_sources;
 use crate::gate::caller_of;
 use crate::grpc::blocking;
 
@@ -128,7 +131,14 @@ struct FeastCommand {
     end_date: Option<String>,
     #[serde(default)]
     entity_df_sql: Option<String>,
+    /// Feast's `DataSource` proto as JSON (the data-source apis).
+    #[serde(default)]
+    data_source_proto: Option<String>,
 }
+
+/// Feast's apis that ask about a data source rather than join.
+const VALIDATE_SOURCE: &str = "validate_data_source";
+const SOURCE_COLUMNS: &str = "get_table_column_names_and_types_from_data_source";
 
 /// A parsed descriptor or ticket.
 enum ParsedCommand {
@@ -430,9 +440,10 @@ impl TrainingSetService {
 
 /// Checks a Feast command's api and project.
 fn check_feast(command: &FeastCommand, defs: &Definitions) -> Result<(), Status> {
-    if command.api != "get_historical_features" {
+    if !["get_historical_features", VALIDATE_SOURCE, SOURCE_COLUMNS].contains(&command.api.as_str())
+    {
         return Err(Status::unimplemented(format!(
-            "Feast offline api '{}' is not supported by Quiver (only get_historical_features)",
+            "Feast offline api '{}' is not supported by Quiver (only get_historical_features, {VALIDATE_SOURCE} and {SOURCE_COLUMNS})",
             command.api
         )));
     }
@@ -694,6 +705,15 @@ impl FlightService for TrainingSetService {
         };
         let snapshot = self.snapshot();
         check_feast(&command, &snapshot.defs)?;
+        if command.api == VALIDATE_SOURCE {
+            feast_sources::source_schema(
+                &self.store,
+                &caller,
+                command.data_source_proto.as_deref(),
+            )
+            .await?;
+            return Ok(Response::new(futures::stream::empty().boxed()));
+        }
         // Only a caller who may read the training set may leave its entity table here.
         let features = snapshot
             .defs
@@ -743,6 +763,19 @@ impl FlightService for TrainingSetService {
         let command = match parse_command(&descriptor.cmd)? {
             ParsedCommand::Native(command) => command,
             // Feast's remote offline store (0.5x and later) sends its command this way.
+            ParsedCommand::Feast(command) if command.api == SOURCE_COLUMNS => {
+                check_feast(&command, &self.snapshot().defs)?;
+                let schema = feast_sources::source_schema(
+                    &self.store,
+                    &caller,
+                    command.data_source_proto.as_deref(),
+                )
+                .await?;
+                let table = feast_sources::columns_table(&schema)?;
+                let schema = table.schema();
+                let batches = futures::stream::iter([Ok(table)]).boxed();
+                return Ok(Response::new(encode(schema, batches)));
+            }
             ParsedCommand::Feast(command) => {
                 return Ok(Response::new(
                     self.run_feast(&caller, command, Some(table)).await?,

@@ -11,6 +11,7 @@ mod codec;
 pub mod connection;
 mod error;
 mod feast;
+mod feast_sources;
 mod flight;
 mod gate;
 mod grpc;
