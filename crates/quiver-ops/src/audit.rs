@@ -5,7 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
@@ -33,11 +33,6 @@ impl AuditLog {
             writer: Mutex::new(None),
             dropped: Arc::new(AtomicU64::new(0)),
         }
-    }
-
-    /// The log's file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Records that `principal` did (`outcome: "ok"`) or was refused (`"denied"`,

@@ -98,11 +98,6 @@ impl Authorizer {
         authorizer
     }
 
-    /// Whether there are permissions to enforce.
-    pub fn is_empty(&self) -> bool {
-        self.permissions.is_empty()
-    }
-
     /// The permissions selecting an object: its kind covered, its whole name matching a
     /// pattern (if any), every required tag carried with its value.
     fn selecting_of(&self, kind: ObjectKind, name: &str, tags: Option<&Tags>) -> Vec<usize> {

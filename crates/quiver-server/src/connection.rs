@@ -146,11 +146,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// The connection's address and activity.
-    pub fn info(&self) -> &ConnectionInfo {
-        &self.info
-    }
-
     /// `Ready` once the connection has been idle past its deadline (and arms the timer
     /// otherwise).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
