@@ -280,11 +280,7 @@ fn feast_sdk_remote_offline_store_matches_feast_itself() {
     let repo = dir.path();
     quiver_ok(repo, &["apply"]);
     let server = Server::start(repo);
-    let (host, port) = server
-        .flight
-        .trim_start_matches("grpc://")
-        .rsplit_once(':')
-        .unwrap();
+    let (host, port) = server.flight_host_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_offline_parity.py");
     let report = python_json(&script, [repo.as_os_str(), host.as_ref(), port.as_ref()]);
     assert_eq!(report["rows"], 12, "every entity row is kept: {report}");
@@ -348,11 +344,7 @@ fn feast_apply_infers_a_schema_through_quiver() {
     let repo = dir.path();
     quiver_ok(repo, &["apply"]);
     let server = Server::start(repo);
-    let (host, port) = server
-        .flight
-        .trim_start_matches("grpc://")
-        .rsplit_once(':')
-        .unwrap();
+    let (host, port) = server.flight_host_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_infer.py");
     let report = python_json(&script, [repo.as_os_str(), host.as_ref(), port.as_ref()]);
     let features = &report["features"];

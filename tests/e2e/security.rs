@@ -10,6 +10,13 @@ use quiver_e2e::{Server, example_repo, quiver_ok, runtime};
 use quiver_server::proto::quiver::v1 as pb;
 use tonic::Code;
 
+/// Appends a `server:` section (`settings`, indented) to the repository's quiver.yaml.
+fn set_server(repo: &Path, settings: &str) {
+    let config = repo.join("quiver.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}server:\n{settings}")).unwrap();
+}
+
 fn flight_client(server: &Server) -> FlightClient {
     let channel =
         tonic::transport::Channel::from_shared(server.flight.replace("grpc://", "http://"))
@@ -360,15 +367,10 @@ fn upload(
 fn flight_uploads_are_capped_in_rows_and_waiting_bytes() {
     let repo_dir = example_repo();
     let repo = repo_dir.path();
-    let config = repo.join("quiver.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "{text}server:\n  limits:\n    max_upload_rows: 50000\n    max_pending_upload_mb: 1\n"
-        ),
-    )
-    .unwrap();
+    set_server(
+        repo,
+        "  limits:\n    max_upload_rows: 50000\n    max_pending_upload_mb: 1\n",
+    );
     quiver_ok(repo, &["apply"]);
     let server = Server::start(repo);
     runtime().block_on(async {
@@ -431,13 +433,7 @@ fn idle_and_half_sent_connections_are_closed() {
     use std::io::{Read, Write};
     let repo_dir = example_repo();
     let repo = repo_dir.path();
-    let config = repo.join("quiver.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{text}server:\n  limits:\n    header_timeout: 1s\n"),
-    )
-    .unwrap();
+    set_server(repo, "  limits:\n    header_timeout: 1s\n");
     quiver_ok(repo, &["apply"]);
     // A small open-file limit: the idle sockets alone would exhaust it.
     let server = Server::start_with_files_limit(repo, 128);
@@ -710,16 +706,14 @@ fn tls_and_tokens_on_every_port() {
     )
     .unwrap();
     let config = repo.join("quiver.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "{text}server:\n  tls: {{cert_file: {}, key_file: {}}}\n  auth: {{type: token, tokens_file: tokens.json}}\n",
+    set_server(
+        repo,
+        &format!(
+            "  tls: {{cert_file: {}, key_file: {}}}\n  auth: {{type: token, tokens_file: tokens.json}}\n",
             certs.cert.display(),
             certs.key.display()
         ),
-    )
-    .unwrap();
+    );
     quiver_ok(repo, &["apply"]);
     let server = Server::start(repo);
     assert!(server.http.starts_with("https://"), "{}", server.banner);
@@ -845,13 +839,7 @@ fn repo_with_permissions() -> (tempfile::TempDir, HashMap<&'static str, String>)
         serde_json::json!({ "tokens": entries }).to_string(),
     )
     .unwrap();
-    let config = repo.join("quiver.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{text}server:\n  auth: {{type: token, tokens_file: tokens.json}}\n"),
-    )
-    .unwrap();
+    set_server(repo, "  auth: {type: token, tokens_file: tokens.json}\n");
     std::fs::write(
         repo.join("permissions.yaml"),
         "permissions:\n  - name: drivers_readers\n    types: [feature_view]\n    required_tags: {team: drivers}\n    actions: [read, describe]\n    policy: {roles: [reader]}\n  - name: admins\n    actions: [all]\n    policy: {roles: [admin]}\n",
@@ -1169,16 +1157,13 @@ fn oidc_tokens_on_every_port_and_the_feast_sdk() {
         }),
         repo,
     );
-    let config = repo.join("quiver.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "{text}server:\n  auth:\n    type: oidc\n    auth_discovery_url: {}/.well-known/openid-configuration\n    client_id: quiver\n    audience: quiver\n",
+    set_server(
+        repo,
+        &format!(
+            "  auth:\n    type: oidc\n    auth_discovery_url: {}/.well-known/openid-configuration\n    client_id: quiver\n    audience: quiver\n",
             provider.base
         ),
-    )
-    .unwrap();
+    );
     std::fs::write(
         repo.join("permissions.yaml"),
         "permissions:\n  - name: readers\n    actions: [read, describe]\n    policy: {roles: [reader]}\n",
@@ -1333,11 +1318,7 @@ fn oidc_tokens_on_every_port_and_the_feast_sdk() {
 
     // Feast's SDK gets its own tokens from the provider and reads through Quiver, online and
     // offline; a client without the role is refused.
-    let (host, port) = server
-        .flight
-        .trim_start_matches("grpc://")
-        .rsplit_once(':')
-        .unwrap();
+    let (host, port) = server.flight_host_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_oidc.py");
     let discovery = format!("{}/.well-known/openid-configuration", provider.base);
     let run = |client: &str, secret: &str, user: &[&str]| {

@@ -207,6 +207,14 @@ impl Server {
             .connect_lazy()
     }
 
+    /// The host and port of the Arrow Flight address (as Feast's `offline_store` takes them).
+    pub fn flight_host_port(&self) -> (&str, &str) {
+        self.flight
+            .trim_start_matches("grpc://")
+            .rsplit_once(':')
+            .expect("a host:port address")
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -336,16 +336,7 @@ impl<'a> PointInTimeJoin<'a> {
                     if rows.num_rows() == 0 {
                         continue;
                     }
-                    // The rows' data (not the capacity of shared buffers).
-                    let size: usize = rows
-                        .columns()
-                        .iter()
-                        .map(|c| {
-                            c.to_data()
-                                .get_slice_memory_size()
-                                .unwrap_or_else(|_| c.get_array_memory_size())
-                        })
-                        .sum();
+                    let size = data_bytes(&rows);
                     if held.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size > budget {
                         return Err(OfflineError::LimitExceeded(format!(
                             "the entity rows at {start}..{end} (ns) need more than a third of the join's memory limit ({} MiB); raise --memory-limit-mb, or send the entity rows as a table (which spills)",
@@ -814,6 +805,20 @@ impl EntitySide {
 enum ViewColumns {
     Memory(Vec<ArrayRef>),
     Spilled(SpilledColumns),
+}
+
+/// Bytes of a batch's data: its slices counted once, however their buffers are shared or
+/// over-allocated.
+pub fn data_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// A training set: the entity table's columns and the joined features, streamed in input

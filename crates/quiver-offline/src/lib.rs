@@ -16,4 +16,4 @@ mod spill;
 
 pub use entities::{EVENT_TIMESTAMP, event_timestamp_column, read_entity_file};
 pub use error::{OfflineError, Result};
-pub use join::{JoinOptions, PointInTimeJoin, Progress, TrainingSet};
+pub use join::{JoinOptions, PointInTimeJoin, Progress, TrainingSet, data_bytes};

@@ -414,9 +414,10 @@ impl FeatureStore {
             .limits
             .check_rows(entities.iter().map(|(n, v)| (n.as_str(), v.len())))?;
         let snapshot = self.snapshot();
-        let service = match &spec {
-            FeatureSpec::Service(name) => Some(name.clone()),
-            FeatureSpec::Refs(_) => None,
+        // Only a caller the permissions restrict needs the service's name kept.
+        let service = match (&spec, caller) {
+            (FeatureSpec::Service(name), Caller::Principal(_)) => Some(name.clone()),
+            _ => None,
         };
         let plan = snapshot.plan(spec, full_feature_names)?;
         if !matches!(caller, Caller::Trusted) {

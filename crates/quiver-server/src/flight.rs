@@ -38,7 +38,7 @@ use quiver_core::{
     Action as Permitted, Definitions, FeatureRef, ObjectKind, ResolvedFeature, parse_time_nanos,
 };
 use quiver_offline::{
-    EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, TrainingSet, read_entity_file,
+    EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, TrainingSet, data_bytes, read_entity_file,
 };
 use quiver_ops::{Caller, FeatureStore, Snapshot};
 use serde::Deserialize;
@@ -72,19 +72,6 @@ impl Default for UploadLimits {
             max_pending_bytes: 1 << 30,
         }
     }
-}
-
-/// Bytes of a table's data (slices counted once, however their buffers are shared).
-fn table_bytes(table: &RecordBatch) -> usize {
-    table
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
-        .sum()
 }
 
 fn over_limit(what: &str, value: usize, setting: &str) -> Status {
@@ -414,7 +401,7 @@ impl TrainingSetService {
         while let Some(batch) = decoder.next().await {
             let batch = batch.map_err(|e| invalid(format!("unreadable entity table: {e}")))?;
             rows += batch.num_rows();
-            bytes += table_bytes(&batch);
+            bytes += data_bytes(&batch);
             if rows > self.uploads.max_rows {
                 return Err(over_limit("rows", self.uploads.max_rows, "max_upload_rows"));
             }
@@ -725,8 +712,8 @@ impl FlightService for TrainingSetService {
             .lock()
             .map_err(|_| Status::internal("poisoned lock"))?;
         pending.retain(|_, (at, _)| at.elapsed() < PENDING_TTL);
-        let held: usize = pending.values().map(|(_, t)| table_bytes(t)).sum();
-        if held + table_bytes(&table) > self.uploads.max_pending_bytes {
+        let held: usize = pending.values().map(|(_, t)| data_bytes(t)).sum();
+        if held + data_bytes(&table) > self.uploads.max_pending_bytes {
             return Err(Status::resource_exhausted(format!(
                 "uploaded entity tables waiting for their DoGet are over the limit of {} MiB (server.limits.max_pending_upload_mb); fetch them, or retry after {} s",
                 self.uploads.max_pending_bytes >> 20,
