@@ -235,15 +235,43 @@ fn bad_flight_requests_get_clear_statuses() {
         let e = exchange(&mut c, &command, no_key).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("'driver_id'"), "{}", e.message());
-        // Feast apis Quiver does not serve are UNIMPLEMENTED, naming the api.
-        let feast = r#"{"command_id": "1", "api": "offline_write_batch"}"#;
+        // An api Feast does not have is UNIMPLEMENTED, naming it and the ones Quiver answers.
+        let feast = r#"{"command_id": "1", "api": "read_everything"}"#;
         let e = c
             .get_flight_info(FlightDescriptor::new_cmd(feast))
             .await
             .map_err(status)
             .unwrap_err();
         assert_eq!(e.code(), Code::Unimplemented);
-        assert!(e.message().contains("offline_write_batch"));
+        assert!(e.message().contains("'read_everything'"), "{}", e.message());
+        assert!(
+            e.message().contains("offline_write_batch"),
+            "{}",
+            e.message()
+        );
+        // A pull names the source it cannot find, and the column it cannot read.
+        let pull = |source: &str, feature: &str| {
+            serde_json::json!({"command_id": "2", "api": "pull_latest_from_table_or_query",
+                "data_source_name": source, "join_key_columns": ["driver_id"],
+                "feature_name_columns": [feature], "timestamp_field": "event_timestamp",
+                "created_timestamp_column": null, "start_date": "2020-01-01T00:00:00+00:00",
+                "end_date": "2030-01-01T00:00:00+00:00"})
+            .to_string()
+        };
+        let e = exchange(&mut c, &pull("nope", "conv_rate"), entities())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(
+            e.message().contains("no data source 'nope'"),
+            "{}",
+            e.message()
+        );
+        let e = exchange(&mut c, &pull("driver_stats_source", "speed"), entities())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("'speed'"), "{}", e.message());
         // The server is still healthy afterwards.
         let ok = exchange(&mut c, &command, entities()).await.unwrap();
         assert_eq!(ok.num_rows(), 4);
@@ -336,6 +364,71 @@ fn an_entity_table_with_a_column_twice_is_refused() {
         err.message().contains("two columns named 'driver_id'"),
         "{err:?}"
     );
+}
+
+/// Every offline api of Feast's remote store, from Feast 0.67's SDK with its own SQLite online
+/// store: `materialize` through Quiver gives what Quiver's own materialization serves.
+#[test]
+fn feast_offline_apis_through_quiver() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    quiver_ok(repo, &["materialize", "2020-01-01", "now"]);
+    let server = Server::start(repo);
+    let (host, port) = server.flight_host_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/feast_offline.py");
+    let report = python_json(
+        &script,
+        [
+            repo.as_os_str(),
+            host.as_ref(),
+            port.as_ref(),
+            server.http.as_ref(),
+        ],
+    );
+    // pull_latest_from_table_or_query and Feast's materialization.
+    assert_eq!(report["feast_online"], report["quiver_online"], "{report}");
+    assert!(
+        report["quiver_online"]["conv_rate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(serde_json::Value::is_number),
+        "{report}"
+    );
+    assert_eq!(
+        report["pulled_latest"]["trips"], report["quiver_online"]["avg_daily_trips"],
+        "{report}"
+    );
+    assert_eq!(report["pulled_latest"]["rows"], 10, "{report}");
+    // pull_all_from_table_or_query sees the row offline_write_batch appended.
+    let pulled = report["pulled_all"].as_array().unwrap();
+    assert_eq!(pulled[1].as_u64().unwrap(), pulled[0].as_u64().unwrap() + 1);
+    assert_eq!(
+        report["appended_row"],
+        serde_json::json!([{"driver_id": 4242, "customer_id": "C4242", "trips_together": 17, "last_rating": 4.5}])
+    );
+    let appended = std::fs::read_dir(repo.join("data/driver_customer_trips"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("push-")
+        })
+        .count();
+    assert_eq!(appended, 1);
+    // persist writes the saved dataset once, and refuses to replace it.
+    assert_eq!(report["saved_rows"], report["training_rows"], "{report}");
+    assert_eq!(report["saved_rows"], 10, "{report}");
+    let again = report["persist_again"].as_str().unwrap();
+    assert!(again.contains("exists already"), "{again}");
+    // write_logged_features.
+    assert_eq!(report["logged"], 3, "{report}");
+    // entity_df_sql is refused with what to send instead.
+    let sql = report["sql_error"].as_str().unwrap();
+    assert!(sql.contains("send the entity rows as a DataFrame"), "{sql}");
 }
 
 #[test]

@@ -15,6 +15,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// A named object does not exist (a feature view, a feature, a registry version).
     NotFound,
+    /// What the request would create exists already (a saved dataset's file).
+    AlreadyExists,
     /// Someone else changed the state the request was based on (a concurrent apply).
     Conflict,
     /// The request is valid but the system is not in a state to run it (a source whose files

@@ -12,7 +12,6 @@
 //! point-in-time join's order. Incremental runs advance the view's watermark only after all
 //! its rows are durable.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +22,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use quiver_core::{Feature, FeatureView, JoinKey, ScalarType, Source, ValueType, format_nanos};
-use quiver_source::{ROW_BITS, SourceScan, Sources, Task, in_parallel};
+use quiver_source::{
+    NewestVersions, SourceScan, Sources, Task, in_parallel, merge_version, winners_by_task,
+};
 
 use crate::error::{OnlineError, Result};
 use crate::row::{RowVersion, RowWriter, layout_fingerprint};
@@ -481,35 +482,6 @@ impl ViewPlan<'_> {
 /// `(start, end)` of a key in a batch's key buffer, its version, and its row in the batch.
 type Entry = (usize, usize, RowVersion, usize);
 
-/// The newest version of every key of a window (foldhash: SipHash dominated this pass).
-type NewestVersions = HashMap<Vec<u8>, RowVersion, foldhash::fast::RandomState>;
-
-/// For each task, the offsets in its row group of the rows that are some key's newest.
-fn winners_by_task(tasks: &[Task], newest: &NewestVersions) -> Vec<Vec<u32>> {
-    let mut by_file: HashMap<usize, Vec<u64>> = HashMap::new();
-    for (_, _, seq) in newest.values() {
-        by_file
-            .entry(usize::try_from(seq >> ROW_BITS).unwrap_or(usize::MAX))
-            .or_default()
-            .push(seq & ((1 << ROW_BITS) - 1));
-    }
-    for rows in by_file.values_mut() {
-        rows.sort_unstable();
-    }
-    tasks
-        .iter()
-        .map(|t| {
-            let rows = by_file.get(&t.file).map_or(&[][..], Vec::as_slice);
-            let from = rows.partition_point(|&r| r < t.first_row);
-            let to = rows.partition_point(|&r| r < t.first_row + t.rows);
-            rows[from..to]
-                .iter()
-                .map(|r| u32::try_from(r - t.first_row).unwrap_or(u32::MAX))
-                .collect()
-        })
-        .collect()
-}
-
 /// `entries` reduced to the newest row of each key, sorted by key: sorting puts each key's
 /// newest row last in its run, and rows are then written in key order (RocksDB's memtable
 /// inserts sorted keys far faster).
@@ -525,16 +497,6 @@ fn newest_per_key(keys: &[u8], mut entries: Vec<Entry>) -> Vec<Entry> {
         }
     }
     newest
-}
-
-fn merge_version(map: &mut NewestVersions, key: &[u8], version: RowVersion) {
-    match map.get_mut(key) {
-        Some(v) if *v < version => *v = version,
-        Some(_) => {}
-        None => {
-            map.insert(key.to_vec(), version);
-        }
-    }
 }
 
 /// A feature column, downcast once per batch.

@@ -36,8 +36,7 @@ const EVENT_AT: usize = 5;
 const CREATED_AT: usize = 13;
 const SEQUENCE_AT: usize = 21;
 
-/// Orders two rows for newest-wins: event time, then created time, then sequence.
-pub type RowVersion = (i64, i64, u64);
+pub use quiver_source::RowVersion;
 
 /// A fingerprint of a view's feature layout (names and types, in order). Rows written under
 /// another layout are not decoded.

@@ -192,6 +192,51 @@ impl FeatureStore {
         })
     }
 
+    /// Appends `batch`, rows shaped like the files of feature view `view`'s source (source
+    /// column names, as Feast's `offline_write_batch` sends them), to that source: the same
+    /// checks, permissions and append path as an offline push of the view.
+    pub fn append_batch(
+        &self,
+        caller: &Caller,
+        view: &str,
+        batch: &RecordBatch,
+    ) -> Result<PushOutcome> {
+        let snapshot = self.snapshot();
+        let source = snapshot
+            .defs
+            .feature_views
+            .get(view)
+            .and_then(|v| snapshot.defs.sources.get(&v.source))
+            .ok_or_else(|| OpsError::NotFound(format!("no feature view '{view}'")))?;
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+            let name = source
+                .field_mapping
+                .get(field.name())
+                .unwrap_or(field.name());
+            let name = if *name == source.timestamp_field {
+                EVENT_TIME_COLUMNS[0]
+            } else if source.created_timestamp_column.as_ref() == Some(name) {
+                CREATED_COLUMNS[0]
+            } else {
+                name.as_str()
+            };
+            columns.push((
+                name.to_owned(),
+                InputValue::column_of(array.as_ref(), field.name())?,
+            ));
+        }
+        self.push(
+            caller,
+            &PushRequest {
+                name: view.to_owned(),
+                columns,
+                to: PushTarget::Offline,
+                timestamp_unit: None,
+            },
+        )
+    }
+
     /// Checks the shape of a push and reads its times.
     fn check_rows<'a>(
         &self,

@@ -1,5 +1,8 @@
 //! Values as clients send them, checked against declared types.
 
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampNanosecondType};
 use quiver_core::{KeyValue, ScalarType, TimestampUnit, ValueType, parse_time_nanos};
 use quiver_online::FeatureValue;
 
@@ -28,6 +31,73 @@ pub enum InputValue {
 }
 
 impl InputValue {
+    /// The values of an Arrow column (bools, integers, floats, strings, bytes, timestamps of
+    /// any unit and lists of these), or an error naming `column` and its type.
+    pub fn column_of(array: &dyn Array, column: &str) -> Result<Vec<Self>> {
+        let unsupported = || {
+            OpsError::InvalidRequest(format!(
+                "column '{column}' is of type {}, which Quiver cannot store",
+                array.data_type()
+            ))
+        };
+        let values: Vec<Self> = match array.data_type() {
+            DataType::Null => vec![Self::Null; array.len()],
+            DataType::Boolean => collect(array.as_boolean().iter(), Self::Bool),
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Int64 => {
+                let a = cast(array, &DataType::Int64).map_err(|_| unsupported())?;
+                collect(a.as_primitive::<Int64Type>().iter(), Self::Int)
+            }
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                let a = cast(array, &DataType::Float64).map_err(|_| unsupported())?;
+                collect(a.as_primitive::<Float64Type>().iter(), Self::Float)
+            }
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let a = cast(array, &DataType::Utf8).map_err(|_| unsupported())?;
+                collect(a.as_string::<i32>().iter(), |s| Self::String(s.to_owned()))
+            }
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                let a = cast(array, &DataType::Binary).map_err(|_| unsupported())?;
+                collect(a.as_binary::<i32>().iter(), |b| Self::Bytes(b.to_vec()))
+            }
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+                let ns = DataType::Timestamp(TimeUnit::Nanosecond, None);
+                let a = cast(array, &ns).map_err(|_| unsupported())?;
+                collect(
+                    a.as_primitive::<TimestampNanosecondType>().iter(),
+                    Self::Timestamp,
+                )
+            }
+            DataType::List(_) | DataType::LargeList(_) => {
+                let a = cast(
+                    array,
+                    &DataType::LargeList(match array.data_type() {
+                        DataType::List(f) | DataType::LargeList(f) => f.clone(),
+                        _ => return Err(unsupported()),
+                    }),
+                )
+                .map_err(|_| unsupported())?;
+                let list = a.as_list::<i64>();
+                let mut out = Vec::with_capacity(list.len());
+                for i in 0..list.len() {
+                    out.push(if list.is_null(i) {
+                        Self::Null
+                    } else {
+                        Self::List(Self::column_of(list.value(i).as_ref(), column)?)
+                    });
+                }
+                out
+            }
+            _ => return Err(unsupported()),
+        };
+        Ok(values)
+    }
+
     /// What kind of value this is, for messages ("a string").
     pub fn kind(&self) -> &'static str {
         match self {
@@ -106,6 +176,14 @@ impl InputValue {
     }
 }
 
+/// Each value of an Arrow iterator as an input value, nulls as [`InputValue::Null`].
+fn collect<T>(
+    values: impl Iterator<Item = Option<T>>,
+    to: impl Fn(T) -> InputValue,
+) -> Vec<InputValue> {
+    values.map(|v| v.map_or(InputValue::Null, &to)).collect()
+}
+
 fn scalar<'a>(
     t: ScalarType,
     v: &'a InputValue,
@@ -148,6 +226,40 @@ mod tests {
 
     fn what() -> String {
         "feature 'v:f', row 0".into()
+    }
+
+    #[test]
+    fn arrow_columns_become_input_values() {
+        use arrow::array::{
+            Float32Array, ListArray, StringArray, TimestampMicrosecondArray, UInt64Array,
+        };
+        use arrow::datatypes::Int32Type;
+        let times = TimestampMicrosecondArray::from(vec![Some(5), None]).with_timezone("UTC");
+        assert_eq!(
+            InputValue::column_of(&times, "ts").unwrap(),
+            vec![InputValue::Timestamp(5_000), InputValue::Null]
+        );
+        let floats = Float32Array::from(vec![0.5]);
+        assert_eq!(
+            InputValue::column_of(&floats, "f").unwrap(),
+            vec![InputValue::Float(0.5)]
+        );
+        let strings = StringArray::from(vec![Some("a"), None]);
+        assert_eq!(
+            InputValue::column_of(&strings, "s").unwrap(),
+            vec![InputValue::String("a".into()), InputValue::Null]
+        );
+        let lists = ListArray::from_iter_primitive::<Int32Type, _, _>([Some(vec![Some(1)]), None]);
+        assert_eq!(
+            InputValue::column_of(&lists, "l").unwrap(),
+            vec![InputValue::List(vec![InputValue::Int(1)]), InputValue::Null]
+        );
+        // A u64 may not fit an int64: refused, naming the column.
+        let err = InputValue::column_of(&UInt64Array::from(vec![1]), "big").unwrap_err();
+        assert!(
+            err.to_string().contains("column 'big' is of type UInt64"),
+            "{err}"
+        );
     }
 
     #[test]

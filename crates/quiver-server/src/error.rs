@@ -31,6 +31,7 @@ pub fn grpc_code(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::Conflict => Code::Aborted,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::Unavailable => Code::Unavailable,
@@ -50,7 +51,7 @@ pub fn http_status(kind: ErrorKind) -> http::StatusCode {
     match kind {
         ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => S::BAD_REQUEST,
         ErrorKind::NotFound => S::NOT_FOUND,
-        ErrorKind::Conflict => S::CONFLICT,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => S::CONFLICT,
         ErrorKind::Unavailable => S::SERVICE_UNAVAILABLE,
         ErrorKind::StorageFull => S::INSUFFICIENT_STORAGE,
         ErrorKind::Unimplemented => S::NOT_IMPLEMENTED,

@@ -11,9 +11,10 @@
 //! Feast (`offline_store: type: remote`): a JSON command carrying `"api"`, either with
 //! `DoExchange` (entity table in, training set out: what Feast 0.5x and later send) or as
 //! `DoPut` of the entity table, then `GetFlightInfo` and `DoGet` with that command as the
-//! ticket (the older flow the compatibility notes describe). Of Feast's other apis,
-//! `validate_data_source` (DoPut) and `get_table_column_names_and_types_from_data_source`
-//! (DoExchange) are answered for file sources under the data root (`feast_sources`).
+//! ticket (the older flow the compatibility notes describe). Feast's other apis are answered
+//! by `feast_offline`: its reads with `DoExchange` (a source's columns, pulls), its writes
+//! with `DoPut` (validating a source, `offline_write_batch`, `write_logged_features`,
+//! `persist`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,14 +39,15 @@ use quiver_core::{
     Action as Permitted, Definitions, FeatureRef, ObjectKind, ResolvedFeature, parse_time_nanos,
 };
 use quiver_offline::{
-    EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, TrainingSet, data_bytes, read_entity_file,
+    EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, PullMode, TrainingSet, data_bytes,
+    read_entity_file,
 };
 use quiver_ops::{Caller, FeatureStore, Snapshot};
 use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{join_status, status};
-use crate::feast_sources;
+use crate::feast_offline;
 use crate::gate::caller_of;
 use crate::grpc::blocking;
 
@@ -121,16 +123,75 @@ struct FeastCommand {
     /// Feast's `DataSource` proto as JSON (the data-source apis).
     #[serde(default)]
     data_source_proto: Option<String>,
+    /// A data source by name (pulls), or where `persist` writes.
+    #[serde(default)]
+    data_source_name: Option<String>,
+    #[serde(default)]
+    join_key_columns: Vec<String>,
+    #[serde(default)]
+    feature_name_columns: Vec<String>,
+    #[serde(default)]
+    timestamp_field: Option<String>,
+    #[serde(default)]
+    created_timestamp_column: Option<String>,
+    /// The view `offline_write_batch` writes to.
+    #[serde(default)]
+    feature_view_names: Vec<String>,
+    /// The service `write_logged_features` logs for.
+    #[serde(default)]
+    feature_service_name: Option<String>,
+    /// The retrieval `persist` saves.
+    #[serde(default)]
+    retrieve_func: Option<String>,
+    #[serde(default)]
+    allow_overwrite: bool,
 }
 
-/// Feast's apis that ask about a data source rather than join.
+impl FeastCommand {
+    /// The pull this command asks for, if it is one.
+    fn pull(&self, api: &str) -> Option<feast_offline::PullCommand> {
+        let mode = match api {
+            PULL_LATEST => PullMode::Latest,
+            PULL_ALL => PullMode::All,
+            _ => return None,
+        };
+        Some(feast_offline::PullCommand {
+            data_source_name: self.data_source_name.clone(),
+            join_key_columns: self.join_key_columns.clone(),
+            feature_name_columns: self.feature_name_columns.clone(),
+            timestamp_field: self.timestamp_field.clone(),
+            created_timestamp_column: self.created_timestamp_column.clone(),
+            start_date: self.start_date.clone(),
+            end_date: self.end_date.clone(),
+            mode,
+        })
+    }
+}
+
+/// Feast's remote offline store apis, every one of which Quiver answers.
+const HISTORICAL: &str = "get_historical_features";
 const VALIDATE_SOURCE: &str = "validate_data_source";
 const SOURCE_COLUMNS: &str = "get_table_column_names_and_types_from_data_source";
+const PULL_LATEST: &str = "pull_latest_from_table_or_query";
+const PULL_ALL: &str = "pull_all_from_table_or_query";
+const WRITE_BATCH: &str = "offline_write_batch";
+const WRITE_LOGGED: &str = "write_logged_features";
+const PERSIST: &str = "persist";
+const FEAST_APIS: [&str; 8] = [
+    HISTORICAL,
+    VALIDATE_SOURCE,
+    SOURCE_COLUMNS,
+    PULL_LATEST,
+    PULL_ALL,
+    WRITE_BATCH,
+    WRITE_LOGGED,
+    PERSIST,
+];
 
 /// A parsed descriptor or ticket.
 enum ParsedCommand {
     Native(Command),
-    Feast(FeastCommand),
+    Feast(Box<FeastCommand>),
 }
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -143,7 +204,7 @@ fn parse_command(bytes: &[u8]) -> Result<ParsedCommand, Status> {
     if value.get("api").is_some() {
         let c: FeastCommand = serde_json::from_value(value)
             .map_err(|e| invalid(format!("invalid Feast command: {e}")))?;
-        return Ok(ParsedCommand::Feast(c));
+        return Ok(ParsedCommand::Feast(Box::new(c)));
     }
     let c: Command = serde_json::from_value(value)
         .map_err(|e| invalid(format!("invalid training-set command: {e}")))?;
@@ -230,16 +291,16 @@ impl TrainingSetService {
             .map_err(|e| status(&e))
     }
 
-    /// Runs a join of `features` (resolved against `snapshot`) on a blocking thread and streams
-    /// the result as Flight data, once `caller` may read them.
-    async fn run(
+    /// Runs a join of `features` (resolved against `snapshot`) on a blocking thread once
+    /// `caller` may read them: the training set's schema and batches.
+    async fn training_set(
         &self,
         caller: &Caller,
         snapshot: Arc<Snapshot>,
         (features, service): (Vec<ResolvedFeature>, Option<&str>),
         as_of_created: bool,
         rows: EntityRows,
-    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+    ) -> Result<(SchemaRef, Batches), Status> {
         self.authorize(caller, &snapshot, &features, service)?;
         let sources = Arc::clone(self.store.sources());
         let options = JoinOptions {
@@ -274,7 +335,7 @@ impl TrainingSetService {
                 }
             }
         });
-        Ok(encode(schema, batches))
+        Ok((schema, batches))
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -284,12 +345,12 @@ impl TrainingSetService {
     /// Answers a Feast command with the entity table it came with (`DoExchange`) or that was
     /// uploaded for it (`DoPut`). Feast sends a one-column `key` placeholder table when the
     /// rows are a time range (`start_date`, `end_date`).
-    async fn run_feast(
+    async fn feast_training_set(
         &self,
         caller: &Caller,
         command: FeastCommand,
         uploaded: Option<RecordBatch>,
-    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+    ) -> Result<(SchemaRef, Batches), Status> {
         let snapshot = self.snapshot();
         check_feast(&command, &snapshot.defs)?;
         let features = snapshot
@@ -314,7 +375,7 @@ impl TrainingSetService {
                 ));
             }
         };
-        self.run(caller, snapshot, (features, None), false, rows)
+        self.training_set(caller, snapshot, (features, None), false, rows)
             .await
     }
 
@@ -339,14 +400,16 @@ impl TrainingSetService {
             }
         };
         let service = command.feature_service.as_deref();
-        self.run(
-            caller,
-            snapshot,
-            (features, service),
-            command.as_of_created,
-            rows,
-        )
-        .await
+        let (schema, batches) = self
+            .training_set(
+                caller,
+                snapshot,
+                (features, service),
+                command.as_of_created,
+                rows,
+            )
+            .await?;
+        Ok(encode(schema, batches))
     }
 
     /// The schema of a command's training set for the minimal entity table (join keys and
@@ -374,6 +437,64 @@ impl TrainingSetService {
             join.output_schema(&entity).map_err(|e| status(&e))
         })
         .await
+    }
+
+    /// Holds an entity table Feast uploaded with `DoPut` for the `DoGet` that follows.
+    fn hold_upload(
+        &self,
+        caller: &Caller,
+        snapshot: &Snapshot,
+        command: &FeastCommand,
+        key: Bytes,
+        table: RecordBatch,
+    ) -> Result<(), Status> {
+        // Only a caller who may read the training set may leave its entity table here.
+        let features = snapshot
+            .defs
+            .resolve(&feature_refs(&command.feature_refs)?, false)
+            .map_err(|e| status(&e))?;
+        self.authorize(caller, snapshot, &features, None)?;
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| Status::internal("poisoned lock"))?;
+        pending.retain(|_, (at, _)| at.elapsed() < PENDING_TTL);
+        let held: usize = pending.values().map(|(_, t)| data_bytes(t)).sum();
+        if held + data_bytes(&table) > self.uploads.max_pending_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "uploaded entity tables waiting for their DoGet are over the limit of {} MiB (server.limits.max_pending_upload_mb); fetch them, or retry after {} s",
+                self.uploads.max_pending_bytes >> 20,
+                PENDING_TTL.as_secs()
+            )));
+        }
+        pending.insert(key, (Instant::now(), table));
+        Ok(())
+    }
+
+    /// Feast's `persist`: runs the retrieval the command names (`retrieve_func`, with the
+    /// uploaded entity table for a training set) and writes it as the saved dataset's file.
+    async fn persist(
+        &self,
+        caller: &Caller,
+        command: FeastCommand,
+        table: RecordBatch,
+    ) -> Result<(), Status> {
+        let target = command.data_source_name.clone();
+        let overwrite = command.allow_overwrite;
+        let retrieval = match command.retrieve_func.as_deref() {
+            Some(HISTORICAL) => {
+                self.feast_training_set(caller, command, Some(table))
+                    .await?
+            }
+            Some(api) => match command.pull(api) {
+                Some(pull) => {
+                    feast_offline::pull(&self.store, caller, pull, self.options.threads).await?
+                }
+                None => return Err(invalid(format!("persist: '{api}' is not a retrieval"))),
+            },
+            None => return Err(invalid("persist: retrieve_func is missing")),
+        };
+        feast_offline::persist(&self.store, caller, target.as_deref(), overwrite, retrieval).await
     }
 
     /// Reads a client's entity-table stream; the first message carries the descriptor. The
@@ -427,16 +548,16 @@ impl TrainingSetService {
 
 /// Checks a Feast command's api and project.
 fn check_feast(command: &FeastCommand, defs: &Definitions) -> Result<(), Status> {
-    if !["get_historical_features", VALIDATE_SOURCE, SOURCE_COLUMNS].contains(&command.api.as_str())
-    {
+    if !FEAST_APIS.contains(&command.api.as_str()) {
         return Err(Status::unimplemented(format!(
-            "Feast offline api '{}' is not supported by Quiver (only get_historical_features, {VALIDATE_SOURCE} and {SOURCE_COLUMNS})",
-            command.api
+            "Feast offline api '{}' is not supported by Quiver (it answers {})",
+            command.api,
+            FEAST_APIS.join(", ")
         )));
     }
     if command.entity_df_sql.is_some() {
         return Err(Status::unimplemented(
-            "entity_df_sql is not supported: send the entity rows as a DataFrame",
+            "entity_df_sql is not supported: Quiver runs no SQL; send the entity rows as a DataFrame, or a start_date and end_date",
         ));
     }
     match &command.project {
@@ -459,10 +580,10 @@ fn minimal_entity_schema(keys: impl Iterator<Item = Field>) -> Schema {
 }
 
 /// A training set's batches, or the error that ended it.
-type Batches = BoxStream<'static, Result<RecordBatch, FlightError>>;
+pub(crate) type Batches = BoxStream<'static, Result<RecordBatch, FlightError>>;
 
 /// Batches produced on a blocking thread (`blocking_send`), as a stream.
-fn batch_channel() -> (
+pub(crate) fn batch_channel() -> (
     tokio::sync::mpsc::Sender<Result<RecordBatch, FlightError>>,
     Batches,
 ) {
@@ -487,7 +608,7 @@ fn encode(schema: SchemaRef, batches: Batches) -> BoxStream<'static, Result<Flig
 }
 
 /// The training set of a time range, joined slice by slice on a blocking thread
-/// ([`PointInTimeJoin::run_range`]) and streamed as it is produced.
+/// ([`PointInTimeJoin::run_range`]) and produced as a stream.
 async fn stream_range(
     snapshot: Arc<Snapshot>,
     sources: Arc<quiver_source::Sources>,
@@ -495,7 +616,7 @@ async fn stream_range(
     options: JoinOptions,
     start: i64,
     end: i64,
-) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+) -> Result<(SchemaRef, Batches), Status> {
     let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
     let (tx, batches) = batch_channel();
     tokio::task::spawn_blocking(move || {
@@ -520,7 +641,7 @@ async fn stream_range(
     let schema = schema_rx
         .await
         .map_err(|_| Status::internal("the join's task ended early"))??;
-    Ok(encode(schema, batches))
+    Ok((schema, batches))
 }
 
 fn schema_result(schema: &Schema) -> Result<SchemaResult, Status> {
@@ -673,7 +794,9 @@ impl FlightService for TrainingSetService {
                     .map_err(|_| Status::internal("poisoned lock"))?
                     .remove(&ticket)
                     .map(|(_, t)| t);
-                self.run_feast(&caller, command, uploaded).await?
+                let (schema, batches) =
+                    self.feast_training_set(&caller, *command, uploaded).await?;
+                encode(schema, batches)
             }
         };
         Ok(Response::new(stream))
@@ -692,35 +815,43 @@ impl FlightService for TrainingSetService {
         };
         let snapshot = self.snapshot();
         check_feast(&command, &snapshot.defs)?;
-        if command.api == VALIDATE_SOURCE {
-            feast_sources::source_schema(
-                &self.store,
-                &caller,
-                command.data_source_proto.as_deref(),
-            )
-            .await?;
-            return Ok(Response::new(futures::stream::empty().boxed()));
+        match command.api.as_str() {
+            VALIDATE_SOURCE => {
+                feast_offline::source_schema(
+                    &self.store,
+                    &caller,
+                    command.data_source_proto.as_deref(),
+                )
+                .await?;
+            }
+            WRITE_BATCH => {
+                feast_offline::write_batch(
+                    &self.store,
+                    &caller,
+                    &command.feature_view_names,
+                    table,
+                )
+                .await?;
+            }
+            WRITE_LOGGED => {
+                feast_offline::write_logged_features(
+                    &self.store,
+                    &caller,
+                    command.feature_service_name.as_deref(),
+                    table,
+                )
+                .await?;
+            }
+            PERSIST => self.persist(&caller, *command, table).await?,
+            HISTORICAL => {
+                self.hold_upload(&caller, &snapshot, &command, descriptor.cmd, table)?;
+            }
+            api => {
+                return Err(invalid(format!(
+                    "Feast's '{api}' is sent with DoExchange, not DoPut"
+                )));
+            }
         }
-        // Only a caller who may read the training set may leave its entity table here.
-        let features = snapshot
-            .defs
-            .resolve(&feature_refs(&command.feature_refs)?, false)
-            .map_err(|e| status(&e))?;
-        self.authorize(&caller, &snapshot, &features, None)?;
-        let mut pending = self
-            .pending
-            .lock()
-            .map_err(|_| Status::internal("poisoned lock"))?;
-        pending.retain(|_, (at, _)| at.elapsed() < PENDING_TTL);
-        let held: usize = pending.values().map(|(_, t)| data_bytes(t)).sum();
-        if held + data_bytes(&table) > self.uploads.max_pending_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "uploaded entity tables waiting for their DoGet are over the limit of {} MiB (server.limits.max_pending_upload_mb); fetch them, or retry after {} s",
-                self.uploads.max_pending_bytes >> 20,
-                PENDING_TTL.as_secs()
-            )));
-        }
-        pending.insert(descriptor.cmd, (Instant::now(), table));
         Ok(Response::new(futures::stream::empty().boxed()))
     }
 
@@ -749,24 +880,37 @@ impl FlightService for TrainingSetService {
         let (descriptor, table) = self.read_upload(request.into_inner()).await?;
         let command = match parse_command(&descriptor.cmd)? {
             ParsedCommand::Native(command) => command,
-            // Feast's remote offline store (0.5x and later) sends its command this way.
-            ParsedCommand::Feast(command) if command.api == SOURCE_COLUMNS => {
-                check_feast(&command, &self.snapshot().defs)?;
-                let schema = feast_sources::source_schema(
-                    &self.store,
-                    &caller,
-                    command.data_source_proto.as_deref(),
-                )
-                .await?;
-                let table = feast_sources::columns_table(&schema)?;
-                let schema = table.schema();
-                let batches = futures::stream::iter([Ok(table)]).boxed();
-                return Ok(Response::new(encode(schema, batches)));
-            }
+            // Feast's remote offline store (0.5x and later) sends its reads this way.
             ParsedCommand::Feast(command) => {
-                return Ok(Response::new(
-                    self.run_feast(&caller, command, Some(table)).await?,
-                ));
+                check_feast(&command, &self.snapshot().defs)?;
+                let (schema, batches) = match command.api.as_str() {
+                    SOURCE_COLUMNS => {
+                        let schema = feast_offline::source_schema(
+                            &self.store,
+                            &caller,
+                            command.data_source_proto.as_deref(),
+                        )
+                        .await?;
+                        let table = feast_offline::columns_table(&schema)?;
+                        (table.schema(), futures::stream::iter([Ok(table)]).boxed())
+                    }
+                    HISTORICAL => {
+                        self.feast_training_set(&caller, *command, Some(table))
+                            .await?
+                    }
+                    api => match command.pull(api) {
+                        Some(pull) => {
+                            feast_offline::pull(&self.store, &caller, pull, self.options.threads)
+                                .await?
+                        }
+                        None => {
+                            return Err(invalid(format!(
+                                "Feast's '{api}' is sent with DoPut, not DoExchange"
+                            )));
+                        }
+                    },
+                };
+                return Ok(Response::new(encode(schema, batches)));
             }
         };
         if command.entities.is_some() || command.start.is_some() || command.end.is_some() {
@@ -776,8 +920,8 @@ impl FlightService for TrainingSetService {
         }
         let snapshot = self.snapshot();
         let features = resolve(&snapshot.defs, &command)?;
-        let stream = self
-            .run(
+        let (schema, batches) = self
+            .training_set(
                 &caller,
                 snapshot,
                 (features, command.feature_service.as_deref()),
@@ -785,6 +929,6 @@ impl FlightService for TrainingSetService {
                 EntityRows::Table(table),
             )
             .await?;
-        Ok(Response::new(stream))
+        Ok(Response::new(encode(schema, batches)))
     }
 }

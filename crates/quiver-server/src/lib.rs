@@ -11,7 +11,7 @@ mod codec;
 pub mod connection;
 mod error;
 mod feast;
-mod feast_sources;
+mod feast_offline;
 mod flight;
 mod gate;
 mod grpc;

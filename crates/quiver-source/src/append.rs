@@ -182,6 +182,49 @@ impl Sources {
         Ok(path)
     }
 
+    /// Writes `batches` as the Parquet file `path` (under the data root; missing folders are
+    /// created), whole and durable before it is visible. An existing file is replaced only
+    /// when `overwrite` is set, and then atomically. Returns the file's path.
+    pub fn write_dataset(
+        &self,
+        path: &str,
+        schema: &Schema,
+        batches: &mut dyn Iterator<Item = Result<RecordBatch>>,
+        overwrite: bool,
+    ) -> Result<PathBuf> {
+        let target = self.resolve(path)?;
+        let folder = target.parent().unwrap_or(Path::new("."));
+        if target.is_dir() {
+            return Err(SourceError::OutsideDataRoot {
+                path: path.to_owned(),
+            });
+        }
+        fs::create_dir_all(folder).map_err(SourceError::io(folder))?;
+        if !overwrite && target.exists() {
+            return Err(SourceError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        let (tmp, _) = write_tmp(folder, schema, batches)?;
+        let published = if overwrite {
+            fs::rename(&tmp, &target)
+        } else {
+            fs::hard_link(&tmp, &target)
+        };
+        let _ = fs::remove_file(&tmp);
+        match published {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SourceError::Exists {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => return Err(SourceError::io(&target)(e)),
+        }
+        sync_dir(folder)?;
+        Ok(target)
+    }
+
     /// Removes a file published by [`Sources::write_file`] (when what it belonged to failed).
     pub fn remove_file(&self, path: &Path) -> Result<()> {
         fs::remove_file(path).map_err(SourceError::io(path))?;

@@ -69,6 +69,12 @@ pub enum SourceError {
         /// The path as it was given.
         path: String,
     },
+    /// A file that would be replaced, when replacing was not asked for.
+    #[error("'{path}' exists already (allow overwriting it to replace it)")]
+    Exists {
+        /// The path as it was given.
+        path: String,
+    },
     /// A file or folder could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -95,6 +101,7 @@ impl HasKind for SourceError {
             | Self::NotAFolder { .. } => ErrorKind::FailedPrecondition,
             Self::InvalidRows { .. } => ErrorKind::InvalidArgument,
             Self::OutsideDataRoot { .. } => ErrorKind::PermissionDenied,
+            Self::Exists { .. } => ErrorKind::AlreadyExists,
             Self::Io { source, .. } => ErrorKind::of_io(source),
         }
     }

@@ -9,6 +9,7 @@
 //! - [`scan`]: one view's source opened for reading ([`SourceScan`]): file handles held for
 //!   the whole scan, row groups pruned by event time, projected readers, the canonical key
 //!   columns, and the work pool both engines run on ([`in_parallel`]);
+//! - [`newest`]: the newest version of every key of a scan, and where those rows are;
 //! - [`append`]: new files written whole with create-new semantics, and the compaction of
 //!   many small pushed files into one without changing any answer.
 //!
@@ -25,6 +26,7 @@ pub mod append;
 mod cache;
 pub mod error;
 pub mod files;
+pub mod newest;
 pub mod scan;
 pub mod schema;
 pub mod time;
@@ -39,6 +41,7 @@ use quiver_core::{Feature, JoinKey, Source};
 pub use append::{Compaction, PUSH_PREFIX, TEMPORARY_PREFIX, sweep_temporary_files};
 pub use error::{Result, SourceError};
 pub use files::source_files;
+pub use newest::{NewestVersions, RowVersion, merge_version, winners_by_task};
 pub use scan::{BATCH_ROWS, KeyAndTimes, ROW_BITS, SourceScan, Task, in_parallel};
 pub use schema::{SourceSchema, check_view_columns};
 pub use time::nanos;
