@@ -366,8 +366,9 @@ fn an_entity_table_with_a_column_twice_is_refused() {
     );
 }
 
-/// Every offline api of Feast's remote store, from Feast 0.67's SDK with its own SQLite online
-/// store: `materialize` through Quiver gives what Quiver's own materialization serves.
+/// Every offline api of Feast's remote store, from Feast 0.67's CLI and SDK with Feast's own
+/// SQLite online store: `feast apply` infers a schema through Quiver, `feast materialize`
+/// through Quiver gives what Quiver's own materialization serves, `feast plan` shows a change.
 #[test]
 fn feast_offline_apis_through_quiver() {
     let dir = example_repo();
@@ -386,7 +387,22 @@ fn feast_offline_apis_through_quiver() {
             server.http.as_ref(),
         ],
     );
-    // pull_latest_from_table_or_query and Feast's materialization.
+    assert_eq!(
+        report["inferred"],
+        serde_json::json!(["last_rating", "trips_together"]),
+        "{report}"
+    );
+    let plan = report["plan"].as_str().unwrap();
+    assert!(
+        plan.contains("Updated feature view driver_hourly_stats"),
+        "{plan}"
+    );
+    assert!(plan.contains("'team': 'drivers'"), "{plan}");
+    assert_eq!(
+        report["tags_after_apply"],
+        serde_json::json!({"team": "drivers"})
+    );
+    // Feast's materialization (pull_all_from_table_or_query) and pull_latest_from_table_or_query.
     assert_eq!(report["feast_online"], report["quiver_online"], "{report}");
     assert!(
         report["quiver_online"]["conv_rate"]

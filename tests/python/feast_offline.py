@@ -1,9 +1,14 @@
-"""Feast 0.67's SDK with `offline_store: remote` pointed at Quiver's Flight port, and its own
-SQLite online store: every offline api Feast's remote store sends, on Quiver's example data.
+"""Feast 0.67's CLI and SDK with `offline_store: remote` pointed at Quiver's Flight port, and
+Feast's own SQLite online store: every offline api Feast's remote store sends, on Quiver's
+example data, for the repository in feast_repo/ (`feast apply`, `feast materialize`,
+`feast plan` of a change).
 
 Usage: feast_offline.py REPO FLIGHT_HOST FLIGHT_PORT QUIVER_HTTP
 
 Prints one JSON object:
+- "inferred": the features `feast apply` inferred for driver_customer_trips;
+- "plan": what `feast plan` printed for a changed view, "tags_after_apply": its tags after
+  the next `feast apply`;
 - "feast_online" / "quiver_online": driver_hourly_stats for drivers 1001..1010 as Feast reads
   them from SQLite after `materialize` through Quiver, and as Quiver serves them after its
   own materialization ({feature: [values]});
@@ -20,6 +25,9 @@ Prints one JSON object:
 
 import contextlib
 import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -29,59 +37,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
-from feast.feature_logging import LoggingConfig
-from feast.infra.offline_stores.file_source import FileLoggingDestination, SavedDatasetFileStorage
+from feast import FeatureStore
+from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
 from feast.infra.offline_stores.remote import RemoteOfflineStore
-from feast.types import Float32, Int64
 
 DRIVERS = list(range(1001, 1011))
 FEATURES = ["conv_rate", "acc_rate", "avg_daily_trips"]
-
-
-def definitions(repo: Path):
-    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
-    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
-    stats_source = FileSource(
-        name="driver_stats_source",
-        path=str(repo / "data/driver_hourly_stats.parquet"),
-        timestamp_field="event_timestamp",
-        created_timestamp_column="created",
-        field_mapping={"trips": "avg_daily_trips"},
-    )
-    stats = FeatureView(
-        name="driver_hourly_stats",
-        entities=[driver],
-        ttl=timedelta(days=1),
-        schema=[
-            Field(name="conv_rate", dtype=Float32),
-            Field(name="acc_rate", dtype=Float32),
-            Field(name="avg_daily_trips", dtype=Int64),
-        ],
-        source=stats_source,
-        online=True,
-    )
-    trips_source = FileSource(
-        name="driver_customer_source",
-        path=str(repo / "data/driver_customer_trips"),
-        timestamp_field="event_timestamp",
-    )
-    trips = FeatureView(
-        name="driver_customer_trips",
-        entities=[driver, customer],
-        ttl=timedelta(days=7),
-        schema=[Field(name="trips_together", dtype=Int64), Field(name="last_rating", dtype=Float32)],
-        source=trips_source,
-        online=True,
-    )
-    service = FeatureService(
-        name="driver_activity",
-        features=[stats],
-        logging_config=LoggingConfig(
-            destination=FileLoggingDestination(path=str(repo / "feature_logs"))
-        ),
-    )
-    return [driver, customer, stats, trips, service], stats_source, trips_source
 
 
 def quiver_online(http: str) -> dict:
@@ -122,14 +83,33 @@ def run() -> dict:
         f"online_store:\n  type: sqlite\n  path: {work / 'online.db'}\n"
         "entity_key_serialization_version: 3\n"
     )
-    store = FeatureStore(repo_path=str(work))
-    objects, stats_source, trips_source = definitions(repo)
-    store.apply(objects)
-    report = {}
+    shutil.copy(Path(__file__).parent / "feast_repo/features.py", work / "features.py")
+    os.environ["QUIVER_DATA"] = str(repo)
+    feast = str(Path(sys.executable).parent / "feast")
 
-    # pull_latest_from_table_or_query: Feast's materialization into its own online store.
+    def cli(*args):
+        done = subprocess.run(
+            [feast, *args], cwd=work, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"feast {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    report = {}
+    # `feast apply` validates the sources and infers driver_customer_trips' schema through
+    # Quiver; `feast materialize` reads through Quiver into Feast's SQLite online store.
+    cli("apply")
+    store = FeatureStore(repo_path=str(work))
+    sys.path.insert(0, str(work))
+    import features as definitions  # noqa: PLC0415 - the repository written above
+
+    stats_source, trips_source = definitions.stats_source, definitions.trips_source
+    report["inferred"] = sorted(
+        f.name for f in store.get_feature_view("driver_customer_trips").features
+    )
     now = datetime.now(timezone.utc)
-    store.materialize(now - timedelta(days=30), now, feature_views=["driver_hourly_stats"])
+    window = [(now - timedelta(days=30)).isoformat(), now.isoformat()]
+    cli("materialize", *window, "--views", "driver_hourly_stats")
     online = store.get_online_features(
         features=[f"driver_hourly_stats:{f}" for f in FEATURES],
         entity_rows=[{"driver_id": d} for d in DRIVERS],
@@ -221,6 +201,14 @@ def run() -> dict:
     store.write_logged_features(logs=logs, source=service)
     logged = sorted((repo / "feature_logs/driver_activity").glob("*.parquet"))
     report["logged"] = sum(pq.read_table(f).num_rows for f in logged)
+
+    # A change: `feast plan` shows it, then `feast apply` applies it.
+    with open(work / "features.py", "a") as f:
+        f.write('stats.tags = {"team": "drivers"}\n')
+    report["plan"] = cli("plan")
+    cli("apply")
+    store.refresh_registry()
+    report["tags_after_apply"] = store.get_feature_view("driver_hourly_stats").tags
 
     # entity_df_sql: refused with what to send instead.
     try:
