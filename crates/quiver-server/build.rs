@@ -11,6 +11,8 @@ const FILES: &[&str] = &[
     "quiver/v1/operations.proto",
     "feast/types/Value.proto",
     "feast/serving/ServingService.proto",
+    "feast/core/Registry.proto",
+    "feast/registry/RegistryServer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -389,15 +389,29 @@ pub fn load_definitions(
     config: &RepoConfig,
     sources: &Sources,
 ) -> Result<Definitions> {
-    let mut diags = Diagnostics(Vec::new());
-    let mut raw = RawRepo::default();
+    let mut files = Vec::new();
     for file in definition_files(repo, config)? {
         let path = repo.join(&file);
         let text = std::fs::read_to_string(&path).map_err(RegistryError::io(&path))?;
-        parse_file(&file, &text, &mut raw, &mut diags);
+        files.push((file, text));
+    }
+    validate_files(&files, &config.project, sources)
+}
+
+/// Validates definition files given as `(name, text)` as the complete definitions of
+/// `project`, exactly as [`load_definitions`] validates a repository's files.
+pub fn validate_files(
+    files: &[(PathBuf, String)],
+    project: &str,
+    sources: &Sources,
+) -> Result<Definitions> {
+    let mut diags = Diagnostics(Vec::new());
+    let mut raw = RawRepo::default();
+    for (file, text) in files {
+        parse_file(file, text, &mut raw, &mut diags);
     }
     let defs = Validator {
-        project: config.project.clone(),
+        project: project.to_owned(),
         sources,
         diags: &mut diags,
         locations: HashMap::new(),
@@ -409,6 +423,151 @@ pub fn load_definitions(
     } else {
         Err(RegistryError::Invalid(diags.0))
     }
+}
+
+/// `defs` as the text of one definition file (JSON, which is YAML) that [`validate_files`]
+/// reads back as the same definitions: for definitions built by a program (another
+/// protocol's objects) to be validated exactly as a repository's files are.
+pub fn definitions_file(defs: &Definitions) -> String {
+    use serde_json::{Value, json};
+    let text = |s: &str| (!s.is_empty()).then(|| json!(s));
+    let object = |pairs: Vec<(&str, Option<Value>)>| {
+        Value::Object(
+            pairs
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                .collect(),
+        )
+    };
+    let common = |description: &str, owner: &str, tags: &Tags| {
+        vec![
+            ("description", text(description)),
+            ("owner", text(owner)),
+            ("tags", (!tags.is_empty()).then(|| json!(tags))),
+        ]
+    };
+    let entities: Vec<Value> = defs
+        .entities
+        .values()
+        .map(|e| {
+            let keys: Vec<Value> = e
+                .join_keys
+                .iter()
+                .map(|k| json!({"name": k.name, "type": k.key_type.to_string()}))
+                .collect();
+            let mut pairs = vec![
+                ("name", Some(json!(e.name))),
+                ("join_keys", Some(json!(keys))),
+            ];
+            pairs.extend(common(&e.description, &e.owner, &e.tags));
+            object(pairs)
+        })
+        .collect();
+    let sources: Vec<Value> = defs
+        .sources
+        .values()
+        .map(|s| {
+            let mut pairs = vec![
+                ("name", Some(json!(s.name))),
+                ("path", Some(json!(s.path))),
+                ("timestamp_field", Some(json!(s.timestamp_field))),
+                (
+                    "created_timestamp_column",
+                    s.created_timestamp_column.as_ref().map(|c| json!(c)),
+                ),
+                (
+                    "field_mapping",
+                    (!s.field_mapping.is_empty()).then(|| json!(s.field_mapping)),
+                ),
+            ];
+            pairs.extend(common(&s.description, &s.owner, &s.tags));
+            object(pairs)
+        })
+        .collect();
+    let views: Vec<Value> = defs
+        .feature_views
+        .values()
+        .map(|v| {
+            let features: Vec<Value> = v
+                .features
+                .iter()
+                .map(|f| {
+                    object(vec![
+                        ("name", Some(json!(f.name))),
+                        ("type", Some(json!(f.value_type.to_string()))),
+                        ("description", text(&f.description)),
+                    ])
+                })
+                .collect();
+            let mut pairs = vec![
+                ("name", Some(json!(v.name))),
+                ("entities", Some(json!(v.entities))),
+                ("source", Some(json!(v.source))),
+                ("features", Some(json!(features))),
+                ("ttl", Some(json!(v.ttl.to_string()))),
+                (
+                    "materialization",
+                    v.materialization.as_ref().map(|m| {
+                        json!({"every": m.every.to_string(), "lookback": m.lookback.to_string()})
+                    }),
+                ),
+                ("online", Some(json!(v.online))),
+                ("offline", Some(json!(v.offline))),
+            ];
+            pairs.extend(common(&v.description, &v.owner, &v.tags));
+            object(pairs)
+        })
+        .collect();
+    let services: Vec<Value> = defs
+        .feature_services
+        .values()
+        .map(|s| {
+            let features: Vec<String> = s.features.iter().map(ToString::to_string).collect();
+            let mut pairs = vec![
+                ("name", Some(json!(s.name))),
+                ("features", Some(json!(features))),
+            ];
+            pairs.extend(common(&s.description, &s.owner, &s.tags));
+            object(pairs)
+        })
+        .collect();
+    let permissions: Vec<Value> = defs
+        .permissions
+        .values()
+        .map(|p| {
+            let types: Vec<&str> = p.types.iter().map(|k| k.key()).collect();
+            let actions: Vec<String> = p.actions.iter().map(ToString::to_string).collect();
+            object(vec![
+                ("name", Some(json!(p.name))),
+                ("types", (!types.is_empty()).then(|| json!(types))),
+                (
+                    "name_patterns",
+                    (!p.name_patterns.is_empty()).then(|| json!(p.name_patterns)),
+                ),
+                (
+                    "required_tags",
+                    (!p.required_tags.is_empty()).then(|| json!(p.required_tags)),
+                ),
+                ("actions", Some(json!(actions))),
+                ("policy", Some(json!(p.policy))),
+                ("tags", (!p.tags.is_empty()).then(|| json!(p.tags))),
+            ])
+        })
+        .collect();
+    let file = object(vec![
+        ("entities", (!entities.is_empty()).then(|| json!(entities))),
+        ("sources", (!sources.is_empty()).then(|| json!(sources))),
+        ("feature_views", (!views.is_empty()).then(|| json!(views))),
+        (
+            "feature_services",
+            (!services.is_empty()).then(|| json!(services)),
+        ),
+        (
+            "permissions",
+            (!permissions.is_empty()).then(|| json!(permissions)),
+        ),
+    ]);
+    serde_json::to_string_pretty(&file).unwrap_or_default()
 }
 
 struct Validator<'a> {

@@ -37,7 +37,9 @@ pub use config::{
     RepoConfig, RocksDbConfig, Secret, ServerConfig, ServerLimits, ServerTls, TokenEntry,
     load_tokens,
 };
-pub use definitions::{definition_files, is_valid_name, load_definitions};
+pub use definitions::{
+    definition_files, definitions_file, is_valid_name, load_definitions, validate_files,
+};
 pub use error::{Diagnostic, RegistryError, Result};
 pub use plan::{Action, Change, Plan};
 pub use store::{BlobStore, LocalBlobStore, Registry, RegistryVersion};

@@ -11,10 +11,14 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
-use quiver_core::{ErrorKind, HasKind, ScalarType, TimestampUnit, ValueType, format_nanos};
-use quiver_online::{FeatureValue, FieldStatus, OnlineFeatures};
+use quiver_core::{
+    ErrorKind, HasKind, ScalarType, TimestampUnit, ValueType, format_nanos, now_nanos,
+    parse_time_nanos,
+};
+use quiver_online::{FeatureValue, FieldStatus, OnlineFeatures, Window};
 use quiver_ops::{
-    Caller, FeatureSpec, FeatureStore, InputValue, Limits, OpsError, PushRequest, PushTarget,
+    Caller, FeatureSpec, FeatureStore, InputValue, Limits, MaterializeRequest, OpsError,
+    PushRequest, PushTarget,
 };
 
 use crate::gate::caller_of;
@@ -242,6 +246,8 @@ pub fn http_router(store: Arc<FeatureStore>) -> Router {
         .route("/get-online-features", post(get_online_features))
         .route("/push", post(push))
         .route("/write-to-online-store", post(write_to_online_store))
+        .route("/materialize", post(materialize))
+        .route("/materialize-incremental", post(materialize_incremental))
         .with_state(store)
 }
 
@@ -600,4 +606,85 @@ async fn write_to_online_store(
         .ok_or_else(|| bad("missing \"feature_view_name\""))?;
     let request = body.request(view, PushTarget::Online, &store.options().limits)?;
     run_push(store, caller, request).await
+}
+
+/// The body of Feast's `/materialize` (what `feast materialize` posts when the online store is
+/// remote): Quiver materializes its own online store, synchronously.
+#[derive(Deserialize)]
+struct MaterializeBody {
+    #[serde(default)]
+    start_ts: Option<String>,
+    #[serde(default)]
+    end_ts: Option<String>,
+    #[serde(default)]
+    feature_views: Option<Vec<String>>,
+    /// Every row up to now, whatever its time.
+    #[serde(default)]
+    disable_event_timestamp: bool,
+}
+
+/// The body of Feast's `/materialize-incremental`.
+#[derive(Deserialize)]
+struct MaterializeIncrementalBody {
+    end_ts: String,
+    #[serde(default)]
+    feature_views: Option<Vec<String>>,
+}
+
+fn body_time(text: Option<&str>, field: &str) -> Result<i64, HttpError> {
+    let text = text.ok_or_else(|| bad(format!("missing \"{field}\"")))?;
+    parse_time_nanos(text).map_err(|e| bad(format!("{field}: {e}")))
+}
+
+async fn materialize(
+    State(store): State<Arc<FeatureStore>>,
+    caller: HttpCaller,
+    body: Bytes,
+) -> Result<axum::Json<Json>, HttpError> {
+    let body: MaterializeBody = parse_body(&body)?;
+    let window = if body.disable_event_timestamp {
+        Window::Range {
+            start: i64::MIN,
+            end: now_nanos(),
+        }
+    } else {
+        Window::Range {
+            start: body_time(body.start_ts.as_deref(), "start_ts")?,
+            end: body_time(body.end_ts.as_deref(), "end_ts")?,
+        }
+    };
+    run_materialize(store, caller, body.feature_views, window).await
+}
+
+async fn materialize_incremental(
+    State(store): State<Arc<FeatureStore>>,
+    caller: HttpCaller,
+    body: Bytes,
+) -> Result<axum::Json<Json>, HttpError> {
+    let body: MaterializeIncrementalBody = parse_body(&body)?;
+    let window = Window::Incremental {
+        end: body_time(Some(&body.end_ts), "end_ts")?,
+        lookback: std::time::Duration::ZERO,
+    };
+    run_materialize(store, caller, body.feature_views, window).await
+}
+
+async fn run_materialize(
+    store: Arc<FeatureStore>,
+    caller: HttpCaller,
+    views: Option<Vec<String>>,
+    window: Window,
+) -> Result<axum::Json<Json>, HttpError> {
+    let request = MaterializeRequest::manual(views.unwrap_or_default(), window);
+    let reports = blocking(move || {
+        store
+            .materialize(&caller.0, &request, &|_| {}, None)
+            .map_err(|e| status(&e))
+    })
+    .await?;
+    let views: Vec<Json> = reports
+        .iter()
+        .map(|r| json!({"feature_view": r.view, "rows_written": r.rows_written}))
+        .collect();
+    Ok(axum::Json(json!({"status": "ok", "feature_views": views})))
 }

@@ -19,6 +19,14 @@ pub mod feast {
     pub mod serving {
         tonic::include_proto!("feast.serving");
     }
+    /// `feast.core`: registry objects.
+    pub mod core {
+        tonic::include_proto!("feast.core");
+    }
+    /// `feast.registry`: the registry service.
+    pub mod registry {
+        tonic::include_proto!("feast.registry");
+    }
 }
 
 /// Every service's encoded file descriptors, for server reflection.

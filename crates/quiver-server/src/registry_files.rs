@@ -1,11 +1,10 @@
 //! Validating definition files sent over the network exactly as `quiver apply` validates a
-//! repository: they are laid out in a scratch repository whose sources are the served ones.
+//! repository's, against the served sources.
 
 use std::collections::HashMap;
 
 use quiver_core::Definitions;
 use quiver_ops::FeatureStore;
-use quiver_registry::{RegistryError, load_definitions};
 use tonic::Status;
 
 use crate::error::status;
@@ -18,7 +17,7 @@ pub(crate) fn validate_files(
     if files.is_empty() {
         return Err(Status::invalid_argument("no definition files given"));
     }
-    let scratch = tempfile::tempdir().map_err(|e| Status::internal(e.to_string()))?;
+    let mut named = Vec::with_capacity(files.len());
     for (name, text) in files {
         let valid = !name.is_empty()
             && !name.starts_with('.')
@@ -31,16 +30,9 @@ pub(crate) fn validate_files(
                 "invalid definition file name '{name}' (expected a plain name ending in .yaml)"
             )));
         }
-        std::fs::write(scratch.path().join(name), text)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        named.push((name.into(), text.clone()));
     }
-    let mut config = store.config().clone();
-    config.registry = "registry".into();
-    load_definitions(scratch.path(), &config, store.sources()).map_err(|e| match e {
-        RegistryError::Invalid(_) => Status::invalid_argument(
-            e.to_string()
-                .replace(&format!("{}/", scratch.path().display()), ""),
-        ),
-        other => status(&other),
-    })
+    named.sort();
+    quiver_registry::validate_files(&named, &store.config().project, store.sources())
+        .map_err(|e| status(&e))
 }

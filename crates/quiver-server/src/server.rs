@@ -13,10 +13,12 @@ use tokio::net::TcpListener;
 use crate::connection::{ConnectionInfo, ConnectionLimits, Incoming, TlsFiles};
 use crate::error::{Result, ServerError};
 use crate::feast::{FeastServing, http_router};
+use crate::feast_registry::FeastRegistry;
 use crate::flight::{TrainingSetService, UploadLimits};
 use crate::gate::{Gate, Protocol};
 use crate::grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
 use crate::jwks::KeyFetcher;
+use crate::proto::feast::registry::registry_server_server::RegistryServerServer;
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::materialization_service_server::MaterializationServiceServer;
 use crate::proto::quiver::v1::online_service_server::OnlineServiceServer;
@@ -280,6 +282,9 @@ pub async fn serve(
                 .max_decoding_message_size(max_request_bytes),
         )
         .add_service(RegistryServiceServer::new(RegistryGrpc::new(Arc::clone(
+            &store,
+        ))))
+        .add_service(RegistryServerServer::new(FeastRegistry::new(Arc::clone(
             &store,
         ))))
         .add_service(MaterializationServiceServer::new(MaterializationGrpc::new(

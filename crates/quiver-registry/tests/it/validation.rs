@@ -466,3 +466,29 @@ fn permissions_are_validated_and_expanded() {
         &["permissions.yaml:2", "exactly one of 'roles' and 'groups'"],
     );
 }
+
+#[test]
+fn definitions_written_as_a_file_validate_back_to_the_same_definitions() {
+    let repo = TestRepo::new();
+    repo.write("features.yaml", VALID).write(
+        "more.yaml",
+        "permissions:\n  - name: readers\n    types: [feature_view]\n    name_patterns: ['driver_.*']\n    required_tags: {team: a}\n    actions: [read]\n    policy: {groups: [analysts]}\n    tags: {x: y}\n",
+    );
+    let mut defs = repo.load().unwrap();
+    let view = defs.feature_views.get_mut("driver_stats").unwrap();
+    view.description = "Driver statistics.".into();
+    view.materialization = Some(quiver_core::Schedule {
+        every: "1h".parse().unwrap(),
+        lookback: "10m".parse().unwrap(),
+    });
+    defs.feature_views.get_mut("driver_place").unwrap().online = false;
+    let file = quiver_registry::definitions_file(&defs);
+    let sources = quiver_source::Sources::new(repo.path());
+    let again = quiver_registry::validate_files(
+        &[("definitions.json".into(), file.clone())],
+        "test",
+        &sources,
+    )
+    .unwrap();
+    assert_eq!(again, defs, "{file}");
+}
