@@ -57,20 +57,24 @@ fn a_feast_repository_runs_against_quiver_unchanged() {
     assert!(dump.contains("\"driver_stats_source\""), "{dump}");
     let unchanged = report["plan_unchanged"].as_str().unwrap();
     assert!(unchanged.contains("No changes to registry"), "{unchanged}");
-    let views = quiver_ok(repo, &["--json", "list", "views"]).json();
-    let names: Vec<&str> = views
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["driver_customer_trips", "driver_hourly_stats"]);
-    // The schema Feast inferred through Quiver is what Quiver registered.
-    assert_eq!(views[0]["features"][0]["name"], "trips_together");
+    // What Feast applied is what Quiver registered (the schema Feast inferred through Quiver
+    // included), in the version after Quiver's own.
+    let applied = quiver_ok(repo, &["--json", "registry", "show", "2"]).json();
+    let views = &applied["definitions"]["feature_views"];
+    assert_eq!(
+        views.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["driver_customer_trips", "driver_hourly_stats"],
+        "{applied}"
+    );
+    assert_eq!(
+        views["driver_customer_trips"]["features"][0]["name"],
+        "trips_together"
+    );
     let log = quiver_ok(repo, &["registry", "log"]).stdout;
     let feast_versions = log.lines().filter(|l| l.contains("feast (")).count();
-    // Two `feast apply`s (the second with a change); the refused one registered nothing.
-    assert_eq!(feast_versions, 2, "{log}");
+    // Two `feast apply`s (the second with a change) and `feast teardown`; the refused apply
+    // registered nothing.
+    assert_eq!(feast_versions, 3, "{log}");
     // `feast materialize` ran Quiver's materialization; the SDK reads through Quiver.
     let online = &report["online"];
     assert!(
@@ -82,6 +86,19 @@ fn a_feast_repository_runs_against_quiver_unchanged() {
         "{report}"
     );
     assert_eq!(report["historical"], online["conv_rate"], "{report}");
+    // A saved dataset is registered and read back through Quiver.
+    let saved = &report["saved"];
+    assert_eq!(
+        saved["listed"],
+        serde_json::json!(["driver_training"]),
+        "{report}"
+    );
+    assert_eq!(
+        saved["features"],
+        serde_json::json!(["driver_hourly_stats:conv_rate"])
+    );
+    assert_eq!(saved["conv_rate"], online["conv_rate"], "{report}");
+    assert!(repo.join("saved/driver_training.parquet").is_file());
     // `feast plan` shows a change, and the next `feast apply` registers it.
     let plan = report["plan"].as_str().unwrap();
     assert!(
@@ -92,12 +109,18 @@ fn a_feast_repository_runs_against_quiver_unchanged() {
         report["tags_after_apply"],
         serde_json::json!({"team": "drivers"})
     );
-    let tags = quiver_ok(repo, &["--json", "list", "views"]).json();
-    assert_eq!(tags[1]["tags"], serde_json::json!({"team": "drivers"}));
+    let changed = quiver_ok(repo, &["--json", "registry", "show", "3"]).json();
+    assert_eq!(
+        changed["definitions"]["feature_views"]["driver_hourly_stats"]["tags"],
+        serde_json::json!({"team": "drivers"})
+    );
     // Objects Quiver cannot represent are refused by name, with the reason.
     let refused = report["refused"].as_str().unwrap();
     assert!(
         refused.contains("data source 'vals' cannot be applied to Quiver: request sources"),
         "{refused}"
     );
+    // `feast teardown` leaves the project without definitions, in one more version.
+    let views = quiver_ok(repo, &["--json", "list", "views"]).json();
+    assert_eq!(views, serde_json::json!([]), "{}", report["teardown"]);
 }

@@ -14,7 +14,9 @@ Prints one JSON object:
 - "historical": conv_rate of a training set for the same drivers, now;
 - "plan": what `feast plan` printed for a changed view, "tags_after_apply": its tags after
   the next `feast apply`;
-- "refused": the error `feast apply` gives for an on-demand feature view.
+- "saved": a saved dataset as Feast lists it and reads it back (features, conv_rate);
+- "refused": the error `feast apply` gives for an on-demand feature view;
+- "teardown": what `feast teardown` printed.
 """
 
 import contextlib
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 from feast import FeatureStore
+from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
 
 DRIVERS = list(range(1001, 1011))
 FEATURES = ["conv_rate", "acc_rate", "avg_daily_trips"]
@@ -109,6 +112,24 @@ def run() -> dict:
     ).to_df()
     report["historical"] = training.sort_values("driver_id")["conv_rate"].tolist()
 
+    # A saved dataset: the file persist wrote under the data root, registered with Quiver,
+    # and read back through it.
+    job = store.get_historical_features(
+        entity_df=entity_df, features=["driver_hourly_stats:conv_rate"]
+    )
+    store.create_saved_dataset(
+        from_=job,
+        name="driver_training",
+        storage=SavedDatasetFileStorage(path=str(repo / "saved/driver_training.parquet")),
+    )
+    store = FeatureStore(repo_path=str(work))
+    saved = store.get_saved_dataset("driver_training")
+    report["saved"] = {
+        "listed": [d.name for d in store.list_saved_datasets()],
+        "features": saved.features,
+        "conv_rate": saved.to_df().sort_values("driver_id")["conv_rate"].tolist(),
+    }
+
     with open(work / "features.py", "a") as f:
         f.write('stats.tags = {"team": "drivers"}\n')
     report["plan"] = cli("plan")
@@ -129,6 +150,10 @@ def run() -> dict:
             "    return pd.DataFrame({'doubled': inputs['val'] * 2.0})\n"
         )
     report["refused"] = cli("apply", ok=False)
+    # `feast teardown` removes the project's definitions.
+    with open(work / "features.py", "w") as f:
+        f.write((Path(__file__).parent / "feast_repo/features.py").read_text())
+    report["teardown"] = cli("teardown")
     return report
 
 

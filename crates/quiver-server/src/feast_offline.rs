@@ -4,9 +4,9 @@
 //! - `validate_data_source` and `get_table_column_names_and_types_from_data_source` (what
 //!   `feast apply` sends to infer a view's schema): the data source is Feast's `DataSource`
 //!   proto as JSON; file sources under the data root are answered;
-//! - `pull_latest_from_table_or_query` (what `feast materialize` reads) and
-//!   `pull_all_from_table_or_query`: a Quiver source by name, rows in an inclusive window
-//!   ([`quiver_offline::pull`]);
+//! - `pull_latest_from_table_or_query` and `pull_all_from_table_or_query` (what
+//!   `feast materialize` reads): a Quiver source by name, or a file under the data root by path
+//!   (a saved dataset's), rows in an inclusive window ([`quiver_offline::pull`]);
 //! - `offline_write_batch`: rows shaped like a view's source files, appended to it by the
 //!   offline push path ([`FeatureStore::append_batch`]);
 //! - `write_logged_features`: a feature service's logged rows, a new Parquet file under
@@ -32,7 +32,7 @@ use crate::flight::{Batches, batch_channel};
 use crate::grpc::blocking;
 
 /// Where `write_logged_features` writes, under the data root: one folder per feature service.
-pub(crate) const FEATURE_LOGS: &str = "feature_logs";
+const FEATURE_LOGS: &str = "feature_logs";
 
 /// The fields of a Feast pull command (`pull_latest_from_table_or_query`,
 /// `pull_all_from_table_or_query`).
@@ -67,12 +67,17 @@ pub(crate) async fn pull(
         .data_source_name
         .ok_or_else(|| Status::invalid_argument("data_source_name is missing"))?;
     let snapshot = store.snapshot();
-    let source = snapshot.defs.sources.get(&name).cloned().ok_or_else(|| {
-        Status::not_found(format!(
-            "no data source '{name}' in project '{}'",
-            snapshot.defs.project
-        ))
-    })?;
+    let source = match snapshot.defs.sources.get(&name) {
+        Some(source) => source.clone(),
+        // Feast names a saved dataset's file source by its path.
+        None => path_source(store, &name, command.timestamp_field.as_deref())
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no data source '{name}' in project '{}', and no file or folder of that name under the data root",
+                    snapshot.defs.project
+                ))
+            })?,
+    };
     store
         .authorize(
             &snapshot,
@@ -117,6 +122,33 @@ pub(crate) async fn pull(
         .await
         .map_err(|_| Status::internal("the pull's task ended early"))??;
     Ok((schema, batches))
+}
+
+/// A source for a file or folder `name` under the data root that no source is defined for,
+/// with `timestamp_field` as its event time.
+fn path_source(
+    store: &FeatureStore,
+    name: &str,
+    timestamp_field: Option<&str>,
+) -> Option<quiver_core::Source> {
+    let path = name.strip_prefix("file://").unwrap_or(name);
+    store
+        .sources()
+        .resolve(path)
+        .ok()?
+        .try_exists()
+        .ok()?
+        .then_some(())?;
+    Some(quiver_core::Source {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        timestamp_field: timestamp_field?.to_owned(),
+        created_timestamp_column: None,
+        field_mapping: Default::default(),
+        description: String::new(),
+        owner: String::new(),
+        tags: Default::default(),
+    })
 }
 
 /// `offline_write_batch`: appends `table` to feature view `view`'s source.

@@ -14,8 +14,9 @@
 //! connection's first change arrived) and the same permissions. Reads on that connection see
 //! its pending changes, as Feast's own registry does. Objects Quiver cannot represent
 //! (on-demand, stream and label views, push and request sources, non-file sources, aliased
-//! projections, saved datasets, Feast permissions) are refused with an error naming the object
-//! and why. Errors carry Feast's error detail (`{"module", "class", "message"}`), so the SDK
+//! projections, Feast permissions) are refused with an error naming the object and why. Saved
+//! datasets, Feast metadata with no Quiver object, are kept as Feast sent them beside the
+//! registry. Errors carry Feast's error detail (`{"module", "class", "message"}`), so the SDK
 //! raises the exception it would raise against Feast's own registry server.
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use prost_types::{Duration as ProtoDuration, Timestamp};
 use quiver_core::{
     Action, Definitions, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey,
@@ -61,6 +63,90 @@ pub struct FeastRegistry {
     /// The data root, absolute: Feast's file sources name absolute paths.
     data_root: PathBuf,
     pending: Mutex<HashMap<SocketAddr, Pending>>,
+    saved: Arc<SavedDatasets>,
+}
+
+/// Feast's saved datasets: Feast's metadata about files `persist` wrote, which Quiver's
+/// definitions have no object for. Each is kept as Feast sent it, in one file per dataset
+/// under `feast_saved_datasets/` in the repository, written whole before it is visible.
+struct SavedDatasets {
+    folder: PathBuf,
+}
+
+impl SavedDatasets {
+    fn path(&self, name: &str) -> Result<PathBuf, Status> {
+        if quiver_registry::is_valid_name(name) {
+            Ok(self.folder.join(format!("{name}.pb")))
+        } else {
+            Err(Status::invalid_argument(format!(
+                "invalid saved dataset name '{name}'"
+            )))
+        }
+    }
+
+    fn put(&self, name: &str, dataset: &fc::SavedDataset) -> Result<(), Status> {
+        let path = self.path(name)?;
+        let io = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(&self.folder).map_err(io)?;
+        let tmp = self.folder.join(format!(".{name}.pb.tmp"));
+        std::fs::write(&tmp, dataset.encode_to_vec()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    fn get(&self, name: &str) -> Result<Option<fc::SavedDataset>, Status> {
+        let path = self.path(name)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => fc::SavedDataset::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|e| Status::internal(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Status::internal(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<fc::SavedDataset>, Status> {
+        let entries = match std::fs::read_dir(&self.folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Status::internal(format!("{}: {e}", self.folder.display()))),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".pb").map(str::to_owned)
+            })
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|n| self.get(n).transpose())
+            .collect()
+    }
+
+    fn delete(&self, name: &str) -> Result<bool, Status> {
+        let path = self.path(name)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Status::internal(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// A saved dataset's name, from its encoded spec.
+fn dataset_name(dataset: &fc::SavedDataset) -> String {
+    fc::NamedSpec::decode(dataset.spec.as_slice())
+        .map(|s| s.name)
+        .unwrap_or_default()
+}
+
+fn dataset_not_found(name: &str, project: &str) -> Status {
+    feast_error(
+        Code::NotFound,
+        "SavedDatasetNotFound",
+        format!("Saved dataset {name} does not exist in project {project}"),
+    )
 }
 
 impl FeastRegistry {
@@ -68,10 +154,14 @@ impl FeastRegistry {
     pub fn new(store: Arc<FeatureStore>) -> Self {
         let root = store.sources().data_root();
         let data_root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        let saved = Arc::new(SavedDatasets {
+            folder: store.repo().join("feast_saved_datasets"),
+        });
         Self {
             store,
             data_root,
             pending: Mutex::new(HashMap::new()),
+            saved,
         }
     }
 
@@ -999,47 +1089,50 @@ impl RegistryServer for FeastRegistry {
         &self,
         request: Request<fr::ApplySavedDatasetRequest>,
     ) -> Reply<()> {
-        let name = request
-            .into_inner()
+        let r = request.into_inner();
+        check_project(&self.store.snapshot().defs, &r.project)?;
+        let dataset = r
             .saved_dataset
-            .and_then(|d| d.spec)
-            .map(|s| s.name)
-            .unwrap_or_default();
-        Err(refused(
-            &format!("saved dataset '{name}'"),
-            "Quiver's registry keeps no saved datasets; the data `persist` wrote stays in its file (declare it as a source to read it)",
-        ))
+            .ok_or_else(|| Status::invalid_argument("no saved dataset"))?;
+        let saved = Arc::clone(&self.saved);
+        blocking(move || saved.put(&dataset_name(&dataset), &dataset)).await?;
+        Ok(Response::new(()))
     }
 
     async fn get_saved_dataset(&self, request: Request<fr::GetRequest>) -> Reply<fc::SavedDataset> {
         let r = request.into_inner();
-        Err(feast_error(
-            Code::NotFound,
-            "SavedDatasetNotFound",
-            format!(
-                "Saved dataset {} does not exist in project {}",
-                r.name, r.project
-            ),
-        ))
+        let saved = Arc::clone(&self.saved);
+        let name = r.name.clone();
+        let found = blocking(move || saved.get(&name)).await?;
+        found
+            .filter(|_| r.project == self.store.snapshot().defs.project)
+            .map(Response::new)
+            .ok_or_else(|| dataset_not_found(&r.name, &r.project))
     }
 
     async fn list_saved_datasets(
         &self,
-        _request: Request<fr::ListRequest>,
+        request: Request<fr::ListRequest>,
     ) -> Reply<fr::ListSavedDatasetsResponse> {
-        Ok(Response::new(fr::ListSavedDatasetsResponse::default()))
+        if request.get_ref().project != self.store.snapshot().defs.project {
+            return Ok(Response::new(fr::ListSavedDatasetsResponse::default()));
+        }
+        let saved = Arc::clone(&self.saved);
+        let saved_datasets = blocking(move || saved.list()).await?;
+        Ok(Response::new(fr::ListSavedDatasetsResponse {
+            saved_datasets,
+        }))
     }
 
     async fn delete_saved_dataset(&self, request: Request<fr::DeleteRequest>) -> Reply<()> {
         let r = request.into_inner();
-        Err(feast_error(
-            Code::NotFound,
-            "SavedDatasetNotFound",
-            format!(
-                "Saved dataset {} does not exist in project {}",
-                r.name, r.project
-            ),
-        ))
+        let saved = Arc::clone(&self.saved);
+        let name = r.name.clone();
+        if blocking(move || saved.delete(&name)).await? {
+            Ok(Response::new(()))
+        } else {
+            Err(dataset_not_found(&r.name, &r.project))
+        }
     }
 
     async fn apply_permission(&self, request: Request<fr::ApplyPermissionRequest>) -> Reply<()> {
@@ -1108,10 +1201,18 @@ impl RegistryServer for FeastRegistry {
     }
 
     async fn delete_project(&self, request: Request<fr::DeleteProjectRequest>) -> Reply<()> {
-        Err(refused(
-            &format!("deleting project '{}'", request.into_inner().name),
-            "a Quiver server serves one project; remove its definitions instead",
-        ))
+        let (caller, remote) = (caller_of(request.extensions()), remote_of(&request));
+        let r = request.into_inner();
+        // Every definition goes (Quiver's own permissions stay): what `feast teardown` asks.
+        self.change(&caller, remote, &r.name, r.commit, |d| {
+            *d = Definitions {
+                project: d.project.clone(),
+                permissions: std::mem::take(&mut d.permissions),
+                ..Definitions::default()
+            };
+            Ok(())
+        })
+        .await
     }
 
     async fn apply_materialization(
@@ -1168,6 +1269,8 @@ impl RegistryServer for FeastRegistry {
     async fn proto(&self, request: Request<()>) -> Reply<fc::Registry> {
         let caller = caller_of(request.extensions());
         let (snapshot, defs) = self.definitions(remote_of(&request));
+        let saved = Arc::clone(&self.saved);
+        let saved_datasets = blocking(move || saved.list()).await?;
         let root = &self.data_root;
         let (snapshot, caller) = (&snapshot, &caller);
         let only = |kind: ObjectKind| move |name: &str| Self::visible(snapshot, caller, kind, name);
@@ -1176,6 +1279,7 @@ impl RegistryServer for FeastRegistry {
             data_sources: keep(sources(&defs, root), only(ObjectKind::Source)),
             feature_views: keep(views(&defs, root), only(ObjectKind::FeatureView)),
             feature_services: keep(services(&defs, root), only(ObjectKind::FeatureService)),
+            saved_datasets,
             projects: vec![project(&defs)],
             project_metadata: vec![fc::ProjectMetadata {
                 project: defs.project.clone(),
@@ -1380,5 +1484,34 @@ mod tests {
         );
         // Nothing was changed by the refusals.
         assert_eq!(defs, definitions());
+    }
+
+    #[test]
+    fn saved_datasets_are_kept_as_sent_under_safe_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = SavedDatasets {
+            folder: dir.path().join("feast_saved_datasets"),
+        };
+        assert!(saved.list().unwrap().is_empty());
+        let spec = fc::NamedSpec {
+            name: "train".into(),
+            project: "demo".into(),
+        };
+        let dataset = fc::SavedDataset {
+            spec: spec.encode_to_vec(),
+            meta: vec![1, 2, 3],
+        };
+        assert_eq!(dataset_name(&dataset), "train");
+        saved.put("train", &dataset).unwrap();
+        assert_eq!(saved.get("train").unwrap(), Some(dataset.clone()));
+        assert_eq!(saved.list().unwrap(), vec![dataset]);
+        assert!(
+            saved
+                .put("../escape", &fc::SavedDataset::default())
+                .is_err()
+        );
+        assert!(saved.delete("train").unwrap());
+        assert!(!saved.delete("train").unwrap());
+        assert_eq!(saved.get("train").unwrap(), None);
     }
 }

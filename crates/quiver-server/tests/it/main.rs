@@ -6,4 +6,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod conversions;
+mod feast_registry;
 mod fixture;
