@@ -86,6 +86,11 @@ fn a_feast_repository_runs_against_quiver_unchanged() {
         "{report}"
     );
     assert_eq!(report["historical"], online["conv_rate"], "{report}");
+    // Materialization intervals Feast records are what it reads back.
+    assert_eq!(
+        report["most_recent_end_time"], report["materialized_until"],
+        "{report}"
+    );
     // A saved dataset is registered and read back through Quiver.
     let saved = &report["saved"];
     assert_eq!(

@@ -9,6 +9,8 @@ Prints one JSON object:
   Feast sees for entity 'driver';
 - "apply": what `feast apply` printed, "plan_unchanged": what `feast plan` printed right
   after it, "dump": what `feast registry-dump` printed, "after": the listing after it;
+- "most_recent_end_time": the end Feast reads back for driver_hourly_stats after recording a
+  materialization interval ending at "materialized_until";
 - "online": driver_hourly_stats for drivers 1001..1010 read through the SDK after
   `feast materialize` (the rows written through Quiver);
 - "historical": conv_rate of a training set for the same drivers, now;
@@ -98,6 +100,13 @@ def run() -> dict:
         "--views",
         "driver_hourly_stats",
     )
+    # What Feast records after materializing into one of its own online stores.
+    view = store.get_feature_view("driver_hourly_stats")
+    store.registry.apply_materialization(view, "demo", now - timedelta(days=1), now)
+    store.refresh_registry()
+    recorded = store.get_feature_view("driver_hourly_stats").most_recent_end_time
+    report["most_recent_end_time"] = recorded.isoformat() if recorded else None
+    report["materialized_until"] = now.isoformat()
     online = store.get_online_features(
         features=[f"driver_hourly_stats:{f}" for f in FEATURES],
         entity_rows=[{"driver_id": d} for d in DRIVERS],

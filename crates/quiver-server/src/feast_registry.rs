@@ -15,8 +15,8 @@
 //! its pending changes, as Feast's own registry does. Objects Quiver cannot represent
 //! (on-demand, stream and label views, push and request sources, non-file sources, aliased
 //! projections, Feast permissions) are refused with an error naming the object and why. Saved
-//! datasets, Feast metadata with no Quiver object, are kept as Feast sent them beside the
-//! registry. Errors carry Feast's error detail (`{"module", "class", "message"}`), so the SDK
+//! datasets and the intervals Feast materialized into its own online stores, Feast metadata
+//! with no Quiver object, are kept under `feast/` in the repository. Errors carry Feast's error detail (`{"module", "class", "message"}`), so the SDK
 //! raises the exception it would raise against Feast's own registry server.
 
 use std::collections::HashMap;
@@ -64,11 +64,92 @@ pub struct FeastRegistry {
     data_root: PathBuf,
     pending: Mutex<HashMap<SocketAddr, Pending>>,
     saved: Arc<SavedDatasets>,
+    intervals: Arc<Intervals>,
+}
+
+/// The windows Feast materialized into its own online stores, by feature view (Feast reads
+/// them to start `materialize-incremental`; Quiver's own runs are recorded beside its online
+/// data). Kept in `feast/materializations.json` in the repository, the newest
+/// [`MAX_INTERVALS`] per view.
+struct Intervals {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+/// Materialization intervals kept per view.
+const MAX_INTERVALS: usize = 100;
+
+/// `(start, end)` in ns since the epoch, by view.
+type IntervalsByView = std::collections::BTreeMap<String, Vec<(i64, i64)>>;
+
+impl Intervals {
+    fn load(&self) -> Result<IntervalsByView, Status> {
+        let io =
+            |e: &dyn std::fmt::Display| Status::internal(format!("{}: {e}", self.path.display()));
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(IntervalsByView::new()),
+            Err(e) => Err(io(&e)),
+        }
+    }
+
+    fn add(&self, view: &str, interval: (i64, i64)) -> Result<(), Status> {
+        let _one_writer = self
+            .lock
+            .lock()
+            .map_err(|_| Status::internal("poisoned lock"))?;
+        let mut all = self.load()?;
+        let list = all.entry(view.to_owned()).or_default();
+        list.push(interval);
+        let excess = list.len().saturating_sub(MAX_INTERVALS);
+        list.drain(..excess);
+        let io = |e: std::io::Error| Status::internal(format!("{}: {e}", self.path.display()));
+        let folder = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(folder).map_err(io)?;
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_vec(&all).map_err(|e| Status::internal(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
+
+fn timestamp_of(ns: i64) -> Timestamp {
+    Timestamp {
+        seconds: ns.div_euclid(1_000_000_000),
+        nanos: i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0),
+    }
+}
+
+fn nanos_of(t: Option<&Timestamp>) -> i64 {
+    t.map_or(0, |t| {
+        t.seconds
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(t.nanos))
+    })
+}
+
+/// `view` with the intervals Feast recorded for it.
+fn with_intervals(mut view: fc::FeatureView, intervals: &IntervalsByView) -> fc::FeatureView {
+    let name = view
+        .spec
+        .as_ref()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    if let (Some(meta), Some(list)) = (view.meta.as_mut(), intervals.get(&name)) {
+        meta.materialization_intervals = list
+            .iter()
+            .map(|&(start, end)| fc::MaterializationInterval {
+                start_time: Some(timestamp_of(start)),
+                end_time: Some(timestamp_of(end)),
+            })
+            .collect();
+    }
+    view
 }
 
 /// Feast's saved datasets: Feast's metadata about files `persist` wrote, which Quiver's
 /// definitions have no object for. Each is kept as Feast sent it, in one file per dataset
-/// under `feast_saved_datasets/` in the repository, written whole before it is visible.
+/// under `feast/saved_datasets/` in the repository, written whole before it is visible.
 struct SavedDatasets {
     folder: PathBuf,
 }
@@ -154,14 +235,20 @@ impl FeastRegistry {
     pub fn new(store: Arc<FeatureStore>) -> Self {
         let root = store.sources().data_root();
         let data_root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        let feast = store.repo().join("feast");
         let saved = Arc::new(SavedDatasets {
-            folder: store.repo().join("feast_saved_datasets"),
+            folder: feast.join("saved_datasets"),
+        });
+        let intervals = Arc::new(Intervals {
+            path: feast.join("materializations.json"),
+            lock: Mutex::new(()),
         });
         Self {
             store,
             data_root,
             pending: Mutex::new(HashMap::new()),
             saved,
+            intervals,
         }
     }
 
@@ -965,9 +1052,7 @@ impl RegistryServer for FeastRegistry {
         &self,
         request: Request<fr::GetRequest>,
     ) -> Reply<fr::GetAnyFeatureViewResponse> {
-        let view = self.get(&request, ObjectKind::FeatureView, |d, root, name| {
-            Some(feature_view(d, root, d.feature_views.get(name)?))
-        })?;
+        let view = self.get_feature_view(request).await?;
         Ok(Response::new(fr::GetAnyFeatureViewResponse {
             any_feature_view: Some(any(view.into_inner())),
         }))
@@ -977,19 +1062,17 @@ impl RegistryServer for FeastRegistry {
         &self,
         request: Request<fr::ListRequest>,
     ) -> Reply<fr::ListAllFeatureViewsResponse> {
-        let feature_views = self
-            .list(&request, ObjectKind::FeatureView, views)
-            .into_iter()
-            .map(any)
-            .collect();
+        let views = self.list_feature_views(request).await?.into_inner();
         Ok(Response::new(fr::ListAllFeatureViewsResponse {
-            feature_views,
+            feature_views: views.feature_views.into_iter().map(any).collect(),
         }))
     }
 
     async fn get_feature_view(&self, request: Request<fr::GetRequest>) -> Reply<fc::FeatureView> {
+        let intervals = self.load_intervals().await?;
         self.get(&request, ObjectKind::FeatureView, |d, root, name| {
-            Some(feature_view(d, root, d.feature_views.get(name)?))
+            let view = feature_view(d, root, d.feature_views.get(name)?);
+            Some(with_intervals(view, &intervals))
         })
     }
 
@@ -997,7 +1080,13 @@ impl RegistryServer for FeastRegistry {
         &self,
         request: Request<fr::ListRequest>,
     ) -> Reply<fr::ListFeatureViewsResponse> {
-        let feature_views = self.list(&request, ObjectKind::FeatureView, views);
+        let intervals = self.load_intervals().await?;
+        let feature_views = self.list(&request, ObjectKind::FeatureView, |d, root| {
+            views(d, root)
+                .into_iter()
+                .map(|(name, v)| (name, with_intervals(v, &intervals)))
+                .collect()
+        });
         Ok(Response::new(fr::ListFeatureViewsResponse {
             feature_views,
         }))
@@ -1217,10 +1306,35 @@ impl RegistryServer for FeastRegistry {
 
     async fn apply_materialization(
         &self,
-        _request: Request<fr::ApplyMaterializationRequest>,
+        request: Request<fr::ApplyMaterializationRequest>,
     ) -> Reply<()> {
-        // Feast records the interval it materialized into its own online store; Quiver keeps
-        // its own runs and watermarks beside its online data, so there is nothing to record.
+        let caller = caller_of(request.extensions());
+        let r = request.into_inner();
+        let snapshot = self.store.snapshot();
+        check_project(&snapshot.defs, &r.project)?;
+        let name = r
+            .feature_view
+            .and_then(|v| v.spec)
+            .map(|s| s.name)
+            .unwrap_or_default();
+        if !snapshot.defs.feature_views.contains_key(&name) {
+            return Err(not_found(ObjectKind::FeatureView, &name, &r.project));
+        }
+        // Feast materialized into its own online store: a write of the view's online rows.
+        self.store
+            .authorize(
+                &snapshot,
+                &caller,
+                Action::WriteOnline,
+                &[(ObjectKind::FeatureView, &name)],
+            )
+            .map_err(|e| feast_status(&status(&e)))?;
+        let interval = (
+            nanos_of(r.start_date.as_ref()),
+            nanos_of(r.end_date.as_ref()),
+        );
+        let intervals = Arc::clone(&self.intervals);
+        blocking(move || intervals.add(&name, interval)).await?;
         Ok(Response::new(()))
     }
 
@@ -1244,6 +1358,133 @@ impl RegistryServer for FeastRegistry {
 
     async fn get_infra(&self, _request: Request<fr::GetInfraRequest>) -> Reply<fc::Infra> {
         Ok(Response::new(fc::Infra {}))
+    }
+
+    async fn list_features(
+        &self,
+        request: Request<fr::ListFeaturesRequest>,
+    ) -> Reply<fr::ListFeaturesResponse> {
+        let caller = caller_of(request.extensions());
+        let (snapshot, defs) = self.definitions(remote_of(&request));
+        let r = request.into_inner();
+        let features = if r.project == defs.project {
+            features(&defs)
+                .filter(|f| r.feature_view.is_empty() || f.feature_view == r.feature_view)
+                .filter(|f| r.name.is_empty() || f.name == r.name)
+                .filter(|f| {
+                    Self::visible(&snapshot, &caller, ObjectKind::FeatureView, &f.feature_view)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(fr::ListFeaturesResponse { features }))
+    }
+
+    async fn get_feature(&self, request: Request<fr::GetFeatureRequest>) -> Reply<fr::Feature> {
+        let caller = caller_of(request.extensions());
+        let (snapshot, defs) = self.definitions(remote_of(&request));
+        let r = request.into_inner();
+        let visible = Self::visible(&snapshot, &caller, ObjectKind::FeatureView, &r.feature_view);
+        features(&defs)
+            .find(|f| visible && f.feature_view == r.feature_view && f.name == r.name)
+            .filter(|_| r.project == defs.project)
+            .map(Response::new)
+            .ok_or_else(|| {
+                feast_error(
+                    Code::NotFound,
+                    "FeastObjectNotFoundException",
+                    format!(
+                        "Feature {} does not exist in feature view {} of project {}",
+                        r.name, r.feature_view, r.project
+                    ),
+                )
+            })
+    }
+
+    async fn apply_validation_reference(&self, _request: Request<fr::Ignored>) -> Reply<()> {
+        Err(refused(
+            "a validation reference",
+            "Quiver keeps no validation references (data-quality checks are not part of its registry)",
+        ))
+    }
+
+    async fn get_validation_reference(
+        &self,
+        request: Request<fr::GetRequest>,
+    ) -> Reply<fc::ValidationReference> {
+        let r = request.into_inner();
+        Err(feast_error(
+            Code::NotFound,
+            "ValidationReferenceNotFound",
+            format!(
+                "Validation reference {} does not exist in project {}",
+                r.name, r.project
+            ),
+        ))
+    }
+
+    async fn list_validation_references(
+        &self,
+        _request: Request<fr::ListRequest>,
+    ) -> Reply<fr::ListValidationReferencesResponse> {
+        Ok(Response::new(
+            fr::ListValidationReferencesResponse::default(),
+        ))
+    }
+
+    async fn delete_validation_reference(&self, request: Request<fr::DeleteRequest>) -> Reply<()> {
+        let r = request.into_inner();
+        Err(feast_error(
+            Code::NotFound,
+            "ValidationReferenceNotFound",
+            format!(
+                "Validation reference {} does not exist in project {}",
+                r.name, r.project
+            ),
+        ))
+    }
+
+    async fn create_dataset_from_retrieval(&self, _request: Request<fr::Ignored>) -> Reply<()> {
+        Err(unsupported(
+            "CreateDatasetFromRetrieval",
+            "create the dataset with the SDK's create_saved_dataset",
+        ))
+    }
+
+    async fn get_dataset_data(&self, _request: Request<fr::Ignored>) -> Reply<()> {
+        Err(unsupported(
+            "GetDatasetData",
+            "read the saved dataset with the SDK (get_saved_dataset(...).to_df())",
+        ))
+    }
+
+    async fn get_dataset_job_status(&self, _request: Request<fr::Ignored>) -> Reply<()> {
+        Err(unsupported(
+            "GetDatasetJobStatus",
+            "Quiver runs no dataset jobs",
+        ))
+    }
+
+    async fn list_dataset_jobs(&self, _request: Request<fr::Ignored>) -> Reply<()> {
+        Err(unsupported(
+            "ListDatasetJobs",
+            "Quiver runs no dataset jobs",
+        ))
+    }
+
+    async fn get_registry_lineage(&self, _request: Request<fr::Ignored>) -> Reply<()> {
+        Err(unsupported(
+            "GetRegistryLineage",
+            "`quiver list` and `quiver registry show` describe how objects refer to each other",
+        ))
+    }
+
+    async fn get_object_relationships(&self, _request: Request<fr::Ignored>) -> Reply<()> {
+        Err(unsupported(
+            "GetObjectRelationships",
+            "`quiver list` and `quiver registry show` describe how objects refer to each other",
+        ))
     }
 
     async fn commit(&self, request: Request<()>) -> Reply<()> {
@@ -1271,13 +1512,17 @@ impl RegistryServer for FeastRegistry {
         let (snapshot, defs) = self.definitions(remote_of(&request));
         let saved = Arc::clone(&self.saved);
         let saved_datasets = blocking(move || saved.list()).await?;
+        let intervals = self.load_intervals().await?;
         let root = &self.data_root;
         let (snapshot, caller) = (&snapshot, &caller);
         let only = |kind: ObjectKind| move |name: &str| Self::visible(snapshot, caller, kind, name);
         Ok(Response::new(fc::Registry {
             entities: keep(entities(&defs), only(ObjectKind::Entity)),
             data_sources: keep(sources(&defs, root), only(ObjectKind::Source)),
-            feature_views: keep(views(&defs, root), only(ObjectKind::FeatureView)),
+            feature_views: keep(views(&defs, root), only(ObjectKind::FeatureView))
+                .into_iter()
+                .map(|v| with_intervals(v, &intervals))
+                .collect(),
             feature_services: keep(services(&defs, root), only(ObjectKind::FeatureService)),
             saved_datasets,
             projects: vec![project(&defs)],
@@ -1295,6 +1540,11 @@ impl RegistryServer for FeastRegistry {
 }
 
 impl FeastRegistry {
+    async fn load_intervals(&self) -> Result<IntervalsByView, Status> {
+        let intervals = Arc::clone(&self.intervals);
+        blocking(move || intervals.load()).await
+    }
+
     /// A `Delete<Object>` request.
     async fn delete(&self, request: Request<fr::DeleteRequest>, kind: ObjectKind) -> Reply<()> {
         let (caller, remote) = (caller_of(request.extensions()), remote_of(&request));
@@ -1320,6 +1570,48 @@ fn any(view: fc::FeatureView) -> fr::AnyFeatureView {
     fr::AnyFeatureView {
         any_feature_view: Some(fr::any_feature_view::AnyFeatureView::FeatureView(view)),
     }
+}
+
+/// A registry call Quiver does not answer, and what to do instead.
+fn unsupported(call: &str, instead: &str) -> Status {
+    feast_error(
+        Code::Unimplemented,
+        "FeastError",
+        format!("{call} is not supported by Quiver's registry: {instead}"),
+    )
+}
+
+/// Feast's name of a type (`str(dtype)` in its SDK).
+fn feast_dtype(t: ValueType) -> String {
+    let scalar = |s: ScalarType| match s {
+        ScalarType::Bool => "Bool",
+        ScalarType::Int32 => "Int32",
+        ScalarType::Int64 => "Int64",
+        ScalarType::Float32 => "Float32",
+        ScalarType::Float64 => "Float64",
+        ScalarType::String => "String",
+        ScalarType::Bytes => "Bytes",
+        ScalarType::Timestamp => "UnixTimestamp",
+    };
+    match t {
+        ValueType::Scalar(s) => scalar(s).to_owned(),
+        ValueType::List(s) => format!("Array({})", scalar(s)),
+    }
+}
+
+/// Every feature of every view, as Feast's registry lists them.
+fn features(defs: &Definitions) -> impl Iterator<Item = fr::Feature> + '_ {
+    defs.feature_views.values().flat_map(|v| {
+        v.features.iter().map(|f| fr::Feature {
+            name: f.name.clone(),
+            feature_view: v.name.clone(),
+            r#type: feast_dtype(f.value_type),
+            description: f.description.clone(),
+            owner: v.owner.clone(),
+            tags: HashMap::new(),
+            kind: "feature".into(),
+        })
+    })
 }
 
 /// Feast's "not found" for a kind of object Quiver does not have.

@@ -103,6 +103,29 @@ fn uncommitted_changes_are_per_connection_and_commit_keeps_the_conflict_rule() {
         assert!(e.message().contains("orphan"), "{e:?}");
         assert!(e.message().contains("nobody"), "{e:?}");
         assert_eq!(entities(&mut b).await, ["courier", "driver"]);
+        // Features are listed by view, with Feast's type names.
+        let listed = b
+            .list_features(fr::ListFeaturesRequest {
+                project: "p".into(),
+                feature_view: "stats".into(),
+                name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let names: Vec<(String, String)> = listed
+            .features
+            .into_iter()
+            .map(|f| (f.name, f.r#type))
+            .collect();
+        assert_eq!(names, [("rate".to_owned(), "Float64".to_owned())]);
+        // Calls Quiver does not answer say why.
+        let e = b.get_registry_lineage(fr::Ignored {}).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+        assert!(
+            e.message().contains("GetRegistryLineage is not supported"),
+            "{e:?}"
+        );
         // Another project is not this server's.
         let e = b
             .apply_entity(fr::ApplyEntityRequest {
