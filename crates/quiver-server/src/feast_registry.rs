@@ -215,11 +215,18 @@ impl SavedDatasets {
     }
 }
 
-/// A saved dataset's name, from its encoded spec.
-fn dataset_name(dataset: &fc::SavedDataset) -> String {
-    fc::NamedSpec::decode(dataset.spec.as_slice())
-        .map(|s| s.name)
-        .unwrap_or_default()
+/// A saved dataset's name and the feature views its features come from, from its encoded
+/// spec.
+fn dataset_head(dataset: &fc::SavedDataset) -> (String, Vec<String>) {
+    let head = fc::SavedDatasetSpecHead::decode(dataset.spec.as_slice()).unwrap_or_default();
+    let mut views: Vec<String> = head
+        .features
+        .iter()
+        .filter_map(|f| f.split_once(':').map(|(view, _)| view.to_owned()))
+        .collect();
+    views.sort();
+    views.dedup();
+    (head.name, views)
 }
 
 fn dataset_not_found(name: &str, project: &str) -> Status {
@@ -1178,23 +1185,29 @@ impl RegistryServer for FeastRegistry {
         &self,
         request: Request<fr::ApplySavedDatasetRequest>,
     ) -> Reply<()> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         check_project(&self.store.snapshot().defs, &r.project)?;
         let dataset = r
             .saved_dataset
             .ok_or_else(|| Status::invalid_argument("no saved dataset"))?;
+        let (name, views) = dataset_head(&dataset);
+        self.may_write_dataset(&caller, &views)?;
         let saved = Arc::clone(&self.saved);
-        blocking(move || saved.put(&dataset_name(&dataset), &dataset)).await?;
+        blocking(move || saved.put(&name, &dataset)).await?;
         Ok(Response::new(()))
     }
 
     async fn get_saved_dataset(&self, request: Request<fr::GetRequest>) -> Reply<fc::SavedDataset> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let saved = Arc::clone(&self.saved);
         let name = r.name.clone();
         let found = blocking(move || saved.get(&name)).await?;
         found
-            .filter(|_| r.project == self.store.snapshot().defs.project)
+            .filter(|d| {
+                r.project == self.store.snapshot().defs.project && self.may_see_dataset(&caller, d)
+            })
             .map(Response::new)
             .ok_or_else(|| dataset_not_found(&r.name, &r.project))
     }
@@ -1203,25 +1216,31 @@ impl RegistryServer for FeastRegistry {
         &self,
         request: Request<fr::ListRequest>,
     ) -> Reply<fr::ListSavedDatasetsResponse> {
+        let caller = caller_of(request.extensions());
         if request.get_ref().project != self.store.snapshot().defs.project {
             return Ok(Response::new(fr::ListSavedDatasetsResponse::default()));
         }
         let saved = Arc::clone(&self.saved);
-        let saved_datasets = blocking(move || saved.list()).await?;
+        let mut saved_datasets = blocking(move || saved.list()).await?;
+        saved_datasets.retain(|d| self.may_see_dataset(&caller, d));
         Ok(Response::new(fr::ListSavedDatasetsResponse {
             saved_datasets,
         }))
     }
 
     async fn delete_saved_dataset(&self, request: Request<fr::DeleteRequest>) -> Reply<()> {
+        let caller = caller_of(request.extensions());
         let r = request.into_inner();
         let saved = Arc::clone(&self.saved);
         let name = r.name.clone();
-        if blocking(move || saved.delete(&name)).await? {
-            Ok(Response::new(()))
-        } else {
-            Err(dataset_not_found(&r.name, &r.project))
-        }
+        let found = blocking(move || saved.get(&name)).await?;
+        let Some(dataset) = found else {
+            return Err(dataset_not_found(&r.name, &r.project));
+        };
+        self.may_write_dataset(&caller, &dataset_head(&dataset).1)?;
+        let saved = Arc::clone(&self.saved);
+        blocking(move || saved.delete(&r.name)).await?;
+        Ok(Response::new(()))
     }
 
     async fn apply_permission(&self, request: Request<fr::ApplyPermissionRequest>) -> Reply<()> {
@@ -1511,7 +1530,8 @@ impl RegistryServer for FeastRegistry {
         let caller = caller_of(request.extensions());
         let (snapshot, defs) = self.definitions(remote_of(&request));
         let saved = Arc::clone(&self.saved);
-        let saved_datasets = blocking(move || saved.list()).await?;
+        let mut saved_datasets = blocking(move || saved.list()).await?;
+        saved_datasets.retain(|d| self.may_see_dataset(&caller, d));
         let intervals = self.load_intervals().await?;
         let root = &self.data_root;
         let (snapshot, caller) = (&snapshot, &caller);
@@ -1540,6 +1560,32 @@ impl RegistryServer for FeastRegistry {
 }
 
 impl FeastRegistry {
+    /// Registering or deleting a saved dataset takes `write_offline` on every view its
+    /// features come from (who may write training data of them).
+    fn may_write_dataset(&self, caller: &Caller, views: &[String]) -> Result<(), Status> {
+        let objects: Vec<(ObjectKind, &str)> = views
+            .iter()
+            .map(|v| (ObjectKind::FeatureView, v.as_str()))
+            .collect();
+        self.store
+            .authorize(
+                &self.store.snapshot(),
+                caller,
+                Action::WriteOffline,
+                &objects,
+            )
+            .map_err(|e| feast_status(&status(&e)))
+    }
+
+    /// A saved dataset is visible to who may see every view its features come from.
+    fn may_see_dataset(&self, caller: &Caller, dataset: &fc::SavedDataset) -> bool {
+        let snapshot = self.store.snapshot();
+        dataset_head(dataset)
+            .1
+            .iter()
+            .all(|v| Self::visible(&snapshot, caller, ObjectKind::FeatureView, v))
+    }
+
     async fn load_intervals(&self) -> Result<IntervalsByView, Status> {
         let intervals = Arc::clone(&self.intervals);
         blocking(move || intervals.load()).await
@@ -1785,15 +1831,22 @@ mod tests {
             folder: dir.path().join("feast_saved_datasets"),
         };
         assert!(saved.list().unwrap().is_empty());
-        let spec = fc::NamedSpec {
+        let spec = fc::SavedDatasetSpecHead {
             name: "train".into(),
             project: "demo".into(),
+            features: vec!["stats:rate".into(), "stats:count".into(), "zones:x".into()],
         };
         let dataset = fc::SavedDataset {
             spec: spec.encode_to_vec(),
             meta: vec![1, 2, 3],
         };
-        assert_eq!(dataset_name(&dataset), "train");
+        assert_eq!(
+            dataset_head(&dataset),
+            (
+                "train".to_owned(),
+                vec!["stats".to_owned(), "zones".to_owned()]
+            )
+        );
         saved.put("train", &dataset).unwrap();
         assert_eq!(saved.get("train").unwrap(), Some(dataset.clone()));
         assert_eq!(saved.list().unwrap(), vec![dataset]);
