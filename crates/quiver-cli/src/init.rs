@@ -119,7 +119,7 @@ pub fn init(dir: &Path, project: Option<&str>) -> Result<String> {
     write(
         dir,
         ".gitignore",
-        "registry/\nonline_store/\nonline_store.lock\n",
+        "registry/\nonline_store/\nonline_store.lock\naudit.log\nfeast/\n",
     )?;
 
     let end = Utc::now().duration_trunc(TimeDelta::hours(1))?;
