@@ -807,3 +807,70 @@ fn undecodable_messages_and_unknown_base_versions_get_the_right_codes() {
         assert_eq!(unknown.code(), Code::FailedPrecondition, "{unknown:?}");
     });
 }
+
+/// `GET /metrics` counts every request by protocol, endpoint and status (Feast's metric names),
+/// with one `other` label for paths no route has.
+#[test]
+fn metrics_count_requests_by_protocol_endpoint_and_status() {
+    let (_dir, server) = served(&[]);
+    let read =
+        json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}});
+    let (code, _) = http(
+        &server.http,
+        "POST",
+        "/get-online-features",
+        Some(&read.to_string()),
+    );
+    assert_eq!(code, 200);
+    let (code, _) = http(&server.http, "POST", "/get-online-features", Some("{nope"));
+    assert_eq!(code, 400);
+    let (code, _) = http(&server.http, "GET", "/a/random/path", None);
+    assert_eq!(code, 404);
+    runtime().block_on(async {
+        let mut client = pb::online_service_client::OnlineServiceClient::new(server.channel());
+        let e = client
+            .get_online_features(pb::GetOnlineFeaturesRequest {
+                features: refs(&["driver_hourly_stats:nope"]),
+                entities: vec![column("driver_id", vec![int64(1)])],
+                full_feature_names: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+    });
+    let (code, text) = http(&server.http, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    let count = |labels: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("feast_feature_server_request_total{{{labels}}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    let http_read = "protocol=\"http\",endpoint=\"/get-online-features\"";
+    assert_eq!(
+        count(&format!("{http_read},status=\"200\"")).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        count(&format!("{http_read},status=\"400\"")).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        count("protocol=\"http\",endpoint=\"other\",status=\"404\"").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        count("protocol=\"grpc\",endpoint=\"/quiver.v1.OnlineService/GetOnlineFeatures\",status=\"NOT_FOUND\"").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "feast_feature_server_request_latency_seconds_count{{{http_read}}} 2"
+        )),
+        "{text}"
+    );
+}

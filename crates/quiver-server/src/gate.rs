@@ -16,6 +16,7 @@ use tower::{Layer, Service};
 use crate::connection::{ConnectionInfo, InFlight};
 use crate::error::http_status;
 use crate::jwks::KeyFetcher;
+use crate::metrics::{Metrics, Outcome, endpoint, grpc_status_name};
 
 /// Which protocol a port speaks, for answering refused requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,22 +34,54 @@ pub struct Gate {
     /// Fetches the OIDC provider's keys when a token names one we do not have.
     keys: Option<Arc<KeyFetcher>>,
     audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
     protocol: Protocol,
 }
 
 impl Gate {
-    /// A gate for a port speaking `protocol`, recording refusals in `audit`.
+    /// A gate for a port speaking `protocol`, recording refusals in `audit` and every request
+    /// in `metrics`.
     pub fn new(
         auth: Arc<Authenticator>,
         keys: Option<Arc<KeyFetcher>>,
         audit: Arc<AuditLog>,
+        metrics: Arc<Metrics>,
         protocol: Protocol,
     ) -> Self {
         Self {
             auth,
             keys,
             audit,
+            metrics,
             protocol,
+        }
+    }
+
+    /// What to record of a request to `path` whose response is `response`.
+    fn outcome<R>(
+        &self,
+        path: &str,
+        started: std::time::Instant,
+        response: &http::Response<R>,
+    ) -> Outcome {
+        let status = match self.protocol {
+            Protocol::Http => response.status().as_u16().to_string(),
+            // An error answered at once carries its status in the headers; a stream's comes
+            // in its trailers (see `GateBody::poll_frame`).
+            Protocol::Grpc => grpc_status_name(
+                response
+                    .headers()
+                    .get("grpc-status")
+                    .map_or(b"0", |v| v.as_bytes()),
+            )
+            .to_owned(),
+        };
+        Outcome {
+            metrics: Arc::clone(&self.metrics),
+            protocol: self.protocol,
+            endpoint: endpoint(self.protocol, path),
+            started,
+            status,
         }
     }
 }
@@ -139,6 +172,8 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let in_flight = connection(&request).map(|c| c.activity.start());
+        let started = std::time::Instant::now();
+        let path = request.uri().path().to_owned();
         let gate = self.gate.clone();
         let caller = match gate.caller(&request) {
             Ok(caller) => caller,
@@ -156,24 +191,46 @@ where
                     if let Some(keys) = &gate.keys {
                         keys.refresh().await;
                     }
-                    match gate.caller(&request) {
+                    let response = match gate.caller(&request) {
                         Ok(caller) => {
                             request.extensions_mut().insert(caller);
-                            let response = inner.call(request).await?;
-                            Ok(response.map(|body| GateBody::of(body, in_flight)))
+                            inner
+                                .call(request)
+                                .await?
+                                .map(|body| GateBody::of(body, in_flight))
                         }
-                        Err(_) => Ok(gate.refuse(&request, &e)),
-                    }
+                        Err(_) => gate.refuse(&request, &e),
+                    };
+                    Ok(gate.recorded(&path, started, response))
                 });
             }
-            Err(e) => return Box::pin(std::future::ready(Ok(gate.refuse(&request, &e)))),
+            Err(e) => {
+                let response = gate.refuse(&request, &e);
+                return Box::pin(std::future::ready(Ok(
+                    gate.recorded(&path, started, response)
+                )));
+            }
         };
         request.extensions_mut().insert(caller);
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| GateBody::of(body, in_flight)))
+            let response = response.await?.map(|body| GateBody::of(body, in_flight));
+            Ok(gate.recorded(&path, started, response))
         })
+    }
+}
+
+impl Gate {
+    /// `response` with what to record of it, recorded once its body is done.
+    fn recorded<R>(
+        &self,
+        path: &str,
+        started: std::time::Instant,
+        mut response: http::Response<GateBody<R>>,
+    ) -> http::Response<GateBody<R>> {
+        let outcome = self.outcome(path, started, &response);
+        response.body_mut().outcome = Some(outcome);
+        response
     }
 }
 
@@ -219,11 +276,18 @@ impl Gate {
 
 /// A response body that keeps its request counted in flight until it is sent or dropped;
 /// or the gate's own answer.
-#[derive(Debug)]
 pub struct GateBody<B> {
     inner: Option<B>,
     full: Option<Bytes>,
     _in_flight: Option<InFlight>,
+    /// Recorded in the metrics when the body is dropped.
+    outcome: Option<Outcome>,
+}
+
+impl<B> std::fmt::Debug for GateBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateBody").finish_non_exhaustive()
+    }
 }
 
 impl<B> GateBody<B> {
@@ -232,6 +296,7 @@ impl<B> GateBody<B> {
             inner: Some(body),
             full: None,
             _in_flight: in_flight,
+            outcome: None,
         }
     }
 
@@ -240,6 +305,7 @@ impl<B> GateBody<B> {
             inner: None,
             full: (!bytes.is_empty()).then_some(bytes),
             _in_flight: None,
+            outcome: None,
         }
     }
 }
@@ -252,9 +318,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for GateBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match &mut self.inner {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(self.full.take().map(|b| Ok(Frame::data(b)))),
+        let this = &mut *self;
+        match &mut this.inner {
+            Some(inner) => {
+                let frame = Pin::new(inner).poll_frame(cx);
+                // A gRPC stream's status comes in its trailers.
+                if let (Poll::Ready(Some(Ok(frame))), Some(outcome)) = (&frame, &mut this.outcome)
+                    && let Some(status) = frame.trailers_ref().and_then(|t| t.get("grpc-status"))
+                {
+                    outcome.status = grpc_status_name(status.as_bytes()).to_owned();
+                }
+                frame
+            }
+            None => Poll::Ready(this.full.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 

@@ -19,6 +19,7 @@ mod gate;
 mod grpc;
 mod jwks;
 pub mod messages;
+mod metrics;
 pub mod proto;
 mod registry_files;
 mod server;

@@ -18,6 +18,7 @@ use crate::flight::{TrainingSetService, UploadLimits};
 use crate::gate::{Gate, Protocol};
 use crate::grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
 use crate::jwks::KeyFetcher;
+use crate::metrics::{Metrics, metrics_router};
 use crate::proto::feast::registry::registry_server_server::RegistryServerServer;
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::materialization_service_server::MaterializationServiceServer;
@@ -254,11 +255,13 @@ pub async fn serve(
     if let Some(keys) = &keys {
         Arc::clone(keys).spawn();
     }
+    let metrics = Arc::new(Metrics::default());
     let gate = |protocol| {
         Gate::new(
             Arc::clone(&options.auth),
             keys.clone(),
             Arc::clone(store.audit_log()),
+            Arc::clone(&metrics),
             protocol,
         )
     };
@@ -300,6 +303,7 @@ pub async fn serve(
     let http_server = axum::serve(
         incoming(http_listener, http_tls)?,
         http_router(Arc::clone(&store))
+            .merge(metrics_router(Arc::clone(&metrics)))
             .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
             .layer(gate(Protocol::Http))
             .into_make_service_with_connect_info::<ConnectionInfo>(),
