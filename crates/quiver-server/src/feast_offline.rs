@@ -78,14 +78,13 @@ pub(crate) async fn pull(
                 ))
             })?,
     };
-    store
-        .authorize(
-            &snapshot,
-            caller,
-            Action::ReadOffline,
-            &[(ObjectKind::Source, &name)],
-        )
-        .map_err(|e| status(&e))?;
+    authorize(
+        store,
+        &snapshot,
+        caller,
+        Action::ReadOffline,
+        (ObjectKind::Source, &name),
+    )?;
     let request = PullRequest {
         keys: command.join_key_columns,
         features: command.feature_name_columns,
@@ -122,6 +121,19 @@ pub(crate) async fn pull(
         .await
         .map_err(|_| Status::internal("the pull's task ended early"))??;
     Ok((schema, batches))
+}
+
+/// Checks that `caller` may do `action` on one object.
+fn authorize(
+    store: &FeatureStore,
+    snapshot: &quiver_ops::Snapshot,
+    caller: &Caller,
+    action: Action,
+    object: (ObjectKind, &str),
+) -> Result<(), Status> {
+    store
+        .authorize(snapshot, caller, action, &[object])
+        .map_err(|e| status(&e))
 }
 
 /// A source for a file or folder `name` under the data root that no source is defined for,
@@ -189,14 +201,13 @@ pub(crate) async fn write_logged_features(
             snapshot.defs.project
         )));
     }
-    store
-        .authorize(
-            &snapshot,
-            caller,
-            Action::WriteOffline,
-            &[(ObjectKind::FeatureService, service)],
-        )
-        .map_err(|e| status(&e))?;
+    authorize(
+        store,
+        &snapshot,
+        caller,
+        Action::WriteOffline,
+        (ObjectKind::FeatureService, service),
+    )?;
     let store = Arc::clone(store);
     let folder = format!("{FEATURE_LOGS}/{service}");
     blocking(move || {
@@ -228,14 +239,13 @@ pub(crate) async fn persist(
         .get(target)
         .map_or(target, |s| s.path.as_str());
     let path = path.strip_prefix("file://").unwrap_or(path).to_owned();
-    store
-        .authorize(
-            &snapshot,
-            caller,
-            Action::WriteOffline,
-            &[(ObjectKind::Source, target)],
-        )
-        .map_err(|e| status(&e))?;
+    authorize(
+        store,
+        &snapshot,
+        caller,
+        Action::WriteOffline,
+        (ObjectKind::Source, target),
+    )?;
     let store = Arc::clone(store);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -285,14 +295,13 @@ pub(crate) async fn source_schema(
     })?;
     let path = uri.strip_prefix("file://").unwrap_or(uri).to_owned();
     let snapshot = store.snapshot();
-    store
-        .authorize(
-            &snapshot,
-            caller,
-            Action::ReadOffline,
-            &[(ObjectKind::Source, &name)],
-        )
-        .map_err(|e| status(&e))?;
+    authorize(
+        store,
+        &snapshot,
+        caller,
+        Action::ReadOffline,
+        (ObjectKind::Source, &name),
+    )?;
     let store = Arc::clone(store);
     blocking(move || {
         let files = quiver_source::source_files(store.sources().data_root(), &path)

@@ -103,14 +103,22 @@ impl Intervals {
         list.push(interval);
         let excess = list.len().saturating_sub(MAX_INTERVALS);
         list.drain(..excess);
-        let io = |e: std::io::Error| Status::internal(format!("{}: {e}", self.path.display()));
-        let folder = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(folder).map_err(io)?;
-        let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_vec(&all).map_err(|e| Status::internal(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        replace_file(&self.path, &text)
     }
+}
+
+/// Writes `bytes` as `path` (its folder created if missing), replacing any file there at
+/// once: readers see the old file or the new one, never part of it.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), Status> {
+    let io = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder).map_err(io)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 fn timestamp_of(ns: i64) -> Timestamp {
@@ -166,12 +174,7 @@ impl SavedDatasets {
     }
 
     fn put(&self, name: &str, dataset: &fc::SavedDataset) -> Result<(), Status> {
-        let path = self.path(name)?;
-        let io = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
-        std::fs::create_dir_all(&self.folder).map_err(io)?;
-        let tmp = self.folder.join(format!(".{name}.pb.tmp"));
-        std::fs::write(&tmp, dataset.encode_to_vec()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        replace_file(&self.path(name)?, &dataset.encode_to_vec())
     }
 
     fn get(&self, name: &str) -> Result<Option<fc::SavedDataset>, Status> {
@@ -227,6 +230,14 @@ fn dataset_head(dataset: &fc::SavedDataset) -> (String, Vec<String>) {
     views.sort();
     views.dedup();
     (head.name, views)
+}
+
+fn validation_reference_not_found(name: &str, project: &str) -> Status {
+    feast_error(
+        Code::NotFound,
+        "ValidationReferenceNotFound",
+        format!("Validation reference {name} does not exist in project {project}"),
+    )
 }
 
 fn dataset_not_found(name: &str, project: &str) -> Status {
@@ -1433,14 +1444,7 @@ impl RegistryServer for FeastRegistry {
         request: Request<fr::GetRequest>,
     ) -> Reply<fc::ValidationReference> {
         let r = request.into_inner();
-        Err(feast_error(
-            Code::NotFound,
-            "ValidationReferenceNotFound",
-            format!(
-                "Validation reference {} does not exist in project {}",
-                r.name, r.project
-            ),
-        ))
+        Err(validation_reference_not_found(&r.name, &r.project))
     }
 
     async fn list_validation_references(
@@ -1454,14 +1458,7 @@ impl RegistryServer for FeastRegistry {
 
     async fn delete_validation_reference(&self, request: Request<fr::DeleteRequest>) -> Reply<()> {
         let r = request.into_inner();
-        Err(feast_error(
-            Code::NotFound,
-            "ValidationReferenceNotFound",
-            format!(
-                "Validation reference {} does not exist in project {}",
-                r.name, r.project
-            ),
-        ))
+        Err(validation_reference_not_found(&r.name, &r.project))
     }
 
     async fn create_dataset_from_retrieval(&self, _request: Request<fr::Ignored>) -> Reply<()> {
