@@ -76,6 +76,7 @@ fn definitions(n: usize) -> Definitions {
             owner: String::new(),
             tags: Default::default(),
             materialization: None,
+            freshness: None,
         },
     );
     defs

@@ -5,6 +5,7 @@
 
 mod feast_repository;
 mod flight;
+mod monitoring;
 mod online_cli;
 mod operations;
 mod pushes;

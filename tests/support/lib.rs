@@ -28,6 +28,8 @@ pub fn quiver_bin() -> PathBuf {
 pub struct Run {
     /// Exit status was success.
     pub ok: bool,
+    /// The exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
     /// Standard output.
     pub stdout: String,
     /// Standard error.
@@ -46,6 +48,7 @@ impl From<Output> for Run {
     fn from(o: Output) -> Self {
         Self {
             ok: o.status.success(),
+            code: o.status.code(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
@@ -124,6 +127,8 @@ pub struct Server {
     pub grpc: String,
     /// The HTTP address, `http://127.0.0.1:PORT`.
     pub http: String,
+    /// The metrics URL, `http://127.0.0.1:PORT/metrics`, when started with `--metrics-port`.
+    pub metrics: Option<String>,
     /// Everything the server printed before it was ready.
     pub banner: String,
 }
@@ -171,7 +176,7 @@ impl Server {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = String::new();
-        let (mut grpc, mut http) = (String::new(), String::new());
+        let (mut grpc, mut http, mut metrics) = (String::new(), String::new(), None);
         let flight = loop {
             let line = lines
                 .next()
@@ -185,6 +190,9 @@ impl Server {
             if let Some(address) = line.strip_prefix("HTTP: ") {
                 address.clone_into(&mut http);
             }
+            if let Some(url) = line.strip_prefix("Metrics: ") {
+                metrics = Some(url.to_owned());
+            }
             if let Some(address) = line.strip_prefix("Arrow Flight: ") {
                 break address.to_owned();
             }
@@ -196,6 +204,7 @@ impl Server {
             flight,
             grpc,
             http,
+            metrics,
             banner,
         }
     }
@@ -304,31 +313,56 @@ pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
+/// RFC 3339 (UTC, to the second) of the time `seconds` ago.
+pub fn rfc3339_ago(seconds: i64) -> String {
+    (chrono::Utc::now() - chrono::TimeDelta::seconds(seconds))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// A minimal HTTP/1.1 client: sends `method path` with an optional JSON body to `base`
 /// (`http://host:port`) and returns the status code and body.
 pub fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (status, _, body) = http_exchange(base, method, path, body, &[]);
+    (status, body)
+}
+
+/// [`http`] with extra request headers; also returns the response's headers (names in
+/// lower case).
+pub fn http_exchange(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let host = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(host).expect("connect to the HTTP port");
     let body = body.unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("send request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
 }
 
 /// Writes one batch as a Parquet file.

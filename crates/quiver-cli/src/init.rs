@@ -56,6 +56,7 @@ feature_views:
     entities: [driver]
     source: driver_stats_source
     ttl: 1d
+    freshness: 2h   # `quiver status` fails when the newest online row is older
     features:
       - {name: conv_rate, type: float32, description: Share of offers accepted.}
       - {name: acc_rate, type: float32}

@@ -43,6 +43,10 @@ struct Cli {
     /// store find the one holding it on their own).
     #[arg(long, global = true, env = "QUIVER_SERVER")]
     server: Option<String>,
+    /// How log lines look on stderr; which appear follows `RUST_LOG` (default `info`; e.g.
+    /// `RUST_LOG=quiver::request=debug` logs every request).
+    #[arg(long, global = true, env = "QUIVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -167,6 +171,10 @@ enum Command {
         /// HTTP/JSON port, Feast's feature-server endpoints [default: 6566].
         #[arg(long, env = "QUIVER_HTTP_PORT")]
         http_port: Option<u16>,
+        /// A port of its own for `GET /metrics`, without authentication, for scrapers
+        /// [default: server.metrics_port, or none: `/metrics` on the HTTP port only].
+        #[arg(long, env = "QUIVER_METRICS_PORT")]
+        metrics_port: Option<u16>,
         /// Most entity rows in one online read or push [default: server.limits.max_rows, or
         /// 10000].
         #[arg(long)]
@@ -193,6 +201,9 @@ enum Command {
         #[arg(long)]
         full_feature_names: bool,
     },
+    /// Show each online view's freshness (against its `freshness:`), online rows and last
+    /// materialization. Exits 2 when a view is stale (a gate for cron and CI), 1 on an error.
+    Status,
     /// Read, back up and restore the online store (through the server that holds it, if one
     /// does).
     Online {
@@ -371,8 +382,32 @@ impl std::fmt::Display for ExitWith {
 
 impl std::error::Error for ExitWith {}
 
+/// How log lines look.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<ExitWith>() {
@@ -529,6 +564,7 @@ fn run(cli: &Cli) -> Result<()> {
             grpc_port,
             flight_port,
             http_port,
+            metrics_port,
             max_rows,
             memory_limit_mb,
             no_schedule,
@@ -548,6 +584,7 @@ fn run(cli: &Cli) -> Result<()> {
                 .or(file.flight_port)
                 .unwrap_or(options.flight_port);
             options.http_port = http_port.or(file.http_port).unwrap_or(options.http_port);
+            options.metrics_port = metrics_port.or(file.metrics_port);
             options.join.memory_limit = memory_limit_mb << 20;
             options.schedule = !no_schedule;
             let limits = &file.limits;
@@ -681,6 +718,14 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Online { command } => {
             let repo = Repo::open(&cli.repo)?;
             online_command(&repo, cli.server.as_deref(), command, cli.json)
+        }
+        Command::Status => {
+            let repo = Repo::open(&cli.repo)?;
+            if online::status(&repo.path, cli.server.as_deref(), cli.json)? {
+                Err(ExitWith(2).into())
+            } else {
+                Ok(())
+            }
         }
     }
 }

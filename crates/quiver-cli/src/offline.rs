@@ -124,9 +124,14 @@ pub fn serve_repo(repo: &Path, store_options: StoreOptions, options: ServeOption
             options,
             move |bound| {
                 println!(
-                    "Serving project '{project}' (registry version {version}).\nOnline gRPC: {}\nHTTP: {http}://{}\nArrow Flight: {flight}://{}",
-                    bound.grpc, bound.http, bound.flight
+                    "Serving project '{project}' (registry version {version}).\nOnline gRPC: {}\nHTTP: {http}://{}",
+                    bound.grpc, bound.http
                 );
+                if let Some(metrics) = bound.metrics {
+                    println!("Metrics: {http}://{metrics}/metrics");
+                }
+                // Last: readers wait for this line.
+                println!("Arrow Flight: {flight}://{}", bound.flight);
             },
             shutdown_signal(),
         )

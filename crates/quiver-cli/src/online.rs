@@ -12,7 +12,7 @@ use quiver_online::{
 };
 use quiver_ops::{FeatureSpec, InputValue, MaterializeRequest};
 use quiver_registry::{Registry, RepoConfig};
-use quiver_server::messages::{run_record, view_report};
+use quiver_server::messages::{run_record, status_report, view_report};
 use quiver_server::proto::quiver::v1 as pb;
 use serde_json::{Value, json};
 
@@ -479,6 +479,8 @@ pub fn online_stats(repo: &Path, server: Option<&str>, as_json: bool) -> Result<
                     memory_bytes: r.memory_bytes,
                     pending_compaction_bytes: r.pending_compaction_bytes,
                     running_compactions: r.running_compactions,
+                    block_cache_hits: r.block_cache_hits,
+                    block_cache_misses: r.block_cache_misses,
                 },
                 r.watermarks
                     .into_iter()
@@ -507,6 +509,94 @@ pub fn online_stats(repo: &Path, server: Option<&str>, as_json: bool) -> Result<
         .collect();
     print!("{}", output::table(&["VIEW", "WATERMARK"], &rows));
     Ok(())
+}
+
+/// `quiver status`: every online view's freshness, rows and last run; `Ok(true)` when a view
+/// is stale.
+pub fn status(repo: &Path, server: Option<&str>, as_json: bool) -> Result<bool> {
+    let runtime = Server::runtime()?;
+    let report = match Access::open(&runtime, repo, server)? {
+        Access::Local(store) => store.status(&quiver_ops::Caller::Trusted)?,
+        Access::Remote(server) => {
+            let mut client = pb::online_store_service_client::OnlineStoreServiceClient::new(
+                server.channel.clone(),
+            );
+            let response = runtime
+                .block_on(client.get_status(pb::GetStatusRequest {}))
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            status_report(response).context("the server's status answer")?
+        }
+    };
+    let age = |t: i64| {
+        quiver_core::format_duration(Duration::from_nanos(
+            u64::try_from(report.now.saturating_sub(t)).unwrap_or(0),
+        ))
+    };
+    if as_json {
+        let views: Vec<Value> = report
+            .views
+            .iter()
+            .map(|v| {
+                json!({
+                    "view": v.view,
+                    "state": v.state.name(),
+                    "freshness": v.freshness.map(quiver_core::format_duration),
+                    "newest_event": v.newest_event_ts.map(time_text),
+                    "age_seconds": v.newest_event_ts.map(|t| report.now.saturating_sub(t) as f64 / 1e9),
+                    "rows": v.rows,
+                    "last_run": v.last_run.as_ref().map(|r| json!({
+                        "id": r.id,
+                        "outcome": r.outcome.name(),
+                        "started_at": time_text(r.started_at),
+                        "error": r.error,
+                    })),
+                    "last_success": v.last_success.map(time_text),
+                })
+            })
+            .collect();
+        crate::print_json(&json!({
+            "registry_version": report.version,
+            "now": time_text(report.now),
+            "stale": report.any_stale(),
+            "views": views,
+        }))?;
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .views
+            .iter()
+            .map(|v| {
+                let dash = || "-".to_owned();
+                vec![
+                    v.view.clone(),
+                    v.state.name().to_owned(),
+                    v.newest_event_ts.map_or_else(dash, age),
+                    v.freshness.map_or_else(dash, quiver_core::format_duration),
+                    v.rows.to_string(),
+                    v.last_run.as_ref().map_or_else(dash, |r| {
+                        format!("{} {}", r.outcome.name(), short_time(r.started_at))
+                    }),
+                    v.last_success.map_or_else(dash, age),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(
+                &[
+                    "VIEW",
+                    "STATE",
+                    "AGE",
+                    "FRESHNESS",
+                    "ROWS",
+                    "LAST RUN",
+                    "SINCE SUCCESS"
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(report.any_stale())
 }
 
 /// `quiver online backup DIR`.

@@ -212,6 +212,7 @@ mod tests {
                     owner: String::new(),
                     tags: Default::default(),
                     materialization: None,
+                    freshness: None,
                 },
             );
         }

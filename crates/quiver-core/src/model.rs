@@ -120,6 +120,9 @@ pub struct FeatureView {
     /// unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub materialization: Option<Schedule>,
+    /// How old the newest online row may be before `quiver status` calls the view stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Period>,
 }
 
 /// A materialization schedule: incremental runs every `every`, re-reading `lookback` before

@@ -37,11 +37,11 @@ pub use lease::LocalLeases;
 pub use materialize::{
     MaterializeOptions, Progress, ViewReport, ViewTarget, Window, materialize_view, resolve_window,
 };
-pub use read::{Cell, FieldStatus, OnlineFeatures, ReadPlan, read_online_features};
+pub use read::{Cell, FieldStatus, OnlineFeatures, ReadPlan, StatusCounts, read_online_features};
 pub use rocksdb_store::{RocksDbOptions, RocksDbStore};
 pub use row::{FeatureValue, Row, RowVersion, RowWriter, encode_row, layout_fingerprint};
 pub use runs::{RunOutcome, RunRecord, RunTrigger};
 pub use store::{
-    KeyedRows, LiveView, OnlineStore, RUNS_KEPT, ReadFuture, StoreStats, StoredRows, ViewId,
-    ViewKeys, ViewRows,
+    KeyedRows, LiveView, OnlineStore, RUNS_KEPT, ReadFuture, StoreStats, StoredRows, ViewContents,
+    ViewId, ViewKeys, ViewRows,
 };

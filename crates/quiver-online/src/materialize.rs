@@ -13,7 +13,7 @@
 //! its rows are durable.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
@@ -114,6 +114,9 @@ pub struct ViewReport {
     pub rows_in_window: u64,
     /// Rows written (the newest per key of each batch).
     pub rows_written: u64,
+    /// The newest event time (ns) among the rows in the window, which were written.
+    #[serde(default)]
+    pub newest_event_ts: Option<i64>,
     /// Bytes of encoded rows written.
     pub bytes_written: u64,
     /// Rows skipped because a join key was null.
@@ -261,6 +264,8 @@ pub fn materialize_view(
         rows_scanned: load(&counters.scanned),
         rows_in_window: load(&counters.in_window),
         rows_written: load(&counters.written),
+        newest_event_ts: (load(&counters.in_window) > 0)
+            .then(|| counters.newest_event.load(Ordering::Relaxed)),
         bytes_written: load(&counters.bytes),
         skipped_null_key: load(&counters.null_key),
         skipped_null_timestamp: load(&counters.null_ts),
@@ -276,14 +281,29 @@ fn fmt_nanos(ns: i64) -> String {
     }
 }
 
-#[derive(Default)]
 struct Counters {
     scanned: AtomicU64,
     in_window: AtomicU64,
+    /// The newest event time of the rows in the window.
+    newest_event: AtomicI64,
     written: AtomicU64,
     bytes: AtomicU64,
     null_key: AtomicU64,
     null_ts: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            scanned: AtomicU64::new(0),
+            in_window: AtomicU64::new(0),
+            newest_event: AtomicI64::new(i64::MIN),
+            written: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            null_key: AtomicU64::new(0),
+            null_ts: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Everything needed to turn a view's source row groups into online rows.
@@ -374,6 +394,7 @@ impl ViewPlan<'_> {
         let mut entries: Vec<Entry> = Vec::with_capacity(batch.num_rows());
         let mut key = Vec::with_capacity(batch.num_rows() * 9);
         let (mut in_window, mut null_key, mut null_ts) = (0u64, 0u64, 0u64);
+        let mut newest = i64::MIN;
         for i in 0..batch.num_rows() {
             if times.event.is_null(i) {
                 null_ts += 1;
@@ -389,6 +410,7 @@ impl ViewPlan<'_> {
                 continue;
             }
             in_window += 1;
+            newest = newest.max(event);
             entries.push((
                 start,
                 key.len(),
@@ -398,6 +420,7 @@ impl ViewPlan<'_> {
         }
         if let Some(c) = counters {
             c.in_window.fetch_add(in_window, Ordering::Relaxed);
+            c.newest_event.fetch_max(newest, Ordering::Relaxed);
             c.null_key.fetch_add(null_key, Ordering::Relaxed);
             c.null_ts.fetch_add(null_ts, Ordering::Relaxed);
         }

@@ -13,14 +13,37 @@ use crate::store::{OnlineStore, ViewId, ViewKeys};
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FieldStatus {
     /// A value was found and is within the ttl.
-    Present,
+    Present = 0,
     /// The row exists but this feature is null in it.
-    NullValue,
+    NullValue = 1,
     /// No row for this key in this view.
-    NotFound,
+    NotFound = 2,
     /// The row is older than `now - ttl`; the value is still returned.
-    OutsideMaxAge,
+    OutsideMaxAge = 3,
 }
+
+impl FieldStatus {
+    /// Every status, in the order of [`StatusCounts`].
+    pub const ALL: [Self; 4] = [
+        Self::Present,
+        Self::NullValue,
+        Self::NotFound,
+        Self::OutsideMaxAge,
+    ];
+
+    /// The status's name in metrics, as Feast's (`present`, `not_found`, ...).
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::NullValue => "null_value",
+            Self::NotFound => "not_found",
+            Self::OutsideMaxAge => "outside_max_age",
+        }
+    }
+}
+
+/// Cells answered per status, indexed by `FieldStatus as usize`.
+pub type StatusCounts = [u64; 4];
 
 /// One answered cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +147,8 @@ struct ViewRows {
     rows: Vec<Option<Vec<u8>>>,
     /// Rows older than this (ns) are outside max age (`i64::MIN` without ttl).
     fresh_after: i64,
+    /// Cells answered so far, per status.
+    answered: [std::cell::Cell<u64>; 4],
 }
 
 /// The answer to an online read: the requested features for every entity row, in order.
@@ -145,11 +170,27 @@ impl<'p> OnlineFeatures<'p> {
         &self.plan.features
     }
 
+    /// For each planned view (by name), the cells [`OnlineFeatures::cell`] answered so far,
+    /// per status: what a caller served, for metrics.
+    pub fn answered(&self) -> impl Iterator<Item = (&'p str, StatusCounts)> + '_ {
+        self.plan.views.iter().zip(&self.views).map(|(view, rows)| {
+            (
+                view.name.as_str(),
+                std::array::from_fn(|i| rows.answered[i].get()),
+            )
+        })
+    }
+
     /// The cell of feature column `col` for entity row `row`.
     pub fn cell(&self, col: usize, row: usize) -> Result<Cell<'_>> {
         let feature = &self.plan.features[col];
         let rows = &self.views[self.plan.view_of[col]];
+        let count = |status: FieldStatus| {
+            let n = &rows.answered[status as usize];
+            n.set(n.get() + 1);
+        };
         let Some(bytes) = rows.rows[row].as_deref() else {
+            count(FieldStatus::NotFound);
             return Ok(Cell {
                 value: FeatureValue::Null,
                 status: FieldStatus::NotFound,
@@ -168,6 +209,7 @@ impl<'p> OnlineFeatures<'p> {
         } else {
             FieldStatus::Present
         };
+        count(status);
         Ok(Cell {
             value,
             status,
@@ -222,6 +264,7 @@ pub async fn read_online_features<'p>(
         views.push(ViewRows {
             rows: kept,
             fresh_after,
+            answered: Default::default(),
         });
     }
     Ok(OnlineFeatures {

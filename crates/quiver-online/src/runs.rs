@@ -70,6 +70,9 @@ pub struct RunRecord {
     pub rows_scanned: u64,
     /// Rows written to the store.
     pub rows_written: u64,
+    /// The newest event time (ns) among the rows it wrote.
+    #[serde(default)]
+    pub newest_event_ts: Option<i64>,
     /// Why it failed.
     pub error: Option<String>,
     /// 1 for a first try, more for retries of a failed scheduled run.

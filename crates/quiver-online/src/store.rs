@@ -41,6 +41,21 @@ pub struct StoreStats {
     pub pending_compaction_bytes: u64,
     /// Compactions and flushes running now.
     pub running_compactions: u64,
+    /// Block reads the block cache answered since the store opened (0 without one).
+    #[serde(default)]
+    pub block_cache_hits: u64,
+    /// Block reads that missed the block cache since the store opened.
+    #[serde(default)]
+    pub block_cache_misses: u64,
+}
+
+/// What one view generation holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ViewContents {
+    /// Stored rows (expired rows not purged yet included).
+    pub rows: u64,
+    /// The newest event time (ns) among them.
+    pub newest_event_ts: Option<i64>,
 }
 
 /// The stored rows of one view: a project, a feature view and its online generation.
@@ -199,6 +214,10 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
 
     /// Counts and sizes.
     fn stats(&self) -> Result<StoreStats>;
+
+    /// The rows of one view generation and the newest event time among them. Reads every
+    /// row of the view once (for status reports, never on a request's path).
+    fn view_contents(&self, view: &ViewId) -> Result<ViewContents>;
 
     /// Writes a consistent copy of the store to `dir`, which must not exist.
     fn backup(&self, dir: &Path) -> Result<()>;

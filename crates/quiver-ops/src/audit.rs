@@ -77,21 +77,21 @@ impl AuditLog {
                 let mut file = match OpenOptions::new().create(true).append(true).open(&path) {
                     Ok(f) => f,
                     Err(e) => {
-                        eprintln!("audit log {}: {e}", path.display());
+                        tracing::error!("audit log {}: {e}", path.display());
                         return;
                     }
                 };
                 for line in rx {
                     if let Err(e) = writeln!(file, "{line}") {
                         dropped.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("audit log {}: {e}", path.display());
+                        tracing::error!("audit log {}: {e}", path.display());
                     }
                 }
             });
         match spawned {
             Ok(handle) => Some((tx, handle)),
             Err(e) => {
-                eprintln!("audit log {}: {e}", self.path.display());
+                tracing::error!("audit log {}: {e}", self.path.display());
                 None
             }
         }

@@ -9,6 +9,7 @@ use quiver_online::{ReadPlan, ViewId};
 use quiver_registry::RegistryVersion;
 
 use crate::error::{OpsError, Result};
+use crate::metrics::{Metrics, ValueCounters};
 
 /// The features an online read names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,6 +26,15 @@ const MAX_PLANS: usize = 1024;
 
 type PlanKey = (FeatureSpec, bool);
 
+/// A read plan and the counters of the values it answers, kept per feature list.
+#[derive(Debug)]
+pub struct PlannedRead {
+    /// The plan.
+    pub plan: ReadPlan,
+    /// The counters of its views' answered values.
+    pub(crate) counters: ValueCounters,
+}
+
 /// The definitions of one registry version and what serving them needs.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -37,7 +47,7 @@ pub struct Snapshot {
     /// The version's permissions, compiled.
     pub authorizer: crate::auth::Authorizer,
     /// Read plans of the feature lists asked for at this version.
-    plans: RwLock<HashMap<PlanKey, Arc<ReadPlan>, foldhash::fast::RandomState>>,
+    plans: RwLock<HashMap<PlanKey, Arc<PlannedRead>, foldhash::fast::RandomState>>,
 }
 
 impl Snapshot {
@@ -80,9 +90,14 @@ impl Snapshot {
         self.defs.feature_views.values().filter(|v| v.online)
     }
 
-    /// The read plan of `spec` at this version: resolved on first use, then shared, so the hot
-    /// path does no registry lookups.
-    pub fn plan(&self, spec: FeatureSpec, full_names: bool) -> Result<Arc<ReadPlan>> {
+    /// The read plan of `spec` at this version: resolved on first use (with its value
+    /// counters in `metrics`), then shared, so the hot path does no registry or metric lookups.
+    pub fn plan(
+        &self,
+        spec: FeatureSpec,
+        full_names: bool,
+        metrics: &Metrics,
+    ) -> Result<Arc<PlannedRead>> {
         let key = (spec, full_names);
         if let Some(plan) = self.plans.read().ok().and_then(|p| p.get(&key).cloned()) {
             return Ok(plan);
@@ -100,7 +115,9 @@ impl Snapshot {
             }
             FeatureSpec::Service(name) => self.defs.resolve_service(name, full_names),
         }?;
-        let plan = Arc::new(ReadPlan::new(&self.defs, &self.generations, features)?);
+        let plan = ReadPlan::new(&self.defs, &self.generations, features)?;
+        let counters = metrics.value_counters(plan.view_names());
+        let plan = Arc::new(PlannedRead { plan, counters });
         if let Ok(mut plans) = self.plans.write() {
             if plans.len() >= MAX_PLANS {
                 plans.clear();
@@ -181,28 +198,34 @@ mod tests {
     #[test]
     fn plans_are_resolved_once_per_feature_list() {
         let s = snapshot(3);
+        let m = Metrics::default();
         let a = s
-            .plan(refs(&["stats:f0", "stats:f2"]), false)
+            .plan(refs(&["stats:f0", "stats:f2"]), false, &m)
             .expect("plan");
         let b = s
-            .plan(refs(&["stats:f0", "stats:f2"]), false)
+            .plan(refs(&["stats:f0", "stats:f2"]), false, &m)
             .expect("plan");
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.features()[1].output_name, "f2");
-        let full = s.plan(refs(&["stats:f0", "stats:f2"]), true).expect("plan");
-        assert_eq!(full.features()[1].output_name, "stats__f2");
+        assert_eq!(a.plan.features()[1].output_name, "f2");
+        let full = s
+            .plan(refs(&["stats:f0", "stats:f2"]), true, &m)
+            .expect("plan");
+        assert_eq!(full.plan.features()[1].output_name, "stats__f2");
     }
 
     #[test]
     fn bad_feature_lists_are_errors_and_not_kept() {
         let s = snapshot(3);
-        let err = s.plan(refs(&["stats:nope"]), false).expect_err("unknown");
+        let m = Metrics::default();
+        let err = s
+            .plan(refs(&["stats:nope"]), false, &m)
+            .expect_err("unknown");
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(err.to_string().contains("nope"), "{err}");
-        let err = s.plan(refs(&[]), false).expect_err("empty");
+        let err = s.plan(refs(&[]), false, &m).expect_err("empty");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         let err = s
-            .plan(FeatureSpec::Service("missing".into()), false)
+            .plan(FeatureSpec::Service("missing".into()), false, &m)
             .expect_err("service");
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert_eq!(s.plans.read().expect("lock").len(), 0);
@@ -211,11 +234,13 @@ mod tests {
     #[test]
     fn the_plan_cache_is_bounded() {
         let s = snapshot(40);
+        let m = Metrics::default();
         for i in 0..40 {
             for j in (0..40).filter(|j| *j != i) {
                 s.plan(
                     refs(&[&format!("stats:f{i}"), &format!("stats:f{j}")]),
                     false,
+                    &m,
                 )
                 .expect("plan");
                 assert!(s.plans.read().expect("lock").len() <= MAX_PLANS);

@@ -43,9 +43,11 @@ pub mod endpoint;
 pub mod error;
 mod lease;
 pub mod materialize;
+pub mod metrics;
 pub mod oidc;
 pub mod push;
 pub mod schedule;
+pub mod status;
 mod value;
 
 use std::path::{Path, PathBuf};
@@ -64,12 +66,14 @@ use quiver_source::Sources;
 pub use apply::{ApplyOutcome, ApplyRequest, BaseVersion, Committed, commit, views_leaving};
 pub use audit::AuditLog;
 pub use auth::{Authenticator, Authorizer, Caller, Grant, Principal, token_hash};
-pub use catalog::{FeatureSpec, Snapshot};
+pub use catalog::{FeatureSpec, PlannedRead, Snapshot};
 pub use endpoint::Endpoint;
 pub use error::{OpsError, Result};
 pub use materialize::MaterializeRequest;
+pub use metrics::Metrics;
 pub use oidc::{OidcVerifier, TokenError};
 pub use push::{PushOutcome, PushRequest, PushTarget};
+pub use status::{Freshness, StatusReport, ViewStatus};
 pub use value::InputValue;
 
 use crate::catalog::Current;
@@ -198,6 +202,7 @@ pub struct FeatureStore {
     /// What activating the current version did when this handle opened the store.
     opened: Activation,
     audit: Arc<AuditLog>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -239,6 +244,7 @@ impl FeatureStore {
         ));
         let mut this = Self {
             audit,
+            metrics: Metrics::default(),
             repo: repo.to_path_buf(),
             sources: Arc::new(Sources::new(config.data_root(repo))),
             config,
@@ -367,6 +373,11 @@ impl FeatureStore {
             .retain(&snapshot.defs.project, snapshot.version, &live)?)
     }
 
+    /// What this process's operations did, for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The audit log every write and refusal is recorded in.
     pub fn audit_log(&self) -> &Arc<AuditLog> {
         &self.audit
@@ -419,7 +430,8 @@ impl FeatureStore {
             (FeatureSpec::Service(name), Caller::Principal(_)) => Some(name.clone()),
             _ => None,
         };
-        let plan = snapshot.plan(spec, full_feature_names)?;
+        let planned = snapshot.plan(spec, full_feature_names, &self.metrics)?;
+        let plan = &planned.plan;
         if !matches!(caller, Caller::Trusted) {
             let objects: Vec<(ObjectKind, &str)> = service
                 .iter()
@@ -439,8 +451,12 @@ impl FeatureStore {
                 Ok((name.clone(), values))
             })
             .collect::<Result<Vec<_>>>()?;
-        let read = read_online_features(self.store.as_ref(), &plan, &keys, now_nanos()).await?;
-        answer(&snapshot, &read)
+        let read = read_online_features(self.store.as_ref(), plan, &keys, now_nanos()).await?;
+        let answered = answer(&snapshot, &read);
+        self.metrics
+            .online_read(entities.first().map_or(0, |(_, v)| v.len()));
+        planned.counters.add(&read);
+        answered
     }
 
     /// The store's counts and sizes, and the watermark (ns) of every online view.

@@ -162,6 +162,7 @@ impl FeatureStore {
                 run.outcome = RunOutcome::Succeeded;
                 run.rows_scanned = report.rows_scanned;
                 run.rows_written = report.rows_written;
+                run.newest_event_ts = report.newest_event_ts;
             }
             Err(OnlineError::Cancelled) => run.outcome = RunOutcome::Cancelled,
             Err(e) => {
@@ -169,6 +170,12 @@ impl FeatureStore {
                 run.error = Some(e.to_string());
             }
         }
+        self.metrics.materialized(
+            &view.name,
+            run.outcome,
+            run.rows_written,
+            std::time::Duration::from_millis(run.duration_ms(now_nanos())),
+        );
         let recorded = store.record_run(&run);
         let report = result?;
         recorded?;
@@ -210,6 +217,7 @@ impl FeatureStore {
             outcome: RunOutcome::Running,
             rows_scanned: 0,
             rows_written: 0,
+            newest_event_ts: None,
             error: None,
             attempt: request.attempt,
             holder: self.holder.clone(),

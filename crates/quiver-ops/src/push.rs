@@ -178,6 +178,13 @@ impl FeatureStore {
             self.compact_in_background(source);
         }
         let receivers = if request.to.online() { &online } else { &views };
+        self.metrics.pushed(
+            &request.name,
+            request.to,
+            checked.rows,
+            checked.event.iter().copied().max(),
+            online.iter().map(|v| v.name.as_str()),
+        );
         self.audit.record(
             caller.name(),
             "push",

@@ -252,9 +252,10 @@ async fn finish(name: &str, view: &mut Scheduled, running: Running) {
             let wait = backoff(view.failures, every);
             view.next = Instant::now() + wait;
             if !running.cancel.load(Ordering::Relaxed) {
-                eprintln!(
-                    "quiver serve: scheduled materialization of feature view '{name}' failed (attempt {}); retrying in {}: {e}",
-                    view.failures,
+                tracing::warn!(
+                    feature_view = %name,
+                    attempt = view.failures,
+                    "scheduled materialization failed; retrying in {}: {e}",
                     quiver_core::format_duration(wait)
                 );
             }

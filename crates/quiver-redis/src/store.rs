@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use quiver_online::{
     LiveView, OnlineError, OnlineStore, RUNS_KEPT, ReadFuture, Row, RunRecord, StoreStats,
-    StoredRows, ViewId, ViewKeys, ViewRows,
+    StoredRows, ViewContents, ViewId, ViewKeys, ViewRows,
 };
 use redis::AsyncCommands;
 
@@ -628,6 +628,55 @@ impl OnlineStore for RedisStore {
                 stats.memory_bytes += info_field(&memory, "used_memory").unwrap_or(0);
             }
             Ok(stats)
+        })?)
+    }
+
+    fn view_contents(&self, view: &ViewId) -> quiver_online::Result<ViewContents> {
+        let pattern = keys::range_pattern(view);
+        Ok(self.run(|mut conn, store| async move {
+            let err = redis_error(&store);
+            let mut contents = ViewContents::default();
+            for node in conn.masters().await.map_err(&err)? {
+                let mut cursor = "0".to_owned();
+                loop {
+                    let (next, found): (String, Vec<Vec<u8>>) = conn
+                        .on_node(
+                            &node,
+                            redis::cmd("SCAN")
+                                .arg(&cursor)
+                                .arg("MATCH")
+                                .arg(&pattern)
+                                .arg("COUNT")
+                                .arg(SCAN_COUNT),
+                        )
+                        .await
+                        .map_err(&err)?;
+                    if !found.is_empty() {
+                        let rows: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                            .arg(&found)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(&err)?;
+                        // A row that expired between SCAN and MGET is gone.
+                        for row in rows.iter().flatten() {
+                            let event = Row::parse(row)
+                                .map_err(|e| RedisStoreError::Unexpected {
+                                    store: store.clone(),
+                                    message: e.to_string(),
+                                })?
+                                .event_ts();
+                            contents.rows += 1;
+                            contents.newest_event_ts =
+                                Some(contents.newest_event_ts.map_or(event, |n| n.max(event)));
+                        }
+                    }
+                    if next == "0" {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Ok(contents)
         })?)
     }
 

@@ -80,6 +80,10 @@ pub struct ServerConfig {
     /// HTTP/JSON port.
     #[serde(default)]
     pub http_port: Option<u16>,
+    /// A port of its own for `GET /metrics`, without authentication (unset: only `/metrics`
+    /// on the HTTP port).
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
     /// Request and connection limits (unset ones take the built-in defaults).
     #[serde(default)]
     pub limits: ServerLimits,

@@ -20,6 +20,7 @@
 //!     source: driver_stats_source
 //!     ttl: 1d
 //!     materialization: {every: 1h, lookback: 2h}   # optional: `quiver serve` runs it
+//!     freshness: 2h                                # optional: `quiver status` checks it
 //!     features:
 //!       - {name: conv_rate, type: float32}
 //! feature_services:
@@ -167,6 +168,7 @@ struct RawFeatureView {
     ttl: Option<Spanned<String>>,
     #[serde(default)]
     materialization: Option<RawSchedule>,
+    freshness: Option<Spanned<String>>,
     #[serde(default = "yes")]
     online: bool,
     #[serde(default = "yes")]
@@ -511,6 +513,7 @@ pub fn definitions_file(defs: &Definitions) -> String {
                         json!({"every": m.every.to_string(), "lookback": m.lookback.to_string()})
                     }),
                 ),
+                ("freshness", v.freshness.map(|f| json!(f.to_string()))),
                 ("online", Some(json!(v.online))),
                 ("offline", Some(json!(v.offline))),
             ];
@@ -895,6 +898,17 @@ impl Validator<'_> {
             }
             Some(schedule)
         });
+        let freshness = v.freshness.as_ref().and_then(|f| {
+            let period = f
+                .parse::<Period>()
+                .map_err(|e| report(line_of(f), format!("freshness: {e}")))
+                .ok()?;
+            // Checked on the online store: an offline view's is kept for when it comes back.
+            if period.0.is_zero() {
+                report(line_of(f), "freshness must be more than 0".into());
+            }
+            Some(period)
+        });
 
         // Entities and their join keys.
         let mut join_keys: Vec<(JoinKey, usize)> = Vec::new();
@@ -1053,6 +1067,7 @@ impl Validator<'_> {
             owner: v.owner,
             tags: v.tags,
             materialization,
+            freshness,
         })
     }
 

@@ -894,6 +894,7 @@ fn apply_view(defs: &mut Definitions, root: &Path, v: fc::FeatureView) -> Result
         owner: spec.owner,
         tags: spec.tags.into_iter().collect(),
         materialization: existing.and_then(|v| v.materialization),
+        freshness: existing.and_then(|v| v.freshness),
     };
     defs.feature_views.insert(spec.name, view);
     Ok(())
@@ -1726,6 +1727,7 @@ mod tests {
                 owner: String::new(),
                 tags: Default::default(),
                 materialization: None,
+                freshness: None,
             },
         );
         d.feature_services.insert(

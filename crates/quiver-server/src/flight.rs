@@ -292,8 +292,30 @@ impl TrainingSetService {
     }
 
     /// Runs a join of `features` (resolved against `snapshot`) on a blocking thread once
-    /// `caller` may read them: the training set's schema and batches.
+    /// `caller` may read them: the training set's schema and batches, recorded in the
+    /// metrics once the batches end.
     async fn training_set(
+        &self,
+        caller: &Caller,
+        snapshot: Arc<Snapshot>,
+        features: (Vec<ResolvedFeature>, Option<&str>),
+        as_of_created: bool,
+        rows: EntityRows,
+    ) -> Result<(SchemaRef, Batches), Status> {
+        let record = TrainingSetRecord {
+            store: Arc::clone(&self.store),
+            started: Instant::now(),
+            rows: 0,
+            failed: false,
+            finished: false,
+        };
+        let (schema, batches) = self
+            .join(caller, snapshot, features, as_of_created, rows)
+            .await?;
+        Ok((schema, record.measure(batches)))
+    }
+
+    async fn join(
         &self,
         caller: &Caller,
         snapshot: Arc<Snapshot>,
@@ -581,6 +603,42 @@ fn minimal_entity_schema(keys: impl Iterator<Item = Field>) -> Schema {
 
 /// A training set's batches, or the error that ended it.
 pub(crate) type Batches = BoxStream<'static, Result<RecordBatch, FlightError>>;
+
+/// A training set in progress, recorded in the metrics when it is dropped: it succeeded if
+/// its batches ended without an error.
+struct TrainingSetRecord {
+    store: Arc<FeatureStore>,
+    started: Instant,
+    rows: u64,
+    failed: bool,
+    finished: bool,
+}
+
+impl TrainingSetRecord {
+    /// `batches`, counting their rows; the record is dropped with the stream.
+    fn measure(self, batches: Batches) -> Batches {
+        futures::stream::unfold((batches, self), |(mut batches, mut record)| async move {
+            let item = batches.next().await;
+            match &item {
+                Some(Ok(batch)) => record.rows += batch.num_rows() as u64,
+                Some(Err(_)) => record.failed = true,
+                None => record.finished = true,
+            }
+            item.map(|item| (item, (batches, record)))
+        })
+        .boxed()
+    }
+}
+
+impl Drop for TrainingSetRecord {
+    fn drop(&mut self) {
+        self.store.metrics().training_set(
+            self.finished && !self.failed,
+            self.rows,
+            self.started.elapsed(),
+        );
+    }
+}
 
 /// Batches produced on a blocking thread (`blocking_send`), as a stream.
 pub(crate) fn batch_channel() -> (

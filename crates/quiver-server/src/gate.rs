@@ -2,7 +2,9 @@
 //! its connection (see `connection`) for as long as its response is being sent, and
 //! authenticates it, answering a request without valid credentials itself (gRPC
 //! `UNAUTHENTICATED`, HTTP 401). The [`Caller`] goes into the request's extensions:
-//! [`Caller::Trusted`] without authentication, else the verified principal.
+//! [`Caller::Trusted`] without authentication, else the verified principal. Every request
+//! gets a [`RequestId`] (the client's `x-request-id` when it sent a usable one), answered in
+//! the `x-request-id` header of every response, errors included, and named in its log line.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +27,49 @@ pub enum Protocol {
     Grpc,
     /// HTTP/JSON.
     Http,
+}
+
+/// The id of one request: the client's `x-request-id` when it is 1 to 64 characters of
+/// `[A-Za-z0-9._-]`, else one made here (unique within the process, random across them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+/// The header a request id travels in, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+impl RequestId {
+    fn of<B>(request: &http::Request<B>) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        static PROCESS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let sent = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                (1..=64).contains(&v.len())
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        match sent {
+            Some(id) => Self(id.into()),
+            None => {
+                let process = PROCESS.get_or_init(|| {
+                    use std::hash::BuildHasher;
+                    // Random per process: the standard library's hash keys.
+                    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+                        as u32
+                });
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                Self(format!("{process:08x}-{n:x}").into())
+            }
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// The request layer of one port.
@@ -61,6 +106,7 @@ impl Gate {
     fn outcome<R>(
         &self,
         path: &str,
+        id: RequestId,
         started: std::time::Instant,
         response: &http::Response<R>,
     ) -> Outcome {
@@ -80,6 +126,7 @@ impl Gate {
             metrics: Arc::clone(&self.metrics),
             protocol: self.protocol,
             endpoint: endpoint(self.protocol, path),
+            request_id: id,
             started,
             status,
         }
@@ -175,6 +222,8 @@ where
         let started = std::time::Instant::now();
         let path = request.uri().path().to_owned();
         let gate = self.gate.clone();
+        let id = RequestId::of(&request);
+        request.extensions_mut().insert(id.clone());
         let caller = match gate.caller(&request) {
             Ok(caller) => caller,
             // Signed by a key we do not have: fetch the provider's keys, then look again.
@@ -201,13 +250,13 @@ where
                         }
                         Err(_) => gate.refuse(&request, &e),
                     };
-                    Ok(gate.recorded(&path, started, response))
+                    Ok(gate.recorded(&path, id, started, response))
                 });
             }
             Err(e) => {
                 let response = gate.refuse(&request, &e);
                 return Box::pin(std::future::ready(Ok(
-                    gate.recorded(&path, started, response)
+                    gate.recorded(&path, id, started, response)
                 )));
             }
         };
@@ -215,20 +264,25 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?.map(|body| GateBody::of(body, in_flight));
-            Ok(gate.recorded(&path, started, response))
+            Ok(gate.recorded(&path, id, started, response))
         })
     }
 }
 
 impl Gate {
-    /// `response` with what to record of it, recorded once its body is done.
+    /// `response` with its request id and what to record of it, recorded once its body is
+    /// done.
     fn recorded<R>(
         &self,
         path: &str,
+        id: RequestId,
         started: std::time::Instant,
         mut response: http::Response<GateBody<R>>,
     ) -> http::Response<GateBody<R>> {
-        let outcome = self.outcome(path, started, &response);
+        if let Ok(value) = http::HeaderValue::from_str(id.as_str()) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let outcome = self.outcome(path, id, started, &response);
         response.body_mut().outcome = Some(outcome);
         response
     }

@@ -615,6 +615,8 @@ impl pb::online_store_service_server::OnlineStoreService for OnlineStoreGrpc {
                 memory_bytes: stats.memory_bytes,
                 pending_compaction_bytes: stats.pending_compaction_bytes,
                 running_compactions: stats.running_compactions,
+                block_cache_hits: stats.block_cache_hits,
+                block_cache_misses: stats.block_cache_misses,
                 watermarks: watermarks
                     .into_iter()
                     .map(|(view, watermark_nanos)| pb::ViewWatermark {
@@ -627,6 +629,16 @@ impl pb::online_store_service_server::OnlineStoreService for OnlineStoreGrpc {
         })
         .await?;
         Ok(Response::new(response))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let caller = caller_of(request.extensions());
+        let store = Arc::clone(&self.store);
+        let report = blocking(move || store.status(&caller).map_err(|e| status(&e))).await?;
+        Ok(Response::new(crate::messages::status_message(&report)))
     }
 
     async fn backup(

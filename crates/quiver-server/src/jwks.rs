@@ -76,7 +76,7 @@ impl KeyFetcher {
         }
         *last = Some(Instant::now());
         if let Err(e) = self.fetch().await {
-            eprintln!("quiver serve: cannot fetch the OIDC provider's keys: {e}");
+            tracing::warn!("cannot fetch the OIDC provider's keys: {e}");
         }
     }
 
@@ -89,7 +89,7 @@ impl KeyFetcher {
                 let ok = match self.fetch().await {
                     Ok(()) => true,
                     Err(e) => {
-                        eprintln!("quiver serve: cannot fetch the OIDC provider's keys: {e}");
+                        tracing::warn!("cannot fetch the OIDC provider's keys: {e}");
                         false
                     }
                 };

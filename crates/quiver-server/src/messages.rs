@@ -1,7 +1,10 @@
 //! Outcomes of operations in their protobuf form and back: the one mapping of each message,
 //! used by the server to answer and by clients (the CLI) to read its answers.
 
+use std::time::Duration;
+
 use quiver_online::{RunRecord, ViewReport};
+use quiver_ops::{Freshness, StatusReport, ViewStatus};
 
 use crate::proto::quiver::v1 as pb;
 
@@ -20,6 +23,7 @@ pub fn view_report_message(r: &ViewReport) -> pb::ViewReport {
         skipped_null_key: r.skipped_null_key,
         skipped_null_timestamp: r.skipped_null_timestamp,
         elapsed_ms: r.elapsed_ms,
+        newest_event_nanos: r.newest_event_ts,
     }
 }
 
@@ -38,6 +42,7 @@ pub fn view_report(m: pb::ViewReport) -> ViewReport {
         skipped_null_key: m.skipped_null_key,
         skipped_null_timestamp: m.skipped_null_timestamp,
         elapsed_ms: m.elapsed_ms,
+        newest_event_ts: m.newest_event_nanos,
     }
 }
 
@@ -62,6 +67,7 @@ pub fn run_message(r: &RunRecord) -> pb::Run {
         error: r.error.clone().unwrap_or_default(),
         attempt: r.attempt,
         holder: r.holder.clone(),
+        newest_event_nanos: r.newest_event_ts,
     }
 }
 
@@ -83,9 +89,60 @@ pub fn run_record(m: pb::Run) -> serde_json::Result<RunRecord> {
         outcome: serde_json::from_value(name(&m.outcome))?,
         rows_scanned: m.rows_scanned,
         rows_written: m.rows_written,
+        newest_event_ts: m.newest_event_nanos,
         error: (!m.error.is_empty()).then_some(m.error),
         attempt: m.attempt,
         holder: m.holder,
+    })
+}
+
+/// The protobuf form of a status report.
+pub fn status_message(r: &StatusReport) -> pb::GetStatusResponse {
+    pb::GetStatusResponse {
+        now_nanos: r.now,
+        registry_version: r.version,
+        views: r
+            .views
+            .iter()
+            .map(|v| pb::ViewStatus {
+                view: v.view.clone(),
+                freshness_nanos: v
+                    .freshness
+                    .map(|f| i64::try_from(f.as_nanos()).unwrap_or(i64::MAX)),
+                newest_event_nanos: v.newest_event_ts,
+                rows: v.rows,
+                last_run: v.last_run.as_ref().map(run_message),
+                last_success_nanos: v.last_success,
+                state: v.state.name().to_owned(),
+            })
+            .collect(),
+    }
+}
+
+/// A status report from its protobuf form; an error names a state, trigger or outcome this
+/// version does not know.
+pub fn status_report(m: pb::GetStatusResponse) -> serde_json::Result<StatusReport> {
+    let views = m
+        .views
+        .into_iter()
+        .map(|v| {
+            Ok(ViewStatus {
+                view: v.view,
+                freshness: v
+                    .freshness_nanos
+                    .map(|n| Duration::from_nanos(u64::try_from(n).unwrap_or(0))),
+                newest_event_ts: v.newest_event_nanos,
+                rows: v.rows,
+                last_run: v.last_run.map(run_record).transpose()?,
+                last_success: v.last_success_nanos,
+                state: serde_json::from_value::<Freshness>(serde_json::Value::String(v.state))?,
+            })
+        })
+        .collect::<serde_json::Result<_>>()?;
+    Ok(StatusReport {
+        now: m.now_nanos,
+        version: m.registry_version,
+        views,
     })
 }
 
@@ -110,10 +167,25 @@ mod tests {
             outcome: RunOutcome::Interrupted,
             rows_scanned: 4,
             rows_written: 2,
+            newest_event_ts: Some(-3),
             error: Some("gone".into()),
             attempt: 2,
             holder: "host/1/2".into(),
         };
         assert_eq!(run_record(run_message(&run)).unwrap(), run);
+        let report = StatusReport {
+            now: 30,
+            version: 4,
+            views: vec![ViewStatus {
+                view: "v".into(),
+                freshness: Some(Duration::from_secs(7200)),
+                newest_event_ts: Some(-3),
+                rows: 9,
+                last_run: Some(run),
+                last_success: None,
+                state: Freshness::Stale,
+            }],
+        };
+        assert_eq!(status_report(status_message(&report)).unwrap(), report);
     }
 }

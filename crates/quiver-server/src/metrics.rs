@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::gate::Protocol;
+use crate::gate::{Protocol, RequestId};
 
 /// The labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +69,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The request metrics, and those of `store`'s operations.
+    pub fn new(store: &Arc<quiver_ops::FeatureStore>) -> Self {
+        let mut metrics = Self::default();
+        store.register_metrics(&mut metrics.registry);
+        metrics
+    }
+
     /// Records a request to `endpoint` that ended with `status` after `started`.
     pub(crate) fn record(
         &self,
@@ -96,7 +103,8 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Every metric in the OpenMetrics text format.
+    /// Every metric in the OpenMetrics text format (reads the store's figures: call from a
+    /// thread that may block).
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -112,12 +120,15 @@ pub(crate) fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
         axum::routing::get(move || {
             let metrics = Arc::clone(&metrics);
             async move {
+                let text = tokio::task::spawn_blocking(move || metrics.encode())
+                    .await
+                    .unwrap_or_default();
                 (
                     [(
                         http::header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    metrics.encode(),
+                    text,
                 )
             }
         }),
@@ -125,11 +136,13 @@ pub(crate) fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
 }
 
 /// What the gate records of one request once its response is done: kept in the response
-/// body, recorded when the body is dropped.
+/// body, recorded (and logged: failures at `info`, the rest at `debug`) when the body is
+/// dropped.
 pub(crate) struct Outcome {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) protocol: Protocol,
     pub(crate) endpoint: String,
+    pub(crate) request_id: RequestId,
     pub(crate) started: Instant,
     /// The status so far: the HTTP status, or gRPC's `grpc-status` from the headers, until
     /// trailers say otherwise.
@@ -145,6 +158,15 @@ impl Drop for Outcome {
         };
         self.metrics
             .record(self.protocol, endpoint, &self.status, self.started);
+        let failed = !matches!(self.status.as_str(), "OK" | "200" | "201" | "204");
+        let (request_id, status) = (self.request_id.as_str(), self.status.as_str());
+        let ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let path = self.endpoint.as_str();
+        if failed {
+            tracing::info!(target: "quiver::request", request_id, path, status, ms, "request failed");
+        } else {
+            tracing::debug!(target: "quiver::request", request_id, path, status, ms, "request");
+        }
     }
 }
 

@@ -48,6 +48,9 @@ pub struct ServeOptions {
     pub grpc_port: u16,
     /// HTTP port (0 picks a free port).
     pub http_port: u16,
+    /// A port of its own for `GET /metrics` (0 picks a free port), without authentication,
+    /// for scrapers; `/metrics` on the HTTP port is there either way.
+    pub metrics_port: Option<u16>,
     /// Longest time a gRPC request may take.
     pub request_timeout: Duration,
     /// After a shutdown signal, how long in-flight requests may take before the server exits.
@@ -76,6 +79,7 @@ impl Default for ServeOptions {
             flight_port: DEFAULT_FLIGHT_PORT,
             grpc_port: DEFAULT_GRPC_PORT,
             http_port: DEFAULT_HTTP_PORT,
+            metrics_port: None,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             join: JoinOptions::default(),
@@ -98,6 +102,8 @@ pub struct BoundAddresses {
     pub grpc: SocketAddr,
     /// HTTP/JSON (Feast's feature server endpoints).
     pub http: SocketAddr,
+    /// The metrics port, when one was asked for.
+    pub metrics: Option<SocketAddr>,
 }
 
 async fn bind(host: IpAddr, port: u16) -> Result<TcpListener> {
@@ -122,14 +128,14 @@ fn follow_registry(store: &Arc<FeatureStore>, interval: Duration) {
             match tokio::task::spawn_blocking(move || s.refresh()).await {
                 Ok(Ok(Some(activation))) => {
                     for id in activation.deleted {
-                        eprintln!(
-                            "quiver serve: registry version {}: deleted the online data of {id}",
-                            activation.version
+                        tracing::info!(
+                            registry_version = activation.version,
+                            "deleted the online data of {id}"
                         );
                     }
                 }
                 Ok(Err(e)) => {
-                    eprintln!("quiver serve: cannot make the latest registry version current: {e}");
+                    tracing::error!("cannot make the latest registry version current: {e}");
                 }
                 _ => {}
             }
@@ -149,6 +155,10 @@ pub async fn serve(
     let flight_listener = bind(options.host, options.flight_port).await?;
     let grpc_listener = bind(options.host, options.grpc_port).await?;
     let http_listener = bind(options.host, options.http_port).await?;
+    let metrics_listener = match options.metrics_port {
+        Some(port) => Some(bind(options.host, port).await?),
+        None => None,
+    };
     let address = |l: &TcpListener| {
         l.local_addr()
             .map_err(|e| ServerError::Transport(e.to_string()))
@@ -157,6 +167,7 @@ pub async fn serve(
         flight: address(&flight_listener)?,
         grpc: address(&grpc_listener)?,
         http: address(&http_listener)?,
+        metrics: metrics_listener.as_ref().map(address).transpose()?,
     };
     follow_registry(&store, options.registry_poll);
 
@@ -231,7 +242,9 @@ pub async fn serve(
             .map_err(|e| ServerError::Transport(format!("{}: {e}", path.display())))?;
     }
     on_bound(bound);
-    let limits = options.connections.per_port(3);
+    let limits = options
+        .connections
+        .per_port(3 + usize::from(options.metrics_port.is_some()));
     let acceptor = |alpn: &[&[u8]]| {
         options
             .tls
@@ -255,7 +268,7 @@ pub async fn serve(
     if let Some(keys) = &keys {
         Arc::clone(keys).spawn();
     }
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&store));
     let gate = |protocol| {
         Gate::new(
             Arc::clone(&options.auth),
@@ -309,8 +322,26 @@ pub async fn serve(
             .into_make_service_with_connect_info::<ConnectionInfo>(),
     )
     .with_graceful_shutdown(stopped());
+    // The metrics port: plain scrapes (TLS as every port), no credentials, nothing else.
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(
+            axum::serve(
+                incoming(listener, acceptor(&[b"http/1.1"])?)?,
+                metrics_router(Arc::clone(&metrics))
+                    .into_make_service_with_connect_info::<ConnectionInfo>(),
+            )
+            .with_graceful_shutdown(stopped()),
+        ),
+        None => None,
+    };
+    let metrics_server = async move {
+        match metrics_server {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    };
     let transport = |e: &dyn std::fmt::Display| ServerError::Transport(e.to_string());
-    let all = async { tokio::join!(flight_server, grpc_server, http_server) };
+    let all = async { tokio::join!(flight_server, grpc_server, http_server, metrics_server) };
     // In-flight requests get `shutdown_grace` to finish; clients that keep idle connections
     // open do not hold the process.
     let deadline = async {
@@ -328,12 +359,13 @@ pub async fn serve(
     if let Some(path) = &store_path {
         Endpoint::remove(path);
     }
-    let Some((f, g, h)) = results else {
+    let Some((f, g, h, m)) = results else {
         return Ok(());
     };
     f.map_err(|e| transport(&e))?;
     g.map_err(|e| transport(&e))?;
     h.map_err(|e| transport(&e))?;
+    m.map_err(|e| transport(&e))?;
     Ok(())
 }
 

@@ -127,6 +127,7 @@ pub fn definitions(stats_ttl: i64, zones_ttl: i64) -> Definitions {
         owner: String::new(),
         tags: Default::default(),
         materialization: None,
+        freshness: None,
     };
     d.feature_views.insert(
         "stats".into(),

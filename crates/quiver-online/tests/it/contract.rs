@@ -348,6 +348,7 @@ fn run(project: &str, id: u64, view: &str, outcome: RunOutcome) -> RunRecord {
         outcome,
         rows_scanned: 0,
         rows_written: 0,
+        newest_event_ts: None,
         error: None,
         attempt: 1,
         holder: "host:1:2".into(),

@@ -79,6 +79,11 @@ fn composite_mixed_type_keys_in_any_order(on: &On) {
     assert_eq!(result.cell(0, 0).unwrap().value, FeatureValue::Float64(1.5));
     assert_eq!(result.cell(0, 1).unwrap().status, FieldStatus::NullValue);
     assert_eq!(result.cell(0, 2).unwrap().status, FieldStatus::NotFound);
+    // What was answered, per view and status (present, null, not found, outside max age).
+    assert_eq!(
+        result.answered().collect::<Vec<_>>(),
+        vec![("driver_zone", [1, 1, 1, 0])]
+    );
 }
 
 fn bad_requests_are_errors_naming_the_key(on: &On) {

@@ -110,6 +110,7 @@ fn a_run_left_running_by_a_crash_is_marked_interrupted() {
         outcome: RunOutcome::Running,
         rows_scanned: 0,
         rows_written: 0,
+        newest_event_ts: None,
         error: None,
         attempt: 1,
         holder: "gone:1:2".into(),

@@ -145,6 +145,40 @@ fn bad_types_and_durations_are_reported() {
 }
 
 #[test]
+fn a_freshness_must_be_a_positive_duration() {
+    let repo = TestRepo::new();
+    repo.write(
+        "features.yaml",
+        &VALID.replacen("ttl: 1d\n", "ttl: 1d\n    freshness: 0s\n", 1),
+    );
+    assert_error(
+        &repo.errors(),
+        &[
+            "features.yaml:20",
+            "feature view 'driver_stats'",
+            "freshness must be more than 0",
+        ],
+    );
+    repo.write(
+        "features.yaml",
+        &VALID.replacen("ttl: 1d\n", "ttl: 1d\n    freshness: soon\n", 1),
+    );
+    assert_error(
+        &repo.errors(),
+        &["features.yaml:20", "freshness: invalid duration 'soon'"],
+    );
+    repo.write(
+        "features.yaml",
+        &VALID.replacen("ttl: 1d\n", "ttl: 1d\n    freshness: 90m\n", 1),
+    );
+    let defs = repo.load().expect("valid");
+    assert_eq!(
+        defs.feature_views["driver_stats"].freshness.map(|f| f.0),
+        Some(std::time::Duration::from_secs(5400))
+    );
+}
+
+#[test]
 fn service_naming_a_missing_feature_lists_the_view_features() {
     let repo = TestRepo::new();
     repo.write(
@@ -481,6 +515,7 @@ fn definitions_written_as_a_file_validate_back_to_the_same_definitions() {
         every: "1h".parse().unwrap(),
         lookback: "10m".parse().unwrap(),
     });
+    view.freshness = Some("2h".parse().unwrap());
     defs.feature_views.get_mut("driver_place").unwrap().online = false;
     let file = quiver_registry::definitions_file(&defs);
     let sources = quiver_source::Sources::new(repo.path());

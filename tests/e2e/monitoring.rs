@@ -1,0 +1,302 @@
+//! Monitoring through the real binary: `/metrics` scraped and parsed by the Prometheus
+//! client library after reads, pushes, materializations and a training set; request ids on
+//! every answer; `quiver status` and its exit code.
+
+use std::path::Path;
+
+use quiver_e2e::{Server, example_repo, http, http_exchange, python_json, quiver, quiver_ok};
+use serde_json::{Value, json};
+
+/// Every sample of a scrape of `url` (and, with a ticket, after a training set read over
+/// Flight by pyarrow): `(scrape, training rows)`.
+fn scrape(url: &str, flight: Option<(&str, &Value)>) -> (Value, Option<u64>) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/scrape_metrics.py");
+    let mut args = vec![url.to_owned()];
+    if let Some((address, ticket)) = flight {
+        args.push(address.to_owned());
+        args.push(ticket.to_string());
+    }
+    let out = python_json(&script, &args);
+    let rows = out["training_rows"].as_u64();
+    (out, rows)
+}
+
+/// The value of the sample `name` with exactly `labels`.
+fn sample(scrape: &Value, name: &str, labels: &Value) -> Option<f64> {
+    scrape["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name && s["labels"] == *labels)
+        .and_then(|s| s["value"].as_f64())
+}
+
+#[test]
+fn metrics_follow_reads_pushes_materializations_and_training_sets() {
+    let dir = example_repo();
+    let repo = dir.path();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start_with(repo, &["--metrics-port", "0"]);
+    let metrics = server.metrics.clone().expect("a metrics port");
+    // Through the server, which holds the store.
+    quiver_ok(repo, &["materialize-incremental", "now"]);
+    let read = |driver: i64| {
+        let body = json!({"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [driver]}});
+        let (code, body) = http(
+            &server.http,
+            "POST",
+            "/get-online-features",
+            Some(&body.to_string()),
+        );
+        assert_eq!(code, 200, "{body}");
+    };
+    read(1001);
+    read(999_999);
+    let (before, _) = scrape(&metrics, None);
+    let view = json!({"feature_view": "driver_hourly_stats"});
+    let age_before = sample(
+        &before,
+        "quiver_feature_view_newest_event_age_seconds",
+        &view,
+    )
+    .expect("the view's newest event age");
+    // A row newer than anything materialized: the view's freshness follows it.
+    let push = json!({
+        "push_source_name": "driver_hourly_stats",
+        "df": {"driver_id": [6001], "event_timestamp": [quiver_e2e::rfc3339_ago(1)], "avg_daily_trips": [3]},
+        "to": "online",
+    });
+    let (code, body) = http(&server.http, "POST", "/push", Some(&push.to_string()));
+    assert_eq!(code, 200, "{body}");
+    let ticket = json!({"features": ["driver_hourly_stats:conv_rate"], "full_feature_names": true, "entities": "data/driver_hourly_stats.parquet"});
+    let (after, training_rows) = scrape(&metrics, Some((&server.flight, &ticket)));
+    assert!(
+        after["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{}",
+        after["content_type"]
+    );
+
+    let value = |name: &str, labels: Value| sample(&after, name, &labels);
+    assert_eq!(
+        value("feast_online_features_request_total", json!({})),
+        Some(2.0)
+    );
+    let status = |s: &str| {
+        value(
+            "feast_online_features_status_total",
+            json!({"feature_view": "driver_hourly_stats", "status": s}),
+        )
+    };
+    // Two features for a known driver, two for an unknown one.
+    assert_eq!(
+        status("present").unwrap_or(0.0) + status("null_value").unwrap_or(0.0),
+        2.0
+    );
+    assert_eq!(status("not_found"), Some(2.0));
+    let pushed = json!({"push_source": "driver_hourly_stats", "mode": "online"});
+    assert_eq!(value("feast_push_request_total", pushed.clone()), Some(1.0));
+    assert_eq!(value("quiver_push_rows_total", pushed), Some(1.0));
+    assert_eq!(
+        value(
+            "feast_materialization_result_total",
+            json!({"feature_view": "driver_hourly_stats", "status": "success"})
+        ),
+        Some(1.0)
+    );
+    assert!(value("quiver_materialization_rows_total", view.clone()).unwrap() > 0.0);
+    assert_eq!(
+        value("feast_materialization_duration_seconds_count", view.clone()),
+        Some(1.0)
+    );
+    let training = json!({"method": "get_historical_features"});
+    assert_eq!(
+        value(
+            "feast_offline_store_request_total",
+            json!({"method": "get_historical_features", "status": "success"})
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("feast_offline_store_row_count_sum", training),
+        training_rows.map(|r| r as f64)
+    );
+    // Freshness: the push made the newest event a second old; Feast's gauge follows the end
+    // of the run's window (now, at the run).
+    let age_after = value("quiver_feature_view_newest_event_age_seconds", view.clone()).unwrap();
+    assert!(
+        age_after < 60.0 && age_after < age_before + 1.0,
+        "{age_before} -> {age_after}"
+    );
+    let feast_freshness = value(
+        "feast_feature_freshness_seconds",
+        json!({"feature_view": "driver_hourly_stats", "project": "demo"}),
+    )
+    .unwrap();
+    assert!((0.0..600.0).contains(&feast_freshness), "{feast_freshness}");
+    assert!(value("quiver_materialization_last_success_age_seconds", view).unwrap() < 600.0);
+    assert!(value("quiver_online_store_estimated_rows", json!({})).unwrap() > 0.0);
+    assert!(value("quiver_online_store_block_cache_hits_total", json!({})).is_some());
+    // The HTTP port serves the same metrics (its own scrape included).
+    let (code, text) = http(&server.http, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(
+        text.contains(
+            "feast_push_request_total{push_source=\"driver_hourly_stats\",mode=\"online\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_answer_carries_a_request_id() {
+    let dir = example_repo();
+    quiver_ok(dir.path(), &["apply"]);
+    let server = Server::start(dir.path());
+    let header = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .find(|(n, _)| n == "x-request-id")
+            .map(|(_, v)| v.clone())
+    };
+    let (code, headers, _) = http_exchange(
+        &server.http,
+        "POST",
+        "/get-online-features",
+        Some("{nope"),
+        &[],
+    );
+    assert_eq!(code, 400);
+    let first = header(&headers).expect("a request id on an error");
+    let (_, headers, _) = http_exchange(&server.http, "GET", "/health", None, &[]);
+    let second = header(&headers).expect("a request id");
+    assert_ne!(first, second);
+    // A client's own id is kept; one that could inject anything into logs is replaced.
+    let (_, headers, _) = http_exchange(
+        &server.http,
+        "GET",
+        "/health",
+        None,
+        &[("x-request-id", "trace-42.a_b")],
+    );
+    assert_eq!(header(&headers).as_deref(), Some("trace-42.a_b"));
+    let (_, headers, _) = http_exchange(
+        &server.http,
+        "GET",
+        "/health",
+        None,
+        &[("x-request-id", "a b\"}")],
+    );
+    assert_ne!(header(&headers).as_deref(), Some("a b\"}"));
+    quiver_e2e::runtime().block_on(async {
+        use quiver_server::proto::quiver::v1 as pb;
+        let mut client = pb::online_service_client::OnlineServiceClient::new(server.channel());
+        let e = client
+            .get_online_features(pb::GetOnlineFeaturesRequest {
+                features: Some(pb::get_online_features_request::Features::FeatureRefs(
+                    pb::FeatureList {
+                        refs: vec!["driver_hourly_stats:nope".into()],
+                    },
+                )),
+                entities: Vec::new(),
+                full_feature_names: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert!(
+            e.metadata().get("x-request-id").is_some(),
+            "{:?}",
+            e.metadata()
+        );
+    });
+}
+
+#[test]
+fn status_reports_freshness_and_fails_while_a_view_is_stale() {
+    let dir = example_repo();
+    let repo = dir.path();
+    // customer_profile (daily rows) may be a month old; driver_hourly_stats two hours (init).
+    let features = repo.join("features.yaml");
+    let text = std::fs::read_to_string(&features).unwrap();
+    let text = text.replacen(
+        "    source: customer_profile_source\n    ttl: 2d\n",
+        "    source: customer_profile_source\n    ttl: 2d\n    freshness: 30d\n",
+        1,
+    );
+    std::fs::write(&features, text).unwrap();
+    quiver_ok(repo, &["apply"]);
+    let status = |expected_exit: i32| {
+        let run = quiver(repo, &["status", "--json"]);
+        assert_eq!(
+            run.code,
+            Some(expected_exit),
+            "{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        let views: Vec<(String, Value)> = report["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["view"].as_str().unwrap().to_owned(), v.clone()))
+            .collect();
+        views
+    };
+    let state = |views: &[(String, Value)], view: &str| {
+        views.iter().find(|(v, _)| v == view).unwrap().1["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Nothing online yet: the views that declare a freshness are stale.
+    let views = status(2);
+    assert_eq!(state(&views, "driver_hourly_stats"), "stale");
+    assert_eq!(state(&views, "customer_profile"), "stale");
+    assert_eq!(state(&views, "driver_customer_trips"), "unchecked");
+
+    quiver_ok(
+        repo,
+        &[
+            "materialize-incremental",
+            "now",
+            "--views",
+            "driver_hourly_stats",
+        ],
+    );
+    let views = status(2);
+    assert_eq!(state(&views, "driver_hourly_stats"), "fresh");
+    assert_eq!(state(&views, "customer_profile"), "stale");
+
+    // Through the server that holds the store, the same answer.
+    let _server = Server::start(repo);
+    quiver_ok(
+        repo,
+        &[
+            "materialize-incremental",
+            "now",
+            "--views",
+            "customer_profile",
+        ],
+    );
+    let views = status(0);
+    let profile = &views
+        .iter()
+        .find(|(v, _)| v == "customer_profile")
+        .unwrap()
+        .1;
+    assert_eq!(profile["state"], "fresh");
+    assert_eq!(profile["last_run"]["outcome"], "succeeded");
+    // A first run writes each key once: the online rows are what it wrote.
+    let runs = quiver_e2e::runs_of(repo, "customer_profile");
+    assert_eq!(profile["rows"], runs[0]["rows_written"], "{runs:?}");
+    assert!(profile["age_seconds"].as_f64().unwrap() < 3.0 * 86_400.0);
+    let table = quiver_ok(repo, &["status"]).stdout;
+    assert!(
+        table.contains("VIEW") && table.contains("customer_profile") && table.contains("fresh"),
+        "{table}"
+    );
+}
