@@ -300,3 +300,125 @@ fn status_reports_freshness_and_fails_while_a_view_is_stale() {
         "{table}"
     );
 }
+
+#[test]
+fn feature_logging_records_what_was_served_as_a_valid_source() {
+    let dir = example_repo();
+    let repo = dir.path();
+    let features = repo.join("features.yaml");
+    let text = std::fs::read_to_string(&features).unwrap().replacen(
+        "  - name: driver_activity\n",
+        "  - name: driver_activity\n    logging: {sample_rate: 1.0, destination: feature_logs/driver_activity}\n",
+        1,
+    );
+    std::fs::write(&features, text).unwrap();
+    let config = repo.join("quiver.yaml");
+    let mut settings = std::fs::read_to_string(&config).unwrap();
+    settings.push_str("server:\n  feature_log: {roll_every: 1s}\n");
+    std::fs::write(&config, settings).unwrap();
+    quiver_ok(repo, &["apply"]);
+    quiver_ok(repo, &["materialize-incremental", "now"]);
+    let server = Server::start_with(repo, &["--metrics-port", "0"]);
+    let read = json!({
+        "feature_service": "driver_activity",
+        "entities": {"driver_id": [1001, 999_999], "customer_id": ["C1001", "C1"]},
+    });
+    let (code, _, served) = http_exchange(
+        &server.http,
+        "POST",
+        "/get-online-features",
+        Some(&read.to_string()),
+        &[("x-request-id", "logged-1")],
+    );
+    assert_eq!(code, 200, "{served}");
+    // A read of plain feature references is not a service's: not logged.
+    let plain =
+        json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}});
+    assert_eq!(
+        http(
+            &server.http,
+            "POST",
+            "/get-online-features",
+            Some(&plain.to_string())
+        )
+        .0,
+        200
+    );
+    let folder = repo.join("feature_logs/driver_activity");
+    let files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&folder)
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    quiver_e2e::wait_for("the feature log's file", 20, || !files().is_empty());
+    let (scraped, _) = scrape(server.metrics.as_deref().unwrap(), None);
+    assert_eq!(
+        sample(
+            &scraped,
+            "quiver_feature_log_rows_total",
+            &json!({"feature_service": "driver_activity"})
+        ),
+        Some(2.0)
+    );
+    assert!(server.stop());
+    let files = files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let log = quiver_e2e::read_parquet(&files[0]);
+    assert_eq!(log.num_rows(), 2);
+    let names: Vec<String> = log
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    for name in [
+        "driver_id",
+        "customer_id",
+        "driver_hourly_stats__conv_rate",
+        "driver_hourly_stats__conv_rate__timestamp",
+        "driver_hourly_stats__conv_rate__status",
+        "customer_profile__current_balance",
+        "driver_customer_trips__trips_together__status",
+        "__log_timestamp",
+        "__log_date",
+        "__request_id",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+    use arrow::array::{Array, AsArray};
+    let column = |name: &str| log.column_by_name(name).unwrap().clone();
+    let ids = column("__request_id");
+    let ids = ids.as_string::<i32>();
+    assert_eq!((ids.value(0), ids.value(1)), ("logged-1", "logged-1"));
+    let drivers = column("driver_id");
+    let drivers = drivers.as_primitive::<arrow::datatypes::Int64Type>();
+    assert_eq!(drivers.values(), &[1001, 999_999]);
+    // Feast's status numbers: what was served, row by row (1 present or 2 null; 3 not found).
+    let status = column("driver_hourly_stats__avg_daily_trips__status");
+    let status = status.as_primitive::<arrow::datatypes::Int32Type>();
+    assert!(matches!(status.value(0), 1 | 2), "{status:?}");
+    assert_eq!(status.value(1), 3);
+    // The served values are the ones logged.
+    let served: Value = serde_json::from_str(&served).unwrap();
+    let names = served["metadata"]["feature_names"].as_array().unwrap();
+    let at = names.iter().position(|n| n == "avg_daily_trips").unwrap();
+    let trips = column("driver_hourly_stats__avg_daily_trips");
+    let trips = trips.as_primitive::<arrow::datatypes::Int64Type>();
+    assert_eq!(
+        served["results"][at]["values"][0].as_i64(),
+        trips.is_valid(0).then(|| trips.value(0))
+    );
+
+    // The folder is a source like any other.
+    let more = repo.join("logged.yaml");
+    std::fs::write(
+        &more,
+        "sources:\n  - name: driver_activity_log\n    path: feature_logs/driver_activity\n    timestamp_field: __log_timestamp\nfeature_views:\n  - name: served_trips\n    entities: [driver]\n    source: driver_activity_log\n    online: false\n    features:\n      - {name: driver_hourly_stats__avg_daily_trips, type: int64}\n",
+    )
+    .unwrap();
+    quiver_ok(repo, &["apply"]);
+}

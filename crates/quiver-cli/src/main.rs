@@ -627,9 +627,21 @@ fn run(cli: &Cli) -> Result<()> {
             let max_rows = max_rows
                 .or(limits.max_rows)
                 .unwrap_or(quiver_ops::Limits::default().max_rows);
+            let mut feature_log = quiver_ops::FeatureLogOptions::default();
+            let settings = &file.feature_log;
+            if let Some(every) = settings.roll_every {
+                feature_log.roll_every = every.0;
+            }
+            if let Some(rows) = settings.roll_rows {
+                feature_log.roll_rows = rows;
+            }
+            if let Some(queue) = settings.queue {
+                feature_log.queue = queue;
+            }
             let store_options = quiver_ops::StoreOptions {
                 limits: quiver_ops::Limits { max_rows },
                 materialize_in_background: true,
+                feature_log,
                 ..Default::default()
             };
             offline::serve_repo(&repo.path, store_options, options)

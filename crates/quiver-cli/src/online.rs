@@ -338,6 +338,7 @@ pub fn online_get(
     let got: Vec<GotFeature> = match Access::open(&runtime, repo, server)? {
         Access::Local(store) => runtime.block_on(store.read_online(
             &quiver_ops::Caller::Trusted,
+            "cli",
             spec,
             false,
             &entities,

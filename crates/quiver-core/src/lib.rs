@@ -34,8 +34,8 @@ pub use entity_key::{
 };
 pub use error::{CoreError, ErrorKind, HasKind, Result};
 pub use model::{
-    Action, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, ObjectKind,
-    Permission, Policy, Schedule, Source, Tags,
+    Action, Entity, Feature, FeatureLogging, FeatureRef, FeatureService, FeatureView, JoinKey,
+    ObjectKind, Permission, Policy, SampleRate, Schedule, Source, Tags,
 };
 pub use time::{TimestampUnit, format_nanos, now_nanos, parse_time, parse_time_nanos};
 pub use types::{KeyType, ScalarType, ValueType};

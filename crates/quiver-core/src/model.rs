@@ -167,6 +167,62 @@ pub struct FeatureService {
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: Tags,
+    /// Where the server logs what it served for this service, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<FeatureLogging>,
+}
+
+/// `logging:` of a feature service: a sample of the online reads of the service, with every
+/// value and status served, written as Parquet files under `destination`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureLogging {
+    /// The share of reads logged.
+    pub sample_rate: SampleRate,
+    /// A folder under the data root.
+    pub destination: String,
+}
+
+/// A share of requests in (0, 1], kept in millionths so definitions compare exactly;
+/// written as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "f64", try_from = "f64")]
+pub struct SampleRate(u32);
+
+impl SampleRate {
+    /// Every request.
+    pub const ALL: Self = Self(1_000_000);
+
+    /// The rate as a number in (0, 1].
+    pub fn get(self) -> f64 {
+        f64::from(self.0) / 1e6
+    }
+
+    /// Whether a request drawing `draw` (uniform in [0, 1)) is sampled.
+    pub fn samples(self, draw: f64) -> bool {
+        draw < self.get()
+    }
+}
+
+impl From<SampleRate> for f64 {
+    fn from(rate: SampleRate) -> Self {
+        rate.get()
+    }
+}
+
+impl TryFrom<f64> for SampleRate {
+    type Error = String;
+
+    fn try_from(rate: f64) -> std::result::Result<Self, String> {
+        let millionths = (rate * 1e6).round();
+        if rate.is_finite() && rate > 0.0 && rate <= 1.0 && millionths >= 1.0 {
+            Ok(Self(millionths as u32))
+        } else {
+            Err(format!(
+                "sample_rate must be a number in (0, 1] (at least 0.000001), not {rate}"
+            ))
+        }
+    }
 }
 
 /// A reference to a feature (`view:feature`) or to all features of a view (`view:*`).

@@ -37,7 +37,9 @@ pub use lease::LocalLeases;
 pub use materialize::{
     MaterializeOptions, Progress, ViewReport, ViewTarget, Window, materialize_view, resolve_window,
 };
-pub use read::{Cell, FieldStatus, OnlineFeatures, ReadPlan, StatusCounts, read_online_features};
+pub use read::{
+    Cell, FieldStatus, FoundRows, OnlineFeatures, ReadPlan, StatusCounts, read_online_features,
+};
 pub use rocksdb_store::{RocksDbOptions, RocksDbStore};
 pub use row::{FeatureValue, Row, RowVersion, RowWriter, encode_row, layout_fingerprint};
 pub use runs::{RunOutcome, RunRecord, RunTrigger};

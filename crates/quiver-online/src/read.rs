@@ -218,6 +218,36 @@ impl<'p> OnlineFeatures<'p> {
     }
 }
 
+/// The rows an online read found, apart from its plan, so they can outlive the request (the
+/// feature log decodes them later, on a thread of its own). Moving them costs no copy.
+#[derive(Debug)]
+pub struct FoundRows {
+    views: Vec<ViewRows>,
+    num_rows: usize,
+}
+
+impl OnlineFeatures<'_> {
+    /// The rows this read found, for [`FoundRows::features`].
+    pub fn into_found(self) -> FoundRows {
+        FoundRows {
+            views: self.views,
+            num_rows: self.num_rows,
+        }
+    }
+}
+
+impl FoundRows {
+    /// The answer again, with the plan that read the rows (another plan is a logic error and
+    /// answers nonsense or `NotFound`).
+    pub fn features(self, plan: &ReadPlan) -> OnlineFeatures<'_> {
+        OnlineFeatures {
+            plan,
+            views: self.views,
+            num_rows: self.num_rows,
+        }
+    }
+}
+
 /// Reads the features of `plan` for entity rows given column-wise as `(join key, values)`:
 /// the keys of every planned view in one store read.
 ///

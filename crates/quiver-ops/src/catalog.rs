@@ -9,6 +9,7 @@ use quiver_online::{ReadPlan, ViewId};
 use quiver_registry::RegistryVersion;
 
 use crate::error::{OpsError, Result};
+use crate::feature_log::LogTarget;
 use crate::metrics::{Metrics, ValueCounters};
 
 /// The features an online read names.
@@ -33,6 +34,8 @@ pub struct PlannedRead {
     pub plan: ReadPlan,
     /// The counters of its views' answered values.
     pub(crate) counters: ValueCounters,
+    /// Where its reads are logged (a feature service with `logging:`).
+    pub(crate) log: Option<Arc<LogTarget>>,
 }
 
 /// The definitions of one registry version and what serving them needs.
@@ -117,7 +120,15 @@ impl Snapshot {
         }?;
         let plan = ReadPlan::new(&self.defs, &self.generations, features)?;
         let counters = metrics.value_counters(plan.view_names());
-        let plan = Arc::new(PlannedRead { plan, counters });
+        let log = match &key.0 {
+            FeatureSpec::Service(name) => LogTarget::of(&self.defs, name).map(Arc::new),
+            FeatureSpec::Refs(_) => None,
+        };
+        let plan = Arc::new(PlannedRead {
+            plan,
+            counters,
+            log,
+        });
         if let Ok(mut plans) = self.plans.write() {
             if plans.len() >= MAX_PLANS {
                 plans.clear();

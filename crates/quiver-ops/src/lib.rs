@@ -41,6 +41,7 @@ pub mod auth;
 mod catalog;
 pub mod endpoint;
 pub mod error;
+pub mod feature_log;
 mod lease;
 pub mod materialize;
 pub mod metrics;
@@ -69,6 +70,7 @@ pub use auth::{Authenticator, Authorizer, Caller, Grant, Principal, token_hash};
 pub use catalog::{FeatureSpec, PlannedRead, Snapshot};
 pub use endpoint::Endpoint;
 pub use error::{OpsError, Result};
+pub use feature_log::FeatureLogOptions;
 pub use materialize::MaterializeRequest;
 pub use metrics::Metrics;
 pub use oidc::{OidcVerifier, TokenError};
@@ -77,6 +79,7 @@ pub use status::{Freshness, StatusReport, ViewStatus};
 pub use value::InputValue;
 
 use crate::catalog::Current;
+use crate::feature_log::{Entry, FeatureLog, Offered};
 use crate::materialize::RunLocks;
 
 /// The online store `config` names, for the repository at `repo`.
@@ -153,6 +156,8 @@ pub struct StoreOptions {
     /// Materialize below the priority of the process's other threads (a server: requests
     /// come first).
     pub materialize_in_background: bool,
+    /// How logged reads are batched into files.
+    pub feature_log: FeatureLogOptions,
 }
 
 impl Default for StoreOptions {
@@ -162,6 +167,7 @@ impl Default for StoreOptions {
             materialize_threads: std::thread::available_parallelism()
                 .map_or(2, std::num::NonZero::get),
             materialize_in_background: false,
+            feature_log: FeatureLogOptions::default(),
         }
     }
 }
@@ -203,6 +209,7 @@ pub struct FeatureStore {
     opened: Activation,
     audit: Arc<AuditLog>,
     metrics: Metrics,
+    feature_log: FeatureLog,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -242,11 +249,19 @@ impl FeatureStore {
         let audit = Arc::new(AuditLog::new(
             repo.join(config.server.audit_log.as_deref().unwrap_or("audit.log")),
         ));
+        let sources = Arc::new(Sources::new(config.data_root(repo)));
+        let metrics = Metrics::default();
+        let feature_log = FeatureLog::start(
+            Arc::clone(&sources),
+            options.feature_log,
+            metrics.feature_log.clone(),
+        );
         let mut this = Self {
             audit,
-            metrics: Metrics::default(),
+            metrics,
+            feature_log,
             repo: repo.to_path_buf(),
-            sources: Arc::new(Sources::new(config.data_root(repo))),
+            sources,
             config,
             registry,
             store,
@@ -378,6 +393,11 @@ impl FeatureStore {
         &self.metrics
     }
 
+    /// Writes every sampled read waiting in the feature log now (a server stopping).
+    pub fn flush_feature_log(&self) {
+        self.feature_log.flush();
+    }
+
     /// The audit log every write and refusal is recorded in.
     pub fn audit_log(&self) -> &Arc<AuditLog> {
         &self.audit
@@ -412,10 +432,13 @@ impl FeatureStore {
 
     /// Reads the features of `spec` for entity rows given column by column, then lets
     /// `answer` build the caller's response from the snapshot, the features and the cells.
-    /// Waits only on the store's read (no blocking: an embedded store answers in place).
+    /// Waits only on the store's read (no blocking: an embedded store answers in place). A
+    /// read of a feature service that declares `logging:` may be sampled into its feature
+    /// log under `request_id`.
     pub async fn read_online<T>(
         &self,
         caller: &Caller,
+        request_id: &str,
         spec: FeatureSpec,
         full_feature_names: bool,
         entities: &[(String, Vec<InputValue>)],
@@ -451,11 +474,27 @@ impl FeatureStore {
                 Ok((name.clone(), values))
             })
             .collect::<Result<Vec<_>>>()?;
-        let read = read_online_features(self.store.as_ref(), plan, &keys, now_nanos()).await?;
+        let now = now_nanos();
+        let read = read_online_features(self.store.as_ref(), plan, &keys, now).await?;
         let answered = answer(&snapshot, &read);
-        self.metrics
-            .online_read(entities.first().map_or(0, |(_, v)| v.len()));
+        let rows = read.num_rows();
+        self.metrics.online_read(rows);
         planned.counters.add(&read);
+        if let (Ok(_), Some(target)) = (&answered, &planned.log)
+            && target.rate.samples(rand::random())
+        {
+            let entry = Entry {
+                target: Arc::clone(target),
+                planned: Arc::clone(&planned),
+                keys,
+                found: read.into_found(),
+                at: now,
+                request_id: request_id.to_owned(),
+            };
+            if let Offered::Dropped = self.feature_log.offer(entry) {
+                self.metrics.feature_log.dropped(&target.service, rows);
+            }
+        }
         answered
     }
 

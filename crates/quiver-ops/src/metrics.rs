@@ -46,6 +46,44 @@ struct ViewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    feature_service: String,
+}
+
+/// What the feature log wrote, failed to write and dropped, by feature service (entity rows).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FeatureLogCounters {
+    written: Family<ServiceLabels, Counter>,
+    failed: Family<ServiceLabels, Counter>,
+    dropped: Family<ServiceLabels, Counter>,
+}
+
+impl FeatureLogCounters {
+    fn add(family: &Family<ServiceLabels, Counter>, service: &str, rows: usize) {
+        family
+            .get_or_create(&ServiceLabels {
+                feature_service: service.to_owned(),
+            })
+            .inc_by(rows as u64);
+    }
+
+    /// Rows written to a file.
+    pub(crate) fn written(&self, service: &str, rows: usize) {
+        Self::add(&self.written, service, rows);
+    }
+
+    /// Rows whose file could not be written.
+    pub(crate) fn failed(&self, service: &str, rows: usize) {
+        Self::add(&self.failed, service, rows);
+    }
+
+    /// Rows dropped because the queue was full.
+    pub(crate) fn dropped(&self, service: &str, rows: usize) {
+        Self::add(&self.dropped, service, rows);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OfflineLabels {
     method: &'static str,
     status: &'static str,
@@ -110,6 +148,8 @@ pub struct Metrics {
     offline_rows: HistogramFamily<MethodLabels>,
     /// The newest event time (ns) pushed online to each view by this process.
     pushed_newest: RwLock<HashMap<String, i64>>,
+    /// The feature log's rows.
+    pub(crate) feature_log: FeatureLogCounters,
 }
 
 impl Default for Metrics {
@@ -127,6 +167,7 @@ impl Default for Metrics {
             offline_duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             offline_rows: Family::new_with_constructor(rows_histogram as fn() -> Histogram),
             pushed_newest: RwLock::default(),
+            feature_log: FeatureLogCounters::default(),
         }
     }
 }
@@ -310,6 +351,21 @@ impl FeatureStore {
             "feast_offline_store_row_count",
             "Rows of training sets, by method",
             m.offline_rows.clone(),
+        );
+        registry.register(
+            "quiver_feature_log_rows",
+            "Entity rows of logged reads written to files, by feature service",
+            m.feature_log.written.clone(),
+        );
+        registry.register(
+            "quiver_feature_log_failed_rows",
+            "Entity rows of logged reads whose file could not be written, by feature service",
+            m.feature_log.failed.clone(),
+        );
+        registry.register(
+            "quiver_feature_log_dropped_rows",
+            "Entity rows of sampled reads dropped because the log's queue was full, by feature service",
+            m.feature_log.dropped.clone(),
         );
         registry.register_collector(Box::new(ScrapeTime(Arc::clone(self))));
     }

@@ -16,16 +16,12 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
-    TimestampNanosecondArray, new_null_array,
-};
+use arrow::array::{ArrayRef, RecordBatch, TimestampNanosecondArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema};
 use quiver_core::{
-    Action, FeatureView, JoinKey, ObjectKind, ScalarType, Source, TimestampUnit, ValueType,
-    encode_entity_key, format_nanos, now_nanos,
+    Action, FeatureView, JoinKey, ObjectKind, Source, TimestampUnit, ValueType, encode_entity_key,
+    format_nanos, now_nanos,
 };
 use quiver_online::{FeatureValue, KeyedRows, ViewId, ViewRows, encode_row};
 use quiver_source::Sources;
@@ -34,7 +30,7 @@ use crate::FeatureStore;
 use crate::auth::Caller;
 use crate::catalog::Snapshot;
 use crate::error::{OpsError, Result};
-use crate::value::InputValue;
+use crate::value::{InputValue, arrow_array};
 
 /// Where pushed rows go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -555,79 +551,6 @@ fn with_timezone_of(array: ArrayRef, target: &DataType) -> ArrayRef {
             data.map_or(array, arrow::array::make_array)
         }
         _ => array,
-    }
-}
-
-/// An Arrow array of declared type `t` holding `values` (already checked against `t`).
-fn arrow_array(t: ValueType, values: &[FeatureValue<'_>]) -> ArrayRef {
-    match t {
-        ValueType::Scalar(s) => scalar_array(s, values.iter()),
-        ValueType::List(s) => {
-            macro_rules! list {
-                ($builder:expr, $pat:pat => $e:expr) => {{
-                    let mut b = ListBuilder::new($builder);
-                    for v in values {
-                        match v {
-                            FeatureValue::List(items) => {
-                                for item in items {
-                                    match item {
-                                        $pat => b.values().append_value($e),
-                                        _ => b.values().append_null(),
-                                    }
-                                }
-                                b.append(true);
-                            }
-                            _ => b.append(false),
-                        }
-                    }
-                    Arc::new(b.finish()) as ArrayRef
-                }};
-            }
-            match s {
-                ScalarType::Bool => list!(BooleanBuilder::new(), FeatureValue::Bool(x) => *x),
-                ScalarType::Int32 => list!(Int32Builder::new(), FeatureValue::Int32(x) => *x),
-                ScalarType::Int64 => list!(Int64Builder::new(), FeatureValue::Int64(x) => *x),
-                ScalarType::Float32 => list!(Float32Builder::new(), FeatureValue::Float32(x) => *x),
-                ScalarType::Float64 => list!(Float64Builder::new(), FeatureValue::Float64(x) => *x),
-                ScalarType::String => list!(StringBuilder::new(), FeatureValue::String(x) => *x),
-                ScalarType::Bytes => list!(BinaryBuilder::new(), FeatureValue::Bytes(x) => *x),
-                ScalarType::Timestamp => list!(
-                    TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-                    FeatureValue::Timestamp(x) => *x
-                ),
-            }
-        }
-    }
-}
-
-fn scalar_array<'v, 'a: 'v>(
-    t: ScalarType,
-    values: impl Iterator<Item = &'v FeatureValue<'a>>,
-) -> ArrayRef {
-    macro_rules! scalar {
-        ($builder:expr, $pat:pat => $e:expr) => {{
-            let mut b = $builder;
-            for v in values {
-                match v {
-                    $pat => b.append_value($e),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish()) as ArrayRef
-        }};
-    }
-    match t {
-        ScalarType::Bool => scalar!(BooleanBuilder::new(), FeatureValue::Bool(x) => *x),
-        ScalarType::Int32 => scalar!(Int32Builder::new(), FeatureValue::Int32(x) => *x),
-        ScalarType::Int64 => scalar!(Int64Builder::new(), FeatureValue::Int64(x) => *x),
-        ScalarType::Float32 => scalar!(Float32Builder::new(), FeatureValue::Float32(x) => *x),
-        ScalarType::Float64 => scalar!(Float64Builder::new(), FeatureValue::Float64(x) => *x),
-        ScalarType::String => scalar!(StringBuilder::new(), FeatureValue::String(x) => *x),
-        ScalarType::Bytes => scalar!(BinaryBuilder::new(), FeatureValue::Bytes(x) => *x),
-        ScalarType::Timestamp => scalar!(
-            TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            FeatureValue::Timestamp(x) => *x
-        ),
     }
 }
 

@@ -1,6 +1,11 @@
 //! Values as clients send them, checked against declared types.
 
-use arrow::array::{Array, AsArray};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder,
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampNanosecondType};
 use quiver_core::{KeyValue, ScalarType, TimestampUnit, ValueType, parse_time_nanos};
@@ -218,6 +223,79 @@ fn scalar<'a>(
         ) => FeatureValue::Timestamp(v.instant(unit, what)?.div_euclid(1_000)),
         _ => return Err(bad()),
     })
+}
+
+/// An Arrow array of declared type `t` holding `values` (already checked against `t`).
+pub(crate) fn arrow_array(t: ValueType, values: &[FeatureValue<'_>]) -> ArrayRef {
+    match t {
+        ValueType::Scalar(s) => scalar_array(s, values.iter()),
+        ValueType::List(s) => {
+            macro_rules! list {
+                ($builder:expr, $pat:pat => $e:expr) => {{
+                    let mut b = ListBuilder::new($builder);
+                    for v in values {
+                        match v {
+                            FeatureValue::List(items) => {
+                                for item in items {
+                                    match item {
+                                        $pat => b.values().append_value($e),
+                                        _ => b.values().append_null(),
+                                    }
+                                }
+                                b.append(true);
+                            }
+                            _ => b.append(false),
+                        }
+                    }
+                    Arc::new(b.finish()) as ArrayRef
+                }};
+            }
+            match s {
+                ScalarType::Bool => list!(BooleanBuilder::new(), FeatureValue::Bool(x) => *x),
+                ScalarType::Int32 => list!(Int32Builder::new(), FeatureValue::Int32(x) => *x),
+                ScalarType::Int64 => list!(Int64Builder::new(), FeatureValue::Int64(x) => *x),
+                ScalarType::Float32 => list!(Float32Builder::new(), FeatureValue::Float32(x) => *x),
+                ScalarType::Float64 => list!(Float64Builder::new(), FeatureValue::Float64(x) => *x),
+                ScalarType::String => list!(StringBuilder::new(), FeatureValue::String(x) => *x),
+                ScalarType::Bytes => list!(BinaryBuilder::new(), FeatureValue::Bytes(x) => *x),
+                ScalarType::Timestamp => list!(
+                    TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+                    FeatureValue::Timestamp(x) => *x
+                ),
+            }
+        }
+    }
+}
+
+fn scalar_array<'v, 'a: 'v>(
+    t: ScalarType,
+    values: impl Iterator<Item = &'v FeatureValue<'a>>,
+) -> ArrayRef {
+    macro_rules! scalar {
+        ($builder:expr, $pat:pat => $e:expr) => {{
+            let mut b = $builder;
+            for v in values {
+                match v {
+                    $pat => b.append_value($e),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    match t {
+        ScalarType::Bool => scalar!(BooleanBuilder::new(), FeatureValue::Bool(x) => *x),
+        ScalarType::Int32 => scalar!(Int32Builder::new(), FeatureValue::Int32(x) => *x),
+        ScalarType::Int64 => scalar!(Int64Builder::new(), FeatureValue::Int64(x) => *x),
+        ScalarType::Float32 => scalar!(Float32Builder::new(), FeatureValue::Float32(x) => *x),
+        ScalarType::Float64 => scalar!(Float64Builder::new(), FeatureValue::Float64(x) => *x),
+        ScalarType::String => scalar!(StringBuilder::new(), FeatureValue::String(x) => *x),
+        ScalarType::Bytes => scalar!(BinaryBuilder::new(), FeatureValue::Bytes(x) => *x),
+        ScalarType::Timestamp => scalar!(
+            TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            FeatureValue::Timestamp(x) => *x
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,25 @@ pub struct ServerConfig {
     /// The audit log file, relative to the repository (default `audit.log`).
     #[serde(default)]
     pub audit_log: Option<String>,
+    /// How the reads of feature services with `logging:` are written.
+    #[serde(default)]
+    pub feature_log: FeatureLogSettings,
+}
+
+/// `server.feature_log`: how sampled reads are batched into files (unset ones take the
+/// built-in defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureLogSettings {
+    /// A destination's waiting rows are written at least this often (default 1m).
+    #[serde(default)]
+    pub roll_every: Option<Period>,
+    /// ... and once this many entity rows wait (default 100,000).
+    #[serde(default)]
+    pub roll_rows: Option<usize>,
+    /// Sampled reads waiting to be written; more are dropped and counted (default 10,000).
+    #[serde(default)]
+    pub queue: Option<usize>,
 }
 
 /// `server.tls`: the server's certificate and, for mutual TLS, the CA its clients' certificates

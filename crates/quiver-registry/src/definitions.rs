@@ -35,8 +35,9 @@ use std::path::{Path, PathBuf};
 
 use marked_yaml::{Node, Spanned};
 use quiver_core::{
-    Action, Definitions, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey,
-    KeyType, ObjectKind, Period, Permission, Policy, Schedule, Source, Tags, Ttl, ValueType,
+    Action, Definitions, Entity, Feature, FeatureLogging, FeatureRef, FeatureService, FeatureView,
+    JoinKey, KeyType, ObjectKind, Period, Permission, Policy, SampleRate, Schedule, Source, Tags,
+    Ttl, ValueType,
 };
 use serde::Deserialize;
 
@@ -197,12 +198,20 @@ struct RawSchedule {
 struct RawFeatureService {
     name: Spanned<String>,
     features: Vec<Spanned<String>>,
+    logging: Option<RawLogging>,
     #[serde(default)]
     description: String,
     #[serde(default)]
     owner: String,
     #[serde(default)]
     tags: Tags,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    sample_rate: Spanned<f64>,
+    destination: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -529,6 +538,12 @@ pub fn definitions_file(defs: &Definitions) -> String {
             let mut pairs = vec![
                 ("name", Some(json!(s.name))),
                 ("features", Some(json!(features))),
+                (
+                    "logging",
+                    s.logging.as_ref().map(|l| {
+                        json!({"sample_rate": l.sample_rate.get(), "destination": l.destination})
+                    }),
+                ),
             ];
             pairs.extend(common(&s.description, &s.owner, &s.tags));
             object(pairs)
@@ -1144,12 +1159,39 @@ impl Validator<'_> {
             }
             refs.push(r);
         }
+        let logging = s.logging.as_ref().and_then(|l| {
+            let rate = SampleRate::try_from(*l.sample_rate)
+                .map_err(|e| {
+                    self.diags
+                        .push(file, line_of(&l.sample_rate), object.clone(), format!("logging.{e}"));
+                })
+                .ok();
+            let destination = l.destination.as_str();
+            let confined = !destination.is_empty()
+                && Path::new(destination)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !confined {
+                self.diags.push(
+                    file,
+                    line_of(&l.destination),
+                    object.clone(),
+                    format!("logging.destination '{destination}' must be a folder under the data root (a relative path without '..')"),
+                );
+            }
+            Some(FeatureLogging {
+                sample_rate: rate?,
+                destination: confined.then(|| destination.to_owned())?,
+            })
+        });
+        ok &= s.logging.is_none() || logging.is_some();
         ok.then(|| FeatureService {
             name: s.name.to_string(),
             features: refs,
             description: s.description,
             owner: s.owner,
             tags: s.tags,
+            logging,
         })
     }
 }

@@ -21,7 +21,7 @@ use quiver_ops::{
     PushRequest, PushTarget,
 };
 
-use crate::gate::caller_of;
+use crate::gate::{caller_of, request_id_of};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tonic::{Request, Response, Status};
@@ -174,6 +174,7 @@ impl fs::serving_service_server::ServingService for FeastServing {
         request: Request<fs::GetOnlineFeaturesRequest>,
     ) -> Result<Response<fs::GetOnlineFeaturesResponse>, Status> {
         let caller = caller_of(request.extensions());
+        let request_id = request_id_of(request.extensions());
         let r = request.into_inner();
         let spec = match r.kind {
             Some(fs::get_online_features_request::Kind::Features(l)) => FeatureSpec::Refs(l.val),
@@ -197,42 +198,53 @@ impl fs::serving_service_server::ServingService for FeastServing {
             .collect();
         let response = self
             .store
-            .read_online(&caller, spec, r.full_feature_names, &columns, |_, read| {
-                let mut names: Vec<String> = entities.iter().map(|(k, _)| k.clone()).collect();
-                let mut results: Vec<fs::get_online_features_response::FeatureVector> = entities
-                    .iter()
-                    .map(
-                        |(_, values)| fs::get_online_features_response::FeatureVector {
-                            values: values.clone(),
-                            statuses: vec![fs::FieldStatus::Present as i32; values.len()],
-                            event_timestamps: vec![prost_types::Timestamp::default(); values.len()],
-                        },
-                    )
-                    .collect();
-                for (col, f) in read.features().iter().enumerate() {
-                    names.push(f.output_name.clone());
-                    let mut vector = fs::get_online_features_response::FeatureVector::default();
-                    for row in 0..read.num_rows() {
-                        let cell = read.cell(col, row)?;
-                        vector
-                            .values
-                            .push(feast_value(f.feature.value_type, &cell.value));
-                        vector.statuses.push(feast_status(cell.status) as i32);
-                        vector
-                            .event_timestamps
-                            .push(cell.event_ts.map_or_else(Default::default, timestamp));
+            .read_online(
+                &caller,
+                &request_id,
+                spec,
+                r.full_feature_names,
+                &columns,
+                |_, read| {
+                    let mut names: Vec<String> = entities.iter().map(|(k, _)| k.clone()).collect();
+                    let mut results: Vec<fs::get_online_features_response::FeatureVector> =
+                        entities
+                            .iter()
+                            .map(
+                                |(_, values)| fs::get_online_features_response::FeatureVector {
+                                    values: values.clone(),
+                                    statuses: vec![fs::FieldStatus::Present as i32; values.len()],
+                                    event_timestamps: vec![
+                                        prost_types::Timestamp::default();
+                                        values.len()
+                                    ],
+                                },
+                            )
+                            .collect();
+                    for (col, f) in read.features().iter().enumerate() {
+                        names.push(f.output_name.clone());
+                        let mut vector = fs::get_online_features_response::FeatureVector::default();
+                        for row in 0..read.num_rows() {
+                            let cell = read.cell(col, row)?;
+                            vector
+                                .values
+                                .push(feast_value(f.feature.value_type, &cell.value));
+                            vector.statuses.push(feast_status(cell.status) as i32);
+                            vector
+                                .event_timestamps
+                                .push(cell.event_ts.map_or_else(Default::default, timestamp));
+                        }
+                        results.push(vector);
                     }
-                    results.push(vector);
-                }
-                Ok(fs::GetOnlineFeaturesResponse {
-                    metadata: Some(fs::GetOnlineFeaturesResponseMetadata {
-                        feature_names: Some(fs::FeatureList { val: names }),
-                        feature_view_metadata: Vec::new(),
-                    }),
-                    results,
-                    status: true,
-                })
-            })
+                    Ok(fs::GetOnlineFeaturesResponse {
+                        metadata: Some(fs::GetOnlineFeaturesResponseMetadata {
+                            feature_names: Some(fs::FeatureList { val: names }),
+                            feature_view_metadata: Vec::new(),
+                        }),
+                        results,
+                        status: true,
+                    })
+                },
+            )
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(response))
@@ -499,6 +511,7 @@ async fn get_online_features(
     let answer = store
         .read_online(
             &caller.0,
+            &caller.1,
             spec,
             body.full_feature_names,
             &entities,
@@ -508,8 +521,8 @@ async fn get_online_features(
     Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
 }
 
-/// The caller of an HTTP request (see [`caller_of`]).
-struct HttpCaller(Caller);
+/// The caller of an HTTP request (see [`caller_of`]) and the request's id.
+struct HttpCaller(Caller, String);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HttpCaller {
     type Rejection = std::convert::Infallible;
@@ -518,7 +531,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HttpCaller {
         parts: &mut http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(caller_of(&parts.extensions)))
+        Ok(Self(
+            caller_of(&parts.extensions),
+            request_id_of(&parts.extensions),
+        ))
     }
 }
 

@@ -9,8 +9,8 @@
 //!   (a saved dataset's), rows in an inclusive window ([`quiver_offline::pull`]);
 //! - `offline_write_batch`: rows shaped like a view's source files, appended to it by the
 //!   offline push path ([`FeatureStore::append_batch`]);
-//! - `write_logged_features`: a feature service's logged rows, a new Parquet file under
-//!   `feature_logs/<service>/` in the data root;
+//! - `write_logged_features`: a feature service's logged rows, a new Parquet file of its
+//!   `logging.destination`, else of `feature_logs/<service>/`, in the data root;
 //! - `persist`: a retrieval written whole as one Parquet file, the saved dataset's storage
 //!   (a Quiver source's file, or a path under the data root).
 
@@ -195,12 +195,17 @@ pub(crate) async fn write_logged_features(
     let service =
         service.ok_or_else(|| Status::invalid_argument("feature_service_name is missing"))?;
     let snapshot = store.snapshot();
-    if !snapshot.defs.feature_services.contains_key(service) {
+    let Some(declared) = snapshot.defs.feature_services.get(service) else {
         return Err(Status::not_found(format!(
             "no feature service '{service}' in project '{}'",
             snapshot.defs.project
         )));
-    }
+    };
+    // Beside what Quiver's own server logs for the service, when it declares a destination.
+    let folder = declared.logging.as_ref().map_or_else(
+        || format!("{FEATURE_LOGS}/{service}"),
+        |l| l.destination.clone(),
+    );
     authorize(
         store,
         &snapshot,
@@ -209,7 +214,6 @@ pub(crate) async fn write_logged_features(
         (ObjectKind::FeatureService, service),
     )?;
     let store = Arc::clone(store);
-    let folder = format!("{FEATURE_LOGS}/{service}");
     blocking(move || {
         let sources = store.sources();
         let dir = sources.resolve(&folder).map_err(|e| status(&e))?;

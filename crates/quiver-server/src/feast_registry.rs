@@ -932,6 +932,10 @@ fn apply_service(defs: &mut Definitions, s: fc::FeatureService) -> Result<(), St
     defs.feature_services.insert(
         spec.name.clone(),
         FeatureService {
+            logging: defs
+                .feature_services
+                .get(&spec.name)
+                .and_then(|s| s.logging.clone()),
             name: spec.name,
             features,
             description: spec.description,
@@ -1747,6 +1751,7 @@ mod tests {
                 description: String::new(),
                 owner: String::new(),
                 tags: Default::default(),
+                logging: None,
             },
         );
         d

@@ -133,6 +133,13 @@ impl Gate {
     }
 }
 
+/// The id of a request, set by the gate (empty for a request that did not pass it).
+pub(crate) fn request_id_of(extensions: &http::Extensions) -> String {
+    extensions
+        .get::<RequestId>()
+        .map_or_else(String::new, |id| id.as_str().to_owned())
+}
+
 /// The caller of a request: set by the gate; a request that did not pass it is an anonymous
 /// principal, never trusted.
 pub(crate) fn caller_of(extensions: &http::Extensions) -> Caller {

@@ -20,7 +20,7 @@ use quiver_registry::Change as RegistryChange;
 use tonic::{Request, Response, Status};
 
 use crate::error::{join_status, status};
-use crate::gate::caller_of;
+use crate::gate::{caller_of, request_id_of};
 use crate::messages::{run_message, view_report_message};
 use crate::proto::quiver::v1 as pb;
 use crate::registry_files::validate_files;
@@ -132,6 +132,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
         let caller = caller_of(request.extensions());
+        let request_id = request_id_of(request.extensions());
         let r = request.into_inner();
         let spec = match r.features {
             Some(pb::get_online_features_request::Features::FeatureRefs(l)) => {
@@ -151,6 +152,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
             .store
             .read_online(
                 &caller,
+                &request_id,
                 spec,
                 r.full_feature_names,
                 &entities,

@@ -356,6 +356,9 @@ pub async fn serve(
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }
+    // What the feature log holds is written before the process ends.
+    let flushing = Arc::clone(&store);
+    let _ = tokio::task::spawn_blocking(move || flushing.flush_feature_log()).await;
     if let Some(path) = &store_path {
         Endpoint::remove(path);
     }

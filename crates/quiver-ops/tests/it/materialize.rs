@@ -152,6 +152,7 @@ fn scheduled_views_refresh_on_their_own_and_failures_are_retried() {
             )];
             futures::executor::block_on(s.read_online(
                 &quiver_ops::Caller::Trusted,
+                "test",
                 quiver_ops::FeatureSpec::Refs(vec!["rates:rate".into()]),
                 false,
                 &entities,

@@ -95,6 +95,7 @@ impl Repo {
         )];
         futures::executor::block_on(self.store.read_online(
             &quiver_ops::Caller::Trusted,
+            "test",
             FeatureSpec::Refs(vec![reference.to_owned()]),
             false,
             &entities,

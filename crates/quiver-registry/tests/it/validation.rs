@@ -179,6 +179,61 @@ fn a_freshness_must_be_a_positive_duration() {
 }
 
 #[test]
+fn a_service_logs_a_share_of_reads_to_a_folder_under_the_data_root() {
+    let repo = TestRepo::new();
+    let with = |logging: &str| {
+        VALID.replacen(
+            "  - name: model_a\n",
+            &format!("  - name: model_a\n    logging: {logging}\n"),
+            1,
+        )
+    };
+    repo.write(
+        "features.yaml",
+        &with("{sample_rate: 0, destination: logs}"),
+    );
+    assert_error(
+        &repo.errors(),
+        &[
+            "feature service 'model_a'",
+            "logging.sample_rate must be a number in (0, 1]",
+        ],
+    );
+    repo.write(
+        "features.yaml",
+        &with("{sample_rate: 0.5, destination: ../logs}"),
+    );
+    assert_error(
+        &repo.errors(),
+        &["logging.destination '../logs' must be a folder under the data root"],
+    );
+    repo.write(
+        "features.yaml",
+        &with("{sample_rate: 0.25, destination: /var/log}"),
+    );
+    assert_error(&repo.errors(), &["logging.destination '/var/log'"]);
+    repo.write(
+        "features.yaml",
+        &with("{sample_rate: 0.25, destination: logs/model_a}"),
+    );
+    let defs = repo.load().expect("valid");
+    let logging = defs.feature_services["model_a"]
+        .logging
+        .clone()
+        .expect("logging");
+    assert_eq!(logging.destination, "logs/model_a");
+    assert!((logging.sample_rate.get() - 0.25).abs() < 1e-9);
+    let file = quiver_registry::definitions_file(&defs);
+    let again = quiver_registry::validate_files(
+        &[("definitions.json".into(), file.clone())],
+        "test",
+        &quiver_source::Sources::new(repo.path()),
+    )
+    .unwrap();
+    assert_eq!(again, defs, "{file}");
+}
+
+#[test]
 fn service_naming_a_missing_feature_lists_the_view_features() {
     let repo = TestRepo::new();
     repo.write(
