@@ -214,6 +214,8 @@ fn definitions(big: bool) -> String {
         d.push_str(&feature_definitions(&format!("{v}_f"), n));
     }
     d.push_str("feature_services:\n  - name: three_views\n    features: [stats_a:*, stats_b:*, stats_c:*]\n");
+    // The same service with every read logged (feature logging's cost on the serving path).
+    d.push_str("  - name: three_views_logged\n    features: [stats_a:*, stats_b:*, stats_c:*]\n    logging: {sample_rate: 1.0, destination: feature_logs/three_views}\n");
     d
 }
 
@@ -226,11 +228,19 @@ enum Case {
     Batch,
     /// 1 entity x the feature service over the 3 views (70 features).
     Service,
+    /// The same service with every read written to its feature log.
+    LoggedService,
     /// The health check: what the transport alone costs on this machine.
     Health,
 }
 
-const CASES: [Case; 4] = [Case::Single, Case::Batch, Case::Service, Case::Health];
+const CASES: [Case; 5] = [
+    Case::Single,
+    Case::Batch,
+    Case::Service,
+    Case::LoggedService,
+    Case::Health,
+];
 
 impl Case {
     fn name(self) -> &'static str {
@@ -238,6 +248,7 @@ impl Case {
             Self::Single => "1 entity x 50 features",
             Self::Batch => "100 entities x 50 features",
             Self::Service => "3-view service, 1 entity",
+            Self::LoggedService => "3-view service, every read logged",
             Self::Health => "health check (transport floor)",
         }
     }
@@ -261,10 +272,15 @@ struct Payload {
 impl Payload {
     fn new(case: Case) -> Self {
         let refs: Vec<String> = (0..50).map(|i| format!("stats_a:stats_a_f{i}")).collect();
-        let (features, spec) = if case == Case::Service {
+        let service = match case {
+            Case::Service => Some("three_views"),
+            Case::LoggedService => Some("three_views_logged"),
+            _ => None,
+        };
+        let (features, spec) = if let Some(service) = service {
             (
-                pb::get_online_features_request::Features::FeatureService("three_views".into()),
-                serde_json::json!({"feature_service": "three_views"}),
+                pb::get_online_features_request::Features::FeatureService(service.into()),
+                serde_json::json!({"feature_service": service}),
             )
         } else {
             (
@@ -324,7 +340,11 @@ impl Payload {
     /// Checks one answer in full (run once per case, before measuring): every entity row
     /// answered, every feature there, values present.
     fn check(&self, target: &Target, answer: &[u8]) -> Result<()> {
-        let features = if self.case == Case::Service { 70 } else { 50 };
+        let features = if matches!(self.case, Case::Service | Case::LoggedService) {
+            70
+        } else {
+            50
+        };
         let rows = self.case.entities();
         match (target, self.case) {
             (_, Case::Health) => {}
@@ -868,7 +888,10 @@ async fn measure(
 ) -> Result<()> {
     let duration = Duration::from_secs(args.seconds);
     for case in CASES {
-        if !format!("{name} / {}", case.name()).contains(&args.only) {
+        // Feature logging is Quiver's own (Feast's server logs through its Go path only).
+        if !format!("{name} / {}", case.name()).contains(&args.only)
+            || (case == Case::LoggedService && name.starts_with("Feast"))
+        {
             continue;
         }
         let payload = Arc::new(Payload::new(case));

@@ -303,21 +303,8 @@ fn status_reports_freshness_and_fails_while_a_view_is_stale() {
 
 #[test]
 fn feature_logging_records_what_was_served_as_a_valid_source() {
-    let dir = example_repo();
+    let dir = logging_repo();
     let repo = dir.path();
-    let features = repo.join("features.yaml");
-    let text = std::fs::read_to_string(&features).unwrap().replacen(
-        "  - name: driver_activity\n",
-        "  - name: driver_activity\n    logging: {sample_rate: 1.0, destination: feature_logs/driver_activity}\n",
-        1,
-    );
-    std::fs::write(&features, text).unwrap();
-    let config = repo.join("quiver.yaml");
-    let mut settings = std::fs::read_to_string(&config).unwrap();
-    settings.push_str("server:\n  feature_log: {roll_every: 1s}\n");
-    std::fs::write(&config, settings).unwrap();
-    quiver_ok(repo, &["apply"]);
-    quiver_ok(repo, &["materialize-incremental", "now"]);
     let server = Server::start_with(repo, &["--metrics-port", "0"]);
     let read = json!({
         "feature_service": "driver_activity",
@@ -421,4 +408,121 @@ fn feature_logging_records_what_was_served_as_a_valid_source() {
     )
     .unwrap();
     quiver_ok(repo, &["apply"]);
+}
+
+/// A repository whose `driver_activity` service logs every read, rolled every second.
+fn logging_repo() -> tempfile::TempDir {
+    let dir = example_repo();
+    let repo = dir.path();
+    let features = repo.join("features.yaml");
+    let text = std::fs::read_to_string(&features).unwrap().replacen(
+        "  - name: driver_activity\n",
+        "  - name: driver_activity\n    logging: {sample_rate: 1.0, destination: feature_logs/driver_activity}\n",
+        1,
+    );
+    std::fs::write(&features, text).unwrap();
+    let config = repo.join("quiver.yaml");
+    let mut settings = std::fs::read_to_string(&config).unwrap();
+    settings.push_str("server:\n  feature_log: {roll_every: 1s}\n");
+    std::fs::write(&config, settings).unwrap();
+    quiver_ok(repo, &["apply"]);
+    quiver_ok(repo, &["materialize-incremental", "now"]);
+    dir
+}
+
+#[test]
+fn skew_finds_exactly_the_keys_and_features_changed_behind_the_offline_data() {
+    let dir = logging_repo();
+    let repo = dir.path();
+    let server = Server::start(repo);
+    let read = |id: &str| {
+        let body = json!({
+            "feature_service": "driver_activity",
+            "entities": {"driver_id": [1001, 1002, 1003, 999_999], "customer_id": ["C1001", "C1002", "C1003", "C1"]},
+        });
+        let (code, _, body) = http_exchange(
+            &server.http,
+            "POST",
+            "/get-online-features",
+            Some(&body.to_string()),
+            &[("x-request-id", id)],
+        );
+        assert_eq!(code, 200, "{body}");
+    };
+    read("before");
+    let skew = |expected_exit: i32| {
+        let run = quiver(
+            repo,
+            &["--json", "monitor", "skew", "--service", "driver_activity"],
+        );
+        assert_eq!(
+            run.code,
+            Some(expected_exit),
+            "{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        run.json()
+    };
+    quiver_e2e::wait_for("the first log file", 20, || {
+        std::fs::read_dir(repo.join("feature_logs/driver_activity"))
+            .is_ok_and(|mut d| d.next().is_some())
+    });
+    // Served exactly what training sees.
+    let report = skew(0);
+    assert_eq!(report["rows"], 4);
+    for f in report["features"].as_array().unwrap() {
+        assert_eq!(f["match_rate"], 1.0, "{f}");
+    }
+    // Driver 1002's online row changes behind the offline data's back.
+    let push = json!({
+        "push_source_name": "driver_hourly_stats",
+        "df": {"driver_id": [1002], "event_timestamp": [quiver_e2e::rfc3339_ago(1)], "conv_rate": [0.25], "acc_rate": [0.5], "avg_daily_trips": [999]},
+        "to": "online",
+    });
+    let (code, body) = http(&server.http, "POST", "/push", Some(&push.to_string()));
+    assert_eq!(code, 200, "{body}");
+    read("after");
+    assert!(server.stop(), "the server drains and writes its log");
+    let report = skew(2);
+    assert_eq!(report["rows"], 8);
+    let mut skewed = Vec::new();
+    for f in report["features"].as_array().unwrap() {
+        let name = f["feature"].as_str().unwrap();
+        if f["matches"] == 8 {
+            continue;
+        }
+        skewed.push(name.to_owned());
+        // One row of eight: the second read of driver 1002.
+        assert_eq!(f["matches"], 7, "{f}");
+        let examples = f["examples"].as_array().unwrap();
+        assert_eq!(examples.len(), 1, "{f}");
+        assert!(examples[0][0].as_str().unwrap().starts_with("1002,"), "{f}");
+    }
+    skewed.sort();
+    assert_eq!(
+        skewed,
+        [
+            "driver_hourly_stats__acc_rate",
+            "driver_hourly_stats__avg_daily_trips",
+            "driver_hourly_stats__conv_rate"
+        ]
+    );
+    let trips = report["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "driver_hourly_stats__avg_daily_trips")
+        .unwrap();
+    assert_eq!(trips["examples"][0][1], "999");
+    let q = trips["difference_quantiles"].as_array().unwrap();
+    assert_eq!(q[0], q[3], "one difference: {q:?}");
+    // A clear error for a service that logs nothing.
+    let run = quiver(repo, &["monitor", "skew", "--service", "nope"]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("no feature service 'nope'"),
+        "{}",
+        run.stderr
+    );
 }

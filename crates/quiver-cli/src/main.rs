@@ -204,6 +204,11 @@ enum Command {
     /// Show each online view's freshness (against its `freshness:`), online rows and last
     /// materialization. Exits 2 when a view is stale (a gate for cron and CI), 1 on an error.
     Status,
+    /// Check what was served against what training sees.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
     /// Read, back up and restore the online store (through the server that holds it, if one
     /// does).
     Online {
@@ -313,6 +318,25 @@ enum OnlineCommand {
     },
     /// Show the store's size and each online view's watermark.
     Stats,
+}
+
+#[derive(Subcommand, Debug)]
+enum MonitorCommand {
+    /// Compare a feature service's logged reads with a training set of the same keys at the
+    /// same times (a point-in-time join at each read's time): per feature, how often they
+    /// agree and how. Exits 2 when a feature agrees less often than --min-match-rate.
+    Skew {
+        /// The feature service.
+        #[arg(long)]
+        service: String,
+        /// The logged reads: a file, folder or glob under the data root (default: the
+        /// service's `logging.destination`).
+        #[arg(long)]
+        logs: Option<String>,
+        /// The least share of rows each feature must agree on.
+        #[arg(long, default_value_t = 1.0)]
+        min_match_rate: f64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -730,6 +754,29 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Online { command } => {
             let repo = Repo::open(&cli.repo)?;
             online_command(&repo, cli.server.as_deref(), command, cli.json)
+        }
+        Command::Monitor {
+            command:
+                MonitorCommand::Skew {
+                    service,
+                    logs,
+                    min_match_rate,
+                },
+        } => {
+            let repo = Repo::open(&cli.repo)?;
+            let defs = repo.registry.current()?.definitions;
+            let sources = Sources::new(repo.config.data_root(&repo.path));
+            let report = quiver_ops::skew::skew(&defs, &sources, service, logs.as_deref())?;
+            output::skew(&report, cli.json)?;
+            if report
+                .features
+                .iter()
+                .any(|f| f.match_rate() < *min_match_rate)
+            {
+                Err(ExitWith(2).into())
+            } else {
+                Ok(())
+            }
         }
         Command::Status => {
             let repo = Repo::open(&cli.repo)?;

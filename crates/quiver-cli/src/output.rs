@@ -147,6 +147,71 @@ pub fn progress_bar(as_json: bool, template: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Prints a skew report: a table per feature (or JSON), then the differing rows it kept.
+pub fn skew(report: &quiver_ops::skew::SkewReport, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let features: Vec<Value> = report
+            .features
+            .iter()
+            .map(|f| {
+                let mut v = serde_json::to_value(f).unwrap_or_default();
+                v["match_rate"] = serde_json::json!(f.match_rate());
+                v
+            })
+            .collect();
+        return crate::print_json(&serde_json::json!({
+            "service": report.service,
+            "files": report.files,
+            "rows": report.rows,
+            "features": features,
+        }));
+    }
+    println!(
+        "Feature service '{}': {} logged rows in {} files.",
+        report.service, report.rows, report.files
+    );
+    let rows: Vec<Vec<String>> = report
+        .features
+        .iter()
+        .map(|f| {
+            vec![
+                f.feature.clone(),
+                format!("{:.4}", f.match_rate()),
+                f.served_missing.to_string(),
+                f.offline_missing.to_string(),
+                f.different.to_string(),
+                f.difference_quantiles.map_or_else(
+                    || "-".into(),
+                    |q| format!("{:.4} / {:.4} / {:.4}", q[0], q[2], q[3]),
+                ),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "FEATURE",
+                "MATCH",
+                "SERVED MISSING",
+                "OFFLINE MISSING",
+                "DIFFERENT",
+                "|DIFF| P50 / P99 / MAX"
+            ],
+            &rows
+        )
+    );
+    for f in report.features.iter().filter(|f| !f.examples.is_empty()) {
+        for (key, served, offline) in &f.examples {
+            println!(
+                "  {}: key {key}: served {served}, training {offline}",
+                f.feature
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

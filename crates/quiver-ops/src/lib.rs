@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod push;
 pub mod schedule;
+pub mod skew;
 pub mod status;
 mod value;
 
