@@ -167,15 +167,28 @@ fn lock_owner(path: &Path) -> Result<File> {
         .write(true)
         .open(&lock)
         .map_err(OnlineError::io(&lock))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(OnlineError::Locked {
-            path: path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(OnlineError::Io {
-            path: lock,
-            source: e,
-        }),
+    // A child process forked by this one between our open and its exec holds a copy of the
+    // descriptor, and with it the lock, for a moment after we let go: a lock still held after
+    // half a second is another owner's.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OnlineError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(OnlineError::Io {
+                    path: lock,
+                    source: e,
+                });
+            }
+        }
     }
 }
 
