@@ -266,6 +266,25 @@ async fn replicate(mut conn: Connection, store: &str, timeout: Duration) -> Resu
     Ok(())
 }
 
+/// One `SCAN` step on `node`: the next cursor and the keys matching `pattern`.
+async fn scan_step(
+    conn: &mut Connection,
+    node: &connection::Node,
+    cursor: &str,
+    pattern: &str,
+) -> redis::RedisResult<(String, Vec<Vec<u8>>)> {
+    conn.on_node(
+        node,
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT),
+    )
+    .await
+}
+
 /// Deletes every row and the watermark of one view generation, then forgets the range.
 async fn delete_range(mut conn: Connection, store: &str, id: &ViewId) -> Result<()> {
     let err = redis_error(store);
@@ -282,16 +301,7 @@ async fn delete_range(mut conn: Connection, store: &str, id: &ViewId) -> Result<
     for node in conn.masters().await.map_err(&err)? {
         let mut cursor = "0".to_owned();
         loop {
-            let (next, found): (String, Vec<Vec<u8>>) = conn
-                .on_node(
-                    &node,
-                    redis::cmd("SCAN")
-                        .arg(&cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT),
-                )
+            let (next, found) = scan_step(&mut conn, &node, &cursor, &pattern)
                 .await
                 .map_err(&err)?;
             if !found.is_empty() {
@@ -639,16 +649,7 @@ impl OnlineStore for RedisStore {
             for node in conn.masters().await.map_err(&err)? {
                 let mut cursor = "0".to_owned();
                 loop {
-                    let (next, found): (String, Vec<Vec<u8>>) = conn
-                        .on_node(
-                            &node,
-                            redis::cmd("SCAN")
-                                .arg(&cursor)
-                                .arg("MATCH")
-                                .arg(&pattern)
-                                .arg("COUNT")
-                                .arg(SCAN_COUNT),
-                        )
+                    let (next, found) = scan_step(&mut conn, &node, &cursor, &pattern)
                         .await
                         .map_err(&err)?;
                     if !found.is_empty() {
