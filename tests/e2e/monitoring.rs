@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use quiver_e2e::{Server, example_repo, http, http_exchange, python_json, quiver, quiver_ok};
+use quiver_e2e::{Server, example_repo, http, http_exchange, python_json, quiver_exit, quiver_ok};
 use serde_json::{Value, json};
 
 /// Every sample of a scrape of `url` (and, with a ticket, after a training set read over
@@ -219,15 +219,7 @@ fn status_reports_freshness_and_fails_while_a_view_is_stale() {
     std::fs::write(&features, text).unwrap();
     quiver_ok(repo, &["apply"]);
     let status = |expected_exit: i32| {
-        let run = quiver(repo, &["status", "--json"]);
-        assert_eq!(
-            run.code,
-            Some(expected_exit),
-            "{}\n{}",
-            run.stdout,
-            run.stderr
-        );
-        let report: Value = serde_json::from_str(&run.stdout).unwrap();
+        let report = quiver_exit(repo, &["status", "--json"], expected_exit).json();
         let views: Vec<(String, Value)> = report["views"]
             .as_array()
             .unwrap()
@@ -441,18 +433,12 @@ fn skew_finds_exactly_the_keys_and_features_changed_behind_the_offline_data() {
     };
     read("before");
     let skew = |expected_exit: i32| {
-        let run = quiver(
+        quiver_exit(
             repo,
             &["--json", "monitor", "skew", "--service", "driver_activity"],
-        );
-        assert_eq!(
-            run.code,
-            Some(expected_exit),
-            "{}\n{}",
-            run.stdout,
-            run.stderr
-        );
-        run.json()
+            expected_exit,
+        )
+        .json()
     };
     quiver_e2e::wait_for("the first log file", 20, || {
         std::fs::read_dir(repo.join("feature_logs/driver_activity"))
@@ -508,8 +494,7 @@ fn skew_finds_exactly_the_keys_and_features_changed_behind_the_offline_data() {
     let q = trips["difference_quantiles"].as_array().unwrap();
     assert_eq!(q[0], q[3], "one difference: {q:?}");
     // A clear error for a service that logs nothing.
-    let run = quiver(repo, &["monitor", "skew", "--service", "nope"]);
-    assert_eq!(run.code, Some(1));
+    let run = quiver_exit(repo, &["monitor", "skew", "--service", "nope"], 1);
     assert!(
         run.stderr.contains("no feature service 'nope'"),
         "{}",

@@ -55,6 +55,19 @@ impl From<Output> for Run {
     }
 }
 
+/// Runs `quiver --repo REPO ARGS...` and asserts it exited with `code`.
+pub fn quiver_exit(repo: &Path, args: &[&str], code: i32) -> Run {
+    let run = quiver(repo, args);
+    assert_eq!(
+        run.code,
+        Some(code),
+        "quiver {args:?}:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
 /// Runs `quiver --repo REPO ARGS...`.
 pub fn quiver(repo: &Path, args: &[&str]) -> Run {
     Command::new(quiver_bin())

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
@@ -119,12 +119,6 @@ impl std::fmt::Debug for FeatureLog {
     }
 }
 
-/// What happened to an entry offered to the log.
-pub(crate) enum Offered {
-    Queued,
-    Dropped,
-}
-
 impl FeatureLog {
     /// Starts the writer thread; written and failed rows are counted in `metrics`.
     pub(crate) fn start(
@@ -140,12 +134,9 @@ impl FeatureLog {
         Self { tx }
     }
 
-    /// Queues `entry`, or drops it when the queue is full.
-    pub(crate) fn offer(&self, entry: Entry) -> Offered {
-        match self.tx.try_send(Message::Entry(Box::new(entry))) {
-            Ok(()) => Offered::Queued,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Offered::Dropped,
-        }
+    /// Queues `entry`; `false` when the queue is full (or its thread gone) and it was dropped.
+    pub(crate) fn offer(&self, entry: Entry) -> bool {
+        self.tx.try_send(Message::Entry(Box::new(entry))).is_ok()
     }
 
     /// Writes every queued entry now and waits until it is written.

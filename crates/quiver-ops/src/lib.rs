@@ -80,7 +80,7 @@ pub use status::{Freshness, StatusReport, ViewStatus};
 pub use value::InputValue;
 
 use crate::catalog::Current;
-use crate::feature_log::{Entry, FeatureLog, Offered};
+use crate::feature_log::{Entry, FeatureLog};
 use crate::materialize::RunLocks;
 
 /// The online store `config` names, for the repository at `repo`.
@@ -492,7 +492,7 @@ impl FeatureStore {
                 at: now,
                 request_id: request_id.to_owned(),
             };
-            if let Offered::Dropped = self.feature_log.offer(entry) {
+            if !self.feature_log.offer(entry) {
                 self.metrics.feature_log.dropped(&target.service, rows);
             }
         }
