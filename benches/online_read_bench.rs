@@ -77,6 +77,7 @@ fn definitions(n: usize) -> Definitions {
             tags: Default::default(),
             materialization: None,
             freshness: None,
+            monitoring: None,
         },
     );
     defs

@@ -1,13 +1,22 @@
 //! What the benchmark harnesses share: the synthetic features their views are made of
 //! (even-numbered features float64, odd ones int64), as Arrow fields, random columns and
-//! Quiver definitions.
+//! Quiver definitions; and the view source and repository two of them use.
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array};
-use arrow::datatypes::{DataType, Field};
-use rand::Rng;
+use anyhow::{Context, Result};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use quiver_ops::{ApplyRequest, BaseVersion, FeatureStore, StoreOptions};
+use quiver_registry::{RepoConfig, load_definitions};
+use quiver_source::Sources;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 fn is_float(i: usize) -> bool {
     i.is_multiple_of(2)
@@ -50,4 +59,100 @@ pub fn feature_definitions(prefix: &str, n: usize) -> String {
             format!("      - {{name: {prefix}{i}, type: {t}}}\n")
         })
         .collect()
+}
+
+/// 2024-01-01T00:00:00Z in µs.
+pub const T0: i64 = 1_704_067_200_000_000;
+/// A day in µs.
+pub const DAY: i64 = 86_400_000_000;
+
+/// Writes the benchmark view's source: `rows` rows of `keys` distinct `driver_id`s over 30
+/// days of 2024 (event and created times), and `features` features (see [`feature_column`]),
+/// in row groups of 128Ki rows.
+pub fn write_view_source(path: &Path, rows: usize, keys: i64, features: usize) -> Result<()> {
+    let tz: Option<Arc<str>> = Some("UTC".into());
+    let mut fields = vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            false,
+        ),
+        Field::new(
+            "created",
+            DataType::Timestamp(TimeUnit::Microsecond, tz),
+            false,
+        ),
+    ];
+    fields.extend(feature_fields("f", features));
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    let mut writer = ArrowWriter::try_new(File::create(path)?, schema.clone(), Some(props))?;
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(128 * 1024);
+        left -= n;
+        let events: Vec<i64> = (0..n).map(|_| T0 + rng.random_range(0..30 * DAY)).collect();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(
+                (0..n)
+                    .map(|_| rng.random_range(0..keys))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMicrosecondArray::from(events.clone()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    events
+                        .iter()
+                        .map(|e| e + rng.random_range(0..3_600_000_000))
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+        ];
+        columns.extend((0..features).map(|i| feature_column(i, n, 0.98, &mut rng)));
+        writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+    }
+    writer.close()?;
+    Ok(())
+}
+
+/// A repository in `dir/quiver` with one view, `stats` (entity `driver`), over the file
+/// `parquet` written by [`write_view_source`], applied; its store, opened.
+pub fn view_repo(dir: &Path, parquet: &Path, features: usize) -> Result<FeatureStore> {
+    let repo = dir.join("quiver");
+    std::fs::create_dir_all(&repo)?;
+    // Source paths stay under the data root: the folder holding the generated file.
+    let data = parquet.parent().context("the source file has a folder")?;
+    std::fs::write(
+        repo.join("quiver.yaml"),
+        format!("project: bench\ndata_root: {}\n", data.display()),
+    )?;
+    let feature_list = feature_definitions("f", features);
+    std::fs::write(
+        repo.join("defs.yaml"),
+        format!(
+            "entities:\n  - name: driver\n    join_keys: [{{name: driver_id, type: int64}}]\nsources:\n  - name: src\n    path: {}\n    timestamp_field: event_timestamp\n    created_timestamp_column: created\nfeature_views:\n  - name: stats\n    entities: [driver]\n    source: src\n    features:\n{feature_list}",
+            parquet
+                .file_name()
+                .context("the source file has a name")?
+                .to_string_lossy()
+        ),
+    )?;
+    let config = RepoConfig::load(&repo)?;
+    let definitions = load_definitions(&repo, &config, &Sources::new(config.data_root(&repo)))?;
+    let store = FeatureStore::open(&repo, StoreOptions::default())?;
+    store.apply(
+        &quiver_ops::Caller::Trusted,
+        ApplyRequest {
+            definitions,
+            based_on: BaseVersion::Latest,
+            author: "bench".into(),
+        },
+    )?;
+    Ok(store)
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end demo on the embedded defaults: create an example feature repository, plan,
 # apply, look at what was registered, materialize it into the online store and read it back,
-# build a training set in-process, then start `quiver serve` and ask it for online features
+# build a training set in-process, profile the driver data and check it for drift, then start `quiver serve` and ask it for online features
 # (gRPC), materialize through it while it serves, and ask it for a training set (Arrow
 # Flight, from the pyarrow example client).
 set -euo pipefail
@@ -38,6 +38,12 @@ pd.DataFrame({
 }).to_parquet(sys.argv[1], index=False)
 PY
 step training-set --entities "$dir/entities.parquet" --service driver_activity --out "$dir/training.parquet"
+
+# Statistics and drift of the driver data: the last day against the month before it (exit 2
+# would mean a feature drifted; the report is in drift.html either way).
+step monitor profile --view driver_hourly_stats --data 30d
+step monitor drift --view driver_hourly_stats --reference now-30d..now-1d --current 1d \
+    --html "$dir/drift.html" || [ $? -eq 2 ]
 
 # The server: online reads over gRPC, training sets over Arrow Flight.
 log="$dir/serve.log"

@@ -3,6 +3,7 @@
 // Helpers outside #[test] functions unwrap too: a panic is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod drift;
 mod feast_repository;
 mod flight;
 mod monitoring;

@@ -382,6 +382,29 @@ fn feature_logging_records_what_was_served_as_a_valid_source() {
         trips.is_valid(0).then(|| trips.value(0))
     );
 
+    // Logged features have statistics like any data.
+    let profile = quiver_ok(
+        repo,
+        &[
+            "--json",
+            "monitor",
+            "profile",
+            "--view",
+            "driver_hourly_stats",
+            "--data",
+            "feature_logs/driver_activity",
+        ],
+    )
+    .json();
+    assert_eq!(profile["rows"], 2);
+    let logged = profile["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "avg_daily_trips")
+        .unwrap();
+    assert_eq!(logged["nulls"], trips.null_count(), "{logged}");
+
     // The folder is a source like any other.
     let more = repo.join("logged.yaml");
     std::fs::write(
@@ -500,4 +523,47 @@ fn skew_finds_exactly_the_keys_and_features_changed_behind_the_offline_data() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn scheduled_runs_export_drift_scores_against_the_declared_reference() {
+    let dir = example_repo();
+    let repo = dir.path();
+    let features = repo.join("features.yaml");
+    let text = std::fs::read_to_string(&features).unwrap().replacen(
+        "    freshness: 2h",
+        "    materialization: {every: 1h}\n    monitoring: {reference: now-30d..now-1d}\n    freshness: 2h",
+        1,
+    );
+    std::fs::write(&features, text).unwrap();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start_with(repo, &["--metrics-port", "0"]);
+    let url = server.metrics.clone().unwrap();
+    let feature = |statistic: Option<&str>| {
+        let mut labels = json!({"feature_view": "driver_hourly_stats", "feature": "conv_rate"});
+        if let Some(s) = statistic {
+            labels["statistic"] = json!(s);
+        }
+        labels
+    };
+    let mut scraped = Value::Null;
+    // The first scheduled run covers the whole history, which holds the reference.
+    quiver_e2e::wait_for("the first scheduled run's drift scores", 60, || {
+        scraped = scrape(&url, None).0;
+        sample(
+            &scraped,
+            "quiver_feature_drift_score",
+            &feature(Some("psi")),
+        )
+        .is_some()
+    });
+    let ks = sample(
+        &scraped,
+        "quiver_feature_drift_score",
+        &feature(Some("kolmogorov_smirnov")),
+    );
+    assert!(ks.is_some_and(|v| (0.0..=1.0).contains(&v)), "{ks:?}");
+    let drifted = sample(&scraped, "quiver_feature_drifted", &feature(None));
+    assert!(matches!(drifted, Some(0.0 | 1.0)), "{drifted:?}");
+    assert!(server.stop());
 }

@@ -6,6 +6,7 @@ mod offline;
 mod online;
 mod output;
 mod remote;
+mod report;
 mod security;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use quiver_core::{Definitions, ObjectKind};
+use quiver_core::{DataSelection, Definitions, ObjectKind, now_nanos};
 use quiver_registry::{Plan, Registry, RegistryVersion, RepoConfig, load_definitions};
 use quiver_source::Sources;
 use serde_json::{Value, json};
@@ -336,6 +337,37 @@ enum MonitorCommand {
         /// The least share of rows each feature must agree on.
         #[arg(long, default_value_t = 1.0)]
         min_match_rate: f64,
+    },
+    /// Feature statistics of a view's data: count, missing rate, min/max/mean/stddev,
+    /// quantiles, distinct count, most frequent values. Kept beside the data
+    /// (`<data root>/_profiles/`), so the same data is not read twice.
+    Profile {
+        /// The feature view.
+        #[arg(long)]
+        view: String,
+        /// What to profile: a window of the view's source (`2024-01-01..2024-01-08`,
+        /// `now-14d..now-7d`, or `7d` for the last seven days), or a training set or feature
+        /// log under the data root (a file, folder or glob).
+        #[arg(long)]
+        data: DataSelection,
+    },
+    /// Compare a view's current data with a reference, feature by feature (PSI,
+    /// Kolmogorov-Smirnov, Jensen-Shannon, chi-squared) under the view's `monitoring:`
+    /// thresholds. Exits 2 when a feature drifted.
+    Drift {
+        /// The feature view.
+        #[arg(long)]
+        view: String,
+        /// The reference: a window or a training set, as for `monitor profile --data`
+        /// (default: the view's `monitoring.reference`).
+        #[arg(long)]
+        reference: Option<DataSelection>,
+        /// The data to check, as for `monitor profile --data`.
+        #[arg(long)]
+        current: DataSelection,
+        /// Also write a self-contained HTML report (histograms, scores, verdicts) here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
 }
 
@@ -778,6 +810,48 @@ fn run(cli: &Cli) -> Result<()> {
                 Ok(())
             }
         }
+        Command::Monitor {
+            command: MonitorCommand::Profile { view, data },
+        } => {
+            let repo = Repo::open(&cli.repo)?;
+            let defs = repo.registry.current()?.definitions;
+            let sources = Sources::new(repo.config.data_root(&repo.path));
+            let profile =
+                quiver_ops::profile::profile(&defs, &sources, view, data, now_nanos(), threads())?;
+            output::profile(&profile, cli.json)
+        }
+        Command::Monitor {
+            command:
+                MonitorCommand::Drift {
+                    view,
+                    reference,
+                    current,
+                    html,
+                },
+        } => {
+            let repo = Repo::open(&cli.repo)?;
+            let defs = repo.registry.current()?.definitions;
+            let sources = Sources::new(repo.config.data_root(&repo.path));
+            let (report, profiles) = quiver_ops::profile::drift(
+                &defs,
+                &sources,
+                view,
+                reference.as_ref(),
+                current,
+                now_nanos(),
+                threads(),
+            )?;
+            if let Some(path) = html {
+                std::fs::write(path, report::html(&report, &profiles))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            output::drift(&report, cli.json)?;
+            if report.drifted() {
+                Err(ExitWith(2).into())
+            } else {
+                Ok(())
+            }
+        }
         Command::Status => {
             let repo = Repo::open(&cli.repo)?;
             if online::status(&repo.path, cli.server.as_deref(), cli.json)? {
@@ -787,6 +861,11 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// Workers of a profile: every core.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn online_command(

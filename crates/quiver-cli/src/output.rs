@@ -212,6 +212,153 @@ pub fn skew(report: &quiver_ops::skew::SkewReport, as_json: bool) -> anyhow::Res
     Ok(())
 }
 
+/// A number in a table: up to four decimals, trailing zeros dropped.
+fn number(x: f64) -> String {
+    if x != 0.0 && (x.abs() >= 1e7 || x.abs() < 1e-4) {
+        format!("{x:.3e}")
+    } else {
+        let s = format!("{x:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// Prints a view's profile: a line per feature (or the whole summary as JSON).
+pub fn profile(p: &quiver_ops::profile::ViewProfile, as_json: bool) -> anyhow::Result<()> {
+    let summaries: Vec<quiver_stats::FeatureSummary> = p
+        .profile
+        .features
+        .iter()
+        .map(quiver_stats::FeatureProfile::summary)
+        .collect();
+    if as_json {
+        return crate::print_json(&serde_json::json!({
+            "view": p.view,
+            "data": p.data,
+            "window": p.window,
+            "files": p.files,
+            "rows": p.profile.rows,
+            "computed_at": p.computed_at,
+            "stored": p.stored,
+            "features": summaries,
+        }));
+    }
+    let window = p
+        .window
+        .as_ref()
+        .map_or_else(String::new, |[s, e]| format!(" [{s}, {e})"));
+    println!(
+        "Feature view '{}', {}{window}: {} rows in {} files{}.",
+        p.view,
+        p.data,
+        p.profile.rows,
+        p.files,
+        if p.stored { " (stored profile)" } else { "" }
+    );
+    let rows: Vec<Vec<String>> = summaries
+        .iter()
+        .map(|s| {
+            let numeric = |f: fn(&quiver_stats::NumericSummary) -> f64| {
+                s.numeric
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |n| number(f(n)))
+            };
+            let median = s
+                .numeric
+                .as_ref()
+                .and_then(|n| n.quantiles.iter().find(|(q, _)| *q == 0.5))
+                .map_or_else(|| "-".into(), |(_, v)| number(*v));
+            let top = s
+                .top
+                .iter()
+                .take(3)
+                .map(|(v, c)| format!("{v} ({c})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            vec![
+                s.name.clone(),
+                s.value_type.to_string(),
+                s.rows.to_string(),
+                format!("{:.2}%", 100.0 * s.null_rate),
+                numeric(|n| n.min),
+                median,
+                numeric(|n| n.max),
+                numeric(|n| n.mean),
+                numeric(|n| n.stddev),
+                s.distinct.map_or_else(|| "-".into(), |d| format!("~{d}")),
+                if top.is_empty() { "-".into() } else { top },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "FEATURE", "TYPE", "ROWS", "MISSING", "MIN", "P50", "MAX", "MEAN", "STDDEV",
+                "DISTINCT", "TOP"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// Prints a drift report: a line per feature, drifted first (or JSON).
+pub fn drift(report: &quiver_stats::DriftReport, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return crate::print_json(&serde_json::to_value(report)?);
+    }
+    println!(
+        "Feature view '{}': {} against reference {}.",
+        report.view, report.current, report.reference
+    );
+    let rows: Vec<Vec<String>> = report
+        .features
+        .iter()
+        .map(|f| {
+            let scores = f
+                .scores
+                .iter()
+                .map(|s| {
+                    let limit = s.threshold.map_or_else(String::new, |t| {
+                        format!(
+                            " {} {}",
+                            if s.breached { "breaches" } else { "within" },
+                            number(t)
+                        )
+                    });
+                    format!("{} {}{limit}", s.statistic.name(), number(s.value))
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                f.feature.clone(),
+                f.verdict.name().to_owned(),
+                format!("{} / {}", f.rows[0], f.rows[1]),
+                format!(
+                    "{:.2}% / {:.2}%",
+                    100.0 * f.null_rates[0],
+                    100.0 * f.null_rates[1]
+                ),
+                scores,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "FEATURE",
+                "VERDICT",
+                "ROWS (REF / CUR)",
+                "MISSING (REF / CUR)",
+                "SCORES"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,6 +213,7 @@ mod tests {
                     tags: Default::default(),
                     materialization: None,
                     freshness: None,
+                    monitoring: None,
                 },
             );
         }

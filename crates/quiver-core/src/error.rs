@@ -82,6 +82,11 @@ pub enum CoreError {
     /// A time outside the range of nanosecond instants.
     #[error("time '{0}' is outside the range Quiver stores (1677-09-21 to 2262-04-11 UTC)")]
     TimeOutOfRange(String),
+    /// A malformed selection of data to profile.
+    #[error(
+        "invalid data selection '{0}' (expected a window START..END of times or now-PERIOD, a period like 7d for the last 7 days, or a Parquet file or folder under the data root)"
+    )]
+    InvalidSelection(String),
     /// A unit of integer times that is not `s`, `ms`, `us` or `ns`.
     #[error("invalid timestamp unit '{0}' (expected s, ms, us or ns)")]
     InvalidTimestampUnit(String),

@@ -23,6 +23,7 @@ pub mod duration;
 pub mod entity_key;
 pub mod error;
 pub mod model;
+pub mod monitoring;
 pub mod time;
 pub mod types;
 
@@ -37,5 +38,6 @@ pub use model::{
     Action, Entity, Feature, FeatureLogging, FeatureRef, FeatureService, FeatureView, JoinKey,
     ObjectKind, Permission, Policy, SampleRate, Schedule, Source, Tags,
 };
+pub use monitoring::{DataSelection, DriftThresholds, Monitoring, TimeBound};
 pub use time::{TimestampUnit, format_nanos, now_nanos, parse_time, parse_time_nanos};
 pub use types::{KeyType, ScalarType, ValueType};

@@ -123,6 +123,9 @@ pub struct FeatureView {
     /// How old the newest online row may be before `quiver status` calls the view stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<Period>,
+    /// What drift monitoring compares the view's data with, and its thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<crate::Monitoring>,
 }
 
 /// A materialization schedule: incremental runs every `every`, re-reading `lookback` before

@@ -42,6 +42,14 @@ pub enum OpsError {
     /// An object-model error (unknown view or feature, a bad key value).
     #[error(transparent)]
     Core(#[from] quiver_core::CoreError),
+    /// A file of Quiver's own (a stored profile) could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A background task failed to run (a panic, a runtime shutting down).
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,6 +75,10 @@ impl HasKind for OpsError {
             Self::Offline(e) => e.kind(),
             Self::Source(e) => e.kind(),
             Self::Core(e) => e.kind(),
+            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                ErrorKind::StorageFull
+            }
+            Self::Io { .. } => ErrorKind::FailedPrecondition,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }

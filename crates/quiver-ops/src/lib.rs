@@ -46,6 +46,7 @@ mod lease;
 pub mod materialize;
 pub mod metrics;
 pub mod oidc;
+pub mod profile;
 pub mod push;
 pub mod schedule;
 pub mod skew;

@@ -6,6 +6,7 @@
 //! read plan, run or push; nothing here does IO until a scrape.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use quiver_core::now_nanos;
@@ -84,6 +85,19 @@ impl FeatureLogCounters {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
+    feature_view: String,
+    feature: String,
+    statistic: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabels {
+    feature_view: String,
+    feature: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OfflineLabels {
     method: &'static str,
     status: &'static str,
@@ -146,6 +160,8 @@ pub struct Metrics {
     offline_requests: Family<OfflineLabels, Counter>,
     offline_duration: HistogramFamily<MethodLabels>,
     offline_rows: HistogramFamily<MethodLabels>,
+    drift_scores: Family<DriftLabels, Gauge<f64, AtomicU64>>,
+    drifted: Family<FeatureLabels, Gauge>,
     /// The newest event time (ns) pushed online to each view by this process.
     pushed_newest: RwLock<HashMap<String, i64>>,
     /// The feature log's rows.
@@ -166,6 +182,8 @@ impl Default for Metrics {
             offline_requests: Family::default(),
             offline_duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             offline_rows: Family::new_with_constructor(rows_histogram as fn() -> Histogram),
+            drift_scores: Family::default(),
+            drifted: Family::default(),
             pushed_newest: RwLock::default(),
             feature_log: FeatureLogCounters::default(),
         }
@@ -230,6 +248,28 @@ impl Metrics {
         for view in views {
             let at = pushed.entry(view.to_owned()).or_insert(newest);
             *at = (*at).max(newest);
+        }
+    }
+
+    /// Records the drift scores of a scheduled run's window.
+    pub(crate) fn drift(&self, report: &quiver_stats::DriftReport) {
+        for f in &report.features {
+            let labels = FeatureLabels {
+                feature_view: report.view.clone(),
+                feature: f.feature.clone(),
+            };
+            self.drifted
+                .get_or_create(&labels)
+                .set(i64::from(f.verdict == quiver_stats::Verdict::Drifted));
+            for s in &f.scores {
+                self.drift_scores
+                    .get_or_create(&DriftLabels {
+                        feature_view: report.view.clone(),
+                        feature: f.feature.clone(),
+                        statistic: s.statistic.name(),
+                    })
+                    .set(s.value);
+            }
         }
     }
 
@@ -321,6 +361,16 @@ impl FeatureStore {
             "quiver_push_rows",
             "Rows pushed, by push source and mode",
             m.pushed_rows.clone(),
+        );
+        registry.register(
+            "quiver_feature_drift_score",
+            "Drift of the newest scheduled run's window against the view's monitoring.reference, by feature and statistic",
+            m.drift_scores.clone(),
+        );
+        registry.register(
+            "quiver_feature_drifted",
+            "1 when a feature's newest scheduled run's window drifted from the view's monitoring.reference",
+            m.drifted.clone(),
         );
         registry.register(
             "feast_materialization_result",

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use quiver_core::{FeatureView, Schedule, now_nanos};
+use quiver_core::{DataSelection, FeatureView, Schedule, TimeBound, format_nanos, now_nanos};
 use quiver_online::{RunOutcome, RunTrigger, ViewReport, Window};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,6 +34,50 @@ impl FeatureStore {
         view.materialization
             .or(self.config.materialization)
             .filter(|s| s.is_on() && view.online)
+    }
+}
+
+impl FeatureStore {
+    /// Scores a scheduled run's window against its view's `monitoring.reference`, when it
+    /// declares one, into the drift metrics; a failure is logged (the run itself succeeded).
+    fn score_drift(&self, run: &ViewReport) {
+        let snapshot = self.snapshot();
+        let Ok(view) = snapshot.defs.view(&run.view) else {
+            return;
+        };
+        if view
+            .monitoring
+            .as_ref()
+            .is_none_or(|m| m.reference.is_none())
+            || run.end <= run.start
+        {
+            return;
+        }
+        let window = DataSelection::Window {
+            start: TimeBound::At(run.start),
+            end: TimeBound::At(run.end),
+            text: format!("{}..{}", format_nanos(run.start), format_nanos(run.end)),
+        };
+        let threads = self.options.materialize_threads;
+        match crate::profile::drift(
+            &snapshot.defs,
+            &self.sources,
+            &run.view,
+            None,
+            &window,
+            now_nanos(),
+            threads,
+        ) {
+            Ok((report, _)) => {
+                if report.drifted() {
+                    tracing::warn!(feature_view = %run.view, window = %window, "features drifted: {}",
+                        report.features.iter().filter(|f| f.verdict == quiver_stats::Verdict::Drifted)
+                            .map(|f| f.feature.as_str()).collect::<Vec<_>>().join(", "));
+                }
+                self.metrics.drift(&report);
+            }
+            Err(e) => tracing::warn!(feature_view = %run.view, "drift scoring failed: {e}"),
+        }
     }
 }
 
@@ -224,7 +268,11 @@ fn start(store: &Arc<FeatureStore>, name: &str, view: &Scheduled) -> Running {
     };
     let (store, flag) = (Arc::clone(store), Arc::clone(&cancel));
     let handle = tokio::task::spawn_blocking(move || {
-        store.materialize(&Caller::Trusted, &request, &|_| {}, Some(&flag))
+        let reports = store.materialize(&Caller::Trusted, &request, &|_| {}, Some(&flag))?;
+        for report in &reports {
+            store.score_drift(report);
+        }
+        Ok(reports)
     });
     Running {
         handle,

@@ -21,6 +21,10 @@
 //!     ttl: 1d
 //!     materialization: {every: 1h, lookback: 2h}   # optional: `quiver serve` runs it
 //!     freshness: 2h                                # optional: `quiver status` checks it
+//!     monitoring:                                  # optional: `quiver monitor drift`
+//!       reference: 2024-01-01..2024-02-01          # a window or a training set file
+//!       psi: 0.2                                   # thresholds (these are the defaults,
+//!       features: {conv_rate: {psi: 0.1}}          # with KS 0.1 and JS 0.1)
 //!     features:
 //!       - {name: conv_rate, type: float32}
 //! feature_services:
@@ -35,9 +39,9 @@ use std::path::{Path, PathBuf};
 
 use marked_yaml::{Node, Spanned};
 use quiver_core::{
-    Action, Definitions, Entity, Feature, FeatureLogging, FeatureRef, FeatureService, FeatureView,
-    JoinKey, KeyType, ObjectKind, Period, Permission, Policy, SampleRate, Schedule, Source, Tags,
-    Ttl, ValueType,
+    Action, DataSelection, Definitions, DriftThresholds, Entity, Feature, FeatureLogging,
+    FeatureRef, FeatureService, FeatureView, JoinKey, KeyType, Monitoring, ObjectKind, Period,
+    Permission, Policy, SampleRate, Schedule, Source, Tags, Ttl, ValueType,
 };
 use serde::Deserialize;
 
@@ -170,6 +174,7 @@ struct RawFeatureView {
     #[serde(default)]
     materialization: Option<RawSchedule>,
     freshness: Option<Spanned<String>>,
+    monitoring: Option<RawMonitoring>,
     #[serde(default = "yes")]
     online: bool,
     #[serde(default = "yes")]
@@ -184,6 +189,55 @@ struct RawFeatureView {
 
 fn yes() -> bool {
     true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitoring {
+    reference: Option<Spanned<String>>,
+    psi: Option<Spanned<f64>>,
+    kolmogorov_smirnov: Option<Spanned<f64>>,
+    jensen_shannon: Option<Spanned<f64>>,
+    chi_squared_p_value: Option<Spanned<f64>>,
+    #[serde(default)]
+    features: HashMap<Spanned<String>, RawThresholds>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    psi: Option<Spanned<f64>>,
+    kolmogorov_smirnov: Option<Spanned<f64>>,
+    jensen_shannon: Option<Spanned<f64>>,
+    chi_squared_p_value: Option<Spanned<f64>>,
+}
+
+/// Drift thresholds (PSI, KS, JS, chi-squared p-value), each checked to be in its range;
+/// problems go to `report` as `monitoring.<at>name: ...`.
+fn check_thresholds(
+    at: &str,
+    [psi, ks, js, chi]: [&Option<Spanned<f64>>; 4],
+    report: &mut impl FnMut(usize, String),
+) -> DriftThresholds {
+    let mut take = |name: &str, v: &Option<Spanned<f64>>, max: f64, open_max: bool| {
+        let v = v.as_ref()?;
+        let x = **v;
+        let fits = x > 0.0 && if open_max { x < max } else { x <= max };
+        if !fits {
+            let range = if open_max { "below" } else { "at most" };
+            report(
+                line_of(v),
+                format!("monitoring.{at}{name} must be more than 0 and {range} {max}, got {x}"),
+            );
+        }
+        fits.then_some(x)
+    };
+    DriftThresholds {
+        psi: take("psi", psi, f64::MAX, false),
+        kolmogorov_smirnov: take("kolmogorov_smirnov", ks, 1.0, false),
+        jensen_shannon: take("jensen_shannon", js, 1.0, false),
+        chi_squared_p_value: take("chi_squared_p_value", chi, 1.0, true),
+    }
 }
 
 #[derive(Deserialize)]
@@ -244,6 +298,29 @@ struct RawPolicy {
 struct Location {
     file: PathBuf,
     line: usize,
+}
+
+/// `monitoring:` as a definition file writes it.
+fn monitoring_json(m: &Monitoring) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let thresholds = |t: &DriftThresholds| -> serde_json::Map<String, Value> {
+        t.declared()
+            .map(|(n, v)| (n.to_owned(), json!(v)))
+            .collect()
+    };
+    let mut out = thresholds(&m.thresholds);
+    if let Some(r) = &m.reference {
+        out.insert("reference".into(), json!(r.to_string()));
+    }
+    if !m.features.is_empty() {
+        let features: serde_json::Map<String, Value> = m
+            .features
+            .iter()
+            .map(|(f, t)| (f.clone(), Value::Object(thresholds(t))))
+            .collect();
+        out.insert("features".into(), Value::Object(features));
+    }
+    Value::Object(out)
 }
 
 fn line_of<T>(s: &Spanned<T>) -> usize {
@@ -523,6 +600,7 @@ pub fn definitions_file(defs: &Definitions) -> String {
                     }),
                 ),
                 ("freshness", v.freshness.map(|f| json!(f.to_string()))),
+                ("monitoring", v.monitoring.as_ref().map(monitoring_json)),
                 ("online", Some(json!(v.online))),
                 ("offline", Some(json!(v.offline))),
             ];
@@ -925,6 +1003,55 @@ impl Validator<'_> {
             Some(period)
         });
 
+        let monitoring = v.monitoring.as_ref().map(|m| {
+            let reference = m.reference.as_ref().and_then(|r| {
+                r.parse::<DataSelection>()
+                    .map_err(|e| report(line_of(r), format!("monitoring.reference: {e}")))
+                    .ok()
+            });
+            let thresholds = check_thresholds(
+                "",
+                [
+                    &m.psi,
+                    &m.kolmogorov_smirnov,
+                    &m.jensen_shannon,
+                    &m.chi_squared_p_value,
+                ],
+                &mut report,
+            );
+            let features = m
+                .features
+                .iter()
+                .map(|(name, t)| {
+                    if !v.features.iter().any(|f| *f.name == **name) {
+                        report(
+                            line_of(name),
+                            format!(
+                                "monitoring.features: '{}' is not a feature of this view",
+                                name.as_str()
+                            ),
+                        );
+                    }
+                    let t = check_thresholds(
+                        &format!("features.{}.", name.as_str()),
+                        [
+                            &t.psi,
+                            &t.kolmogorov_smirnov,
+                            &t.jensen_shannon,
+                            &t.chi_squared_p_value,
+                        ],
+                        &mut report,
+                    );
+                    (name.to_string(), t)
+                })
+                .collect();
+            Monitoring {
+                reference,
+                thresholds,
+                features,
+            }
+        });
+
         // Entities and their join keys.
         let mut join_keys: Vec<(JoinKey, usize)> = Vec::new();
         let mut seen_entities = HashSet::new();
@@ -1083,6 +1210,7 @@ impl Validator<'_> {
             tags: v.tags,
             materialization,
             freshness,
+            monitoring,
         })
     }
 

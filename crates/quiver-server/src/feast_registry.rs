@@ -895,6 +895,7 @@ fn apply_view(defs: &mut Definitions, root: &Path, v: fc::FeatureView) -> Result
         tags: spec.tags.into_iter().collect(),
         materialization: existing.and_then(|v| v.materialization),
         freshness: existing.and_then(|v| v.freshness),
+        monitoring: existing.and_then(|v| v.monitoring.clone()),
     };
     defs.feature_views.insert(spec.name, view);
     Ok(())
@@ -1732,6 +1733,7 @@ mod tests {
                 tags: Default::default(),
                 materialization: None,
                 freshness: None,
+                monitoring: None,
             },
         );
         d.feature_services.insert(

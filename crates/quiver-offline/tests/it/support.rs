@@ -128,6 +128,7 @@ pub fn definitions(stats_ttl: i64, zones_ttl: i64) -> Definitions {
         tags: Default::default(),
         materialization: None,
         freshness: None,
+        monitoring: None,
     };
     d.feature_views.insert(
         "stats".into(),

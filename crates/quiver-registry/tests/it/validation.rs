@@ -179,6 +179,69 @@ fn a_freshness_must_be_a_positive_duration() {
 }
 
 #[test]
+fn monitoring_thresholds_are_checked_and_kept() {
+    let repo = TestRepo::new();
+    let with = |monitoring: &str| {
+        VALID.replacen(
+            "ttl: 1d\n",
+            &format!("ttl: 1d\n    monitoring: {monitoring}\n"),
+            1,
+        )
+    };
+    repo.write("features.yaml", &with("{psi: 0, chi_squared_p_value: 1.5}"));
+    let errors = repo.errors();
+    assert_error(
+        &errors,
+        &[
+            "features.yaml:20",
+            "feature view 'driver_stats'",
+            "monitoring.psi must be more than 0",
+        ],
+    );
+    assert_error(
+        &errors,
+        &["monitoring.chi_squared_p_value must be more than 0 and below 1, got 1.5"],
+    );
+    repo.write("features.yaml", &with("{features: {nope: {psi: 0.1}}}"));
+    assert_error(
+        &repo.errors(),
+        &["monitoring.features: 'nope' is not a feature of this view"],
+    );
+    repo.write("features.yaml", &with("{reference: /etc/passwd}"));
+    assert_error(
+        &repo.errors(),
+        &["monitoring.reference: invalid data selection '/etc/passwd'"],
+    );
+    repo.write("features.yaml", &with("{pis: 0.1}"));
+    assert_error(&repo.errors(), &["features.yaml:20", "pis"]);
+    repo.write(
+        "features.yaml",
+        &with("{reference: 2024-01-01..2024-02-01, jensen_shannon: 0.2, features: {conv_rate: {psi: 0.05}}}"),
+    );
+    let defs = repo.load().expect("valid");
+    let m = defs.feature_views["driver_stats"]
+        .monitoring
+        .clone()
+        .unwrap();
+    assert_eq!(
+        m.reference.as_ref().map(ToString::to_string).as_deref(),
+        Some("2024-01-01..2024-02-01")
+    );
+    let t = m.thresholds_for("conv_rate");
+    assert_eq!(
+        (t.psi, t.jensen_shannon, t.kolmogorov_smirnov),
+        (Some(0.05), Some(0.2), Some(0.1))
+    );
+    // Written back as a definition file and read again: the same.
+    let text = quiver_registry::definitions_file(&defs);
+    repo.write("features.yaml", &text);
+    assert_eq!(
+        repo.load().expect("valid").feature_views["driver_stats"].monitoring,
+        defs.feature_views["driver_stats"].monitoring
+    );
+}
+
+#[test]
 fn a_service_logs_a_share_of_reads_to_a_folder_under_the_data_root() {
     let repo = TestRepo::new();
     let with = |logging: &str| {
