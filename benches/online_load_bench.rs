@@ -88,7 +88,8 @@ struct Args {
     /// Skip Feast.
     #[arg(long)]
     no_feast: bool,
-    /// Only run cases whose "server / case" contains this text.
+    /// Only run cases whose "server / case" contains this text (or one of several, `|`
+    /// between them).
     #[arg(long, default_value = "")]
     only: String,
     /// Working folder.
@@ -109,6 +110,16 @@ struct Args {
     /// Also measure Quiver's gRPC with TLS, a bearer token and a permission to check.
     #[arg(long)]
     secure: bool,
+    /// Also measure Quiver with metrics off (`server.metrics: false`), the cost of metrics.
+    #[arg(long)]
+    metrics_off: bool,
+}
+
+impl Args {
+    /// Whether `--only` selects the case named `name`.
+    fn selects(&self, name: &str) -> bool {
+        self.only.split('|').any(|o| name.contains(o))
+    }
 }
 
 /// How a client proves itself to a secured server.
@@ -889,7 +900,7 @@ async fn measure(
     let duration = Duration::from_secs(args.seconds);
     for case in CASES {
         // Feature logging is Quiver's own (Feast's server logs through its Go path only).
-        if !format!("{name} / {}", case.name()).contains(&args.only)
+        if !args.selects(&format!("{name} / {}", case.name()))
             || (case == Case::LoggedService && name.starts_with("Feast"))
         {
             continue;
@@ -1105,7 +1116,7 @@ fn measure_quiver(args: &Args, repo: &Path, names: [&str; 2], big: bool) -> Resu
             })
             .await?;
         }
-        if big && "Quiver gRPC / reads during materialization".contains(&args.only) {
+        if big && args.selects("Quiver gRPC / reads during materialization") {
             reads_during_materialization(args, &grpc).await?;
         }
         anyhow::Ok(())
@@ -1216,6 +1227,15 @@ fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     measure_quiver(&args, &repo, ["Quiver gRPC", "Quiver HTTP"], big)?;
+    if args.metrics_off {
+        std::fs::write(
+            repo.join("quiver.yaml"),
+            "project: bench\nserver:\n  metrics: false\n",
+        )?;
+        let names = ["Quiver gRPC, metrics off", "Quiver HTTP, metrics off"];
+        measure_quiver(&args, &repo, names, false)?;
+        std::fs::write(repo.join("quiver.yaml"), "project: bench\n")?;
+    }
 
     let cluster = args
         .redis_cluster

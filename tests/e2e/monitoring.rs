@@ -567,3 +567,49 @@ fn scheduled_runs_export_drift_scores_against_the_declared_reference() {
     assert!(matches!(drifted, Some(0.0 | 1.0)), "{drifted:?}");
     assert!(server.stop());
 }
+
+#[test]
+fn metrics_can_be_turned_off() {
+    let dir = example_repo();
+    let repo = dir.path();
+    let config = repo.join("quiver.yaml");
+    let mut settings = std::fs::read_to_string(&config).unwrap();
+    settings.push_str("server:\n  metrics: false\n");
+    std::fs::write(&config, settings).unwrap();
+    quiver_ok(repo, &["apply"]);
+    let server = Server::start(repo);
+    assert_eq!(http(&server.http, "GET", "/metrics", None).0, 404);
+    let read =
+        json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}});
+    assert_eq!(
+        http(
+            &server.http,
+            "POST",
+            "/get-online-features",
+            Some(&read.to_string())
+        )
+        .0,
+        200
+    );
+    assert!(server.stop());
+    let refused = quiver_exit(
+        repo,
+        &[
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--flight-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+        1,
+    );
+    assert!(
+        refused.stderr.contains("server.metrics is false"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -698,6 +698,7 @@ fn run(cli: &Cli) -> Result<()> {
                 limits: quiver_ops::Limits { max_rows },
                 materialize_in_background: true,
                 feature_log,
+                metrics: file.metrics.unwrap_or(true),
                 ..Default::default()
             };
             offline::serve_repo(&repo.path, store_options, options)

@@ -160,6 +160,9 @@ pub struct StoreOptions {
     pub materialize_in_background: bool,
     /// How logged reads are batched into files.
     pub feature_log: FeatureLogOptions,
+    /// Whether online reads are counted (their values by view and status) and a server
+    /// records and serves metrics.
+    pub metrics: bool,
 }
 
 impl Default for StoreOptions {
@@ -170,6 +173,7 @@ impl Default for StoreOptions {
                 .map_or(2, std::num::NonZero::get),
             materialize_in_background: false,
             feature_log: FeatureLogOptions::default(),
+            metrics: true,
         }
     }
 }
@@ -480,8 +484,10 @@ impl FeatureStore {
         let read = read_online_features(self.store.as_ref(), plan, &keys, now).await?;
         let answered = answer(&snapshot, &read);
         let rows = read.num_rows();
-        self.metrics.online_read(rows);
-        planned.counters.add(&read);
+        if self.options.metrics {
+            self.metrics.online_read(rows);
+            planned.counters.add(&read);
+        }
         if let (Ok(_), Some(target)) = (&answered, &planned.log)
             && target.rate.samples(rand::random())
         {

@@ -6,16 +6,18 @@
 //! read plan, run or push; nothing here does IO until a scrape.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use quiver_core::now_nanos;
 use quiver_online::{FieldStatus, OnlineFeatures, RUNS_KEPT, RunOutcome, StatusCounts};
@@ -130,6 +132,78 @@ fn add_counts(counters: &[Counter; 4], answered: StatusCounts) {
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// A histogram whose observations are atomic increments, exposed as prometheus-client's own
+/// (whose observations take a mutex: contended between the cores on every request).
+#[derive(Debug, Clone)]
+pub struct Histogram(Arc<HistogramCells>);
+
+#[derive(Debug)]
+struct HistogramCells {
+    /// Upper bounds, ascending, the last +Inf.
+    bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative).
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// The sum's `f64` bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    /// A histogram with buckets up to each of `bounds` (ascending) and +Inf.
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
+        let bounds: Vec<f64> = bounds
+            .into_iter()
+            .chain(std::iter::once(f64::INFINITY))
+            .collect();
+        let counts = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        Self(Arc::new(HistogramCells {
+            bounds,
+            counts,
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }))
+    }
+
+    /// Records `v`.
+    pub fn observe(&self, v: f64) {
+        let h = &self.0;
+        let i = h.bounds.partition_point(|b| *b < v).min(h.counts.len() - 1);
+        h.counts[i].fetch_add(1, Ordering::Relaxed);
+        h.count.fetch_add(1, Ordering::Relaxed);
+        let _ = h
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let h = &self.0;
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .zip(&h.counts)
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            f64::from_bits(h.sum.load(Ordering::Relaxed)),
+            h.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// 1 ms to about 2.3 h.
 fn seconds_histogram() -> Histogram {
@@ -472,12 +546,7 @@ fn gauges<L: EncodeLabelSet>(
     help: &str,
     values: impl Iterator<Item = (L, f64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
-    )?;
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in values {
         ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
     }
@@ -590,5 +659,33 @@ impl Collector for ScrapeTime {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_atomic_histogram_is_exposed_as_a_histogram() {
+        let h = Histogram::new([1.0, 2.0, 4.0]);
+        for v in [0.5, 1.0, 3.0, 1e9] {
+            h.observe(v);
+        }
+        let mut registry = Registry::default();
+        registry.register("latency_seconds", "Test", h.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "# TYPE latency_seconds histogram",
+            "latency_seconds_sum 1000000004.5",
+            "latency_seconds_count 4",
+            "latency_seconds_bucket{le=\"1.0\"} 2",
+            "latency_seconds_bucket{le=\"2.0\"} 2",
+            "latency_seconds_bucket{le=\"4.0\"} 3",
+            "latency_seconds_bucket{le=\"+Inf\"} 4",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -89,7 +89,10 @@ pub fn profile(
         profile,
         stored: false,
     };
-    store(&folder, &path, &result)?;
+    // Keeping it saves the next comparison a scan; failing to is no reason to fail this one.
+    if let Err(e) = store(&folder, &path, &result) {
+        tracing::warn!(feature_view = %v.name, "could not keep the profile: {e}");
+    }
     Ok(result)
 }
 
@@ -105,7 +108,9 @@ fn store(folder: &Path, path: &Path, profile: &ViewProfile) -> Result<()> {
     };
     std::fs::create_dir_all(folder).map_err(io)?;
     let text = serde_json::to_vec(profile).map_err(|e| OpsError::Internal(e.to_string()))?;
-    let temporary = folder.join(format!(".{}.tmp", std::process::id()));
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = folder.join(format!(".{}-{n}.tmp", std::process::id()));
     std::fs::write(&temporary, text).map_err(io)?;
     std::fs::rename(&temporary, path).map_err(io)?;
     let mut stored: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(folder)

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     /// on the HTTP port).
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// `false` turns metrics off: nothing recorded per request, no `/metrics` (default on).
+    #[serde(default)]
+    pub metrics: Option<bool>,
     /// Request and connection limits (unset ones take the built-in defaults).
     #[serde(default)]
     pub limits: ServerLimits,

@@ -10,8 +10,9 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
+use quiver_ops::metrics::Histogram;
 
 use crate::gate::{Protocol, RequestId};
 
@@ -36,6 +37,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<EndpointLabels, Histogram>,
+    /// Whether requests are recorded (`server.metrics`).
+    on: bool,
 }
 
 /// Latency buckets: 50 µs to about 13 s, doubling.
@@ -64,6 +67,7 @@ impl Default for Metrics {
             registry,
             requests,
             latency,
+            on: true,
         }
     }
 }
@@ -76,6 +80,14 @@ impl Metrics {
         metrics
     }
 
+    /// Metrics turned off: nothing recorded.
+    pub fn off() -> Self {
+        Self {
+            on: false,
+            ..Self::default()
+        }
+    }
+
     /// Records a request to `endpoint` that ended with `status` after `started`.
     pub(crate) fn record(
         &self,
@@ -84,6 +96,9 @@ impl Metrics {
         status: &str,
         started: Instant,
     ) {
+        if !self.on {
+            return;
+        }
         let protocol = match protocol {
             Protocol::Grpc => "grpc",
             Protocol::Http => "http",

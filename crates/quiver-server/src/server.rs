@@ -155,7 +155,13 @@ pub async fn serve(
     let flight_listener = bind(options.host, options.flight_port).await?;
     let grpc_listener = bind(options.host, options.grpc_port).await?;
     let http_listener = bind(options.host, options.http_port).await?;
+    let metrics_on = store.options().metrics;
     let metrics_listener = match options.metrics_port {
+        Some(_) if !metrics_on => {
+            return Err(ServerError::Transport(
+                "a metrics port was asked for, but server.metrics is false".into(),
+            ));
+        }
         Some(port) => Some(bind(options.host, port).await?),
         None => None,
     };
@@ -268,7 +274,11 @@ pub async fn serve(
     if let Some(keys) = &keys {
         Arc::clone(keys).spawn();
     }
-    let metrics = Arc::new(Metrics::new(&store));
+    let metrics = Arc::new(if metrics_on {
+        Metrics::new(&store)
+    } else {
+        Metrics::off()
+    });
     let gate = |protocol| {
         Gate::new(
             Arc::clone(&options.auth),
@@ -316,7 +326,11 @@ pub async fn serve(
     let http_server = axum::serve(
         incoming(http_listener, http_tls)?,
         http_router(Arc::clone(&store))
-            .merge(metrics_router(Arc::clone(&metrics)))
+            .merge(if metrics_on {
+                metrics_router(Arc::clone(&metrics))
+            } else {
+                axum::Router::new()
+            })
             .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
             .layer(gate(Protocol::Http))
             .into_make_service_with_connect_info::<ConnectionInfo>(),
