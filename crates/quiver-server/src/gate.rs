@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 use crate::connection::{ConnectionInfo, InFlight};
 use crate::error::http_status;
 use crate::jwks::KeyFetcher;
-use crate::metrics::{Metrics, Outcome, endpoint, grpc_status_name};
+use crate::metrics::{Metrics, Outcome, Status};
 
 /// Which protocol a port speaks, for answering refused requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,21 +111,19 @@ impl Gate {
         response: &http::Response<R>,
     ) -> Outcome {
         let status = match self.protocol {
-            Protocol::Http => response.status().as_u16().to_string(),
+            Protocol::Http => Status::Http(response.status().as_u16()),
             // An error answered at once carries its status in the headers; a stream's comes
             // in its trailers (see `GateBody::poll_frame`).
-            Protocol::Grpc => grpc_status_name(
+            Protocol::Grpc => Status::grpc(
                 response
                     .headers()
                     .get("grpc-status")
                     .map_or(b"0", |v| v.as_bytes()),
-            )
-            .to_owned(),
+            ),
         };
         Outcome {
             metrics: Arc::clone(&self.metrics),
-            protocol: self.protocol,
-            endpoint: endpoint(self.protocol, path),
+            route: self.metrics.route(self.protocol, path),
             request_id: id,
             started,
             status,
@@ -387,7 +385,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for GateBody<B> {
                 if let (Poll::Ready(Some(Ok(frame))), Some(outcome)) = (&frame, &mut this.outcome)
                     && let Some(status) = frame.trailers_ref().and_then(|t| t.get("grpc-status"))
                 {
-                    outcome.status = grpc_status_name(status.as_bytes()).to_owned();
+                    outcome.status = Status::grpc(status.as_bytes());
                 }
                 frame
             }

@@ -1,11 +1,17 @@
 //! Prometheus metrics of the server, exposed at `GET /metrics` on the HTTP port in the
 //! OpenMetrics text format. Names follow Feast's where Feast has the same metric
 //! (`feast_feature_server_request_total`, `…_request_latency_seconds`), so its dashboards
-//! carry over. Recording is a hash lookup and atomic increments, once per request, when its
-//! response has been sent (or abandoned).
+//! carry over. Every endpoint's counters are found when the server starts (a route table of
+//! every HTTP path and gRPC method it serves, and `other`): recording a request is a lookup
+//! in that immutable table and atomic increments, once per request, when its response has
+//! been sent (or abandoned).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use prost::Message;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,7 +27,7 @@ use crate::gate::{Protocol, RequestId};
 struct RequestLabels {
     protocol: &'static str,
     endpoint: String,
-    status: String,
+    status: Cow<'static, str>,
 }
 
 /// The labels of a request's latency.
@@ -31,14 +37,160 @@ struct EndpointLabels {
     endpoint: String,
 }
 
+/// How a request ended, as counted: a gRPC code or an HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// A gRPC status code (0 to 16).
+    Grpc(u8),
+    /// An HTTP status code.
+    Http(u16),
+}
+
+impl Status {
+    /// The status of a `grpc-status` value (`UNKNOWN` for one that is not a code).
+    pub(crate) fn grpc(code: &[u8]) -> Self {
+        let code = std::str::from_utf8(code)
+            .ok()
+            .and_then(|c| c.parse::<u8>().ok())
+            .filter(|c| usize::from(*c) < GRPC_STATUS.len());
+        Self::Grpc(code.unwrap_or(2))
+    }
+
+    /// The status label: gRPC's name, or the HTTP code.
+    fn label(self) -> Cow<'static, str> {
+        match self {
+            Self::Grpc(c) => Cow::Borrowed(GRPC_STATUS[usize::from(c)]),
+            Self::Http(c) => Cow::Owned(c.to_string()),
+        }
+    }
+
+    /// Whether the request succeeded.
+    fn succeeded(self) -> bool {
+        matches!(self, Self::Grpc(0) | Self::Http(200 | 201 | 204))
+    }
+
+    /// Its slot in a route's counters.
+    fn slot(self) -> usize {
+        match self {
+            Self::Grpc(c) => usize::from(c),
+            Self::Http(c) => usize::from(c),
+        }
+    }
+}
+
+/// Counter slots of a route: every gRPC code, or HTTP codes below 600.
+const HTTP_SLOTS: usize = 600;
+
+/// One endpoint's request metrics: made when first used, then atomic increments.
+struct Route {
+    protocol: Protocol,
+    endpoint: String,
+    latency: OnceLock<Histogram>,
+    /// A counter per status, by [`Status::slot`].
+    statuses: Box<[OnceLock<Counter>]>,
+}
+
+impl Route {
+    fn new(protocol: Protocol, endpoint: String) -> Self {
+        let slots = match protocol {
+            Protocol::Grpc => GRPC_STATUS.len(),
+            Protocol::Http => HTTP_SLOTS,
+        };
+        Self {
+            protocol,
+            endpoint,
+            latency: OnceLock::new(),
+            statuses: (0..slots).map(|_| OnceLock::new()).collect(),
+        }
+    }
+}
+
+/// The paths of the HTTP endpoints; anything else is `other`.
+const HTTP_PATHS: [&str; 7] = [
+    "/get-online-features",
+    "/push",
+    "/write-to-online-store",
+    "/materialize",
+    "/materialize-incremental",
+    "/health",
+    "/metrics",
+];
+
+/// Methods of the Arrow Flight service (its descriptor is not part of arrow-flight's API).
+const FLIGHT_METHODS: [&str; 10] = [
+    "Handshake",
+    "ListFlights",
+    "GetFlightInfo",
+    "PollFlightInfo",
+    "GetSchema",
+    "DoGet",
+    "DoPut",
+    "DoExchange",
+    "DoAction",
+    "ListActions",
+];
+
+/// Every gRPC method path the server serves: Quiver's and Feast's services, health,
+/// reflection and Flight.
+fn grpc_paths() -> Vec<String> {
+    let mut paths = Vec::new();
+    for set in [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    paths.extend(
+        FLIGHT_METHODS
+            .iter()
+            .map(|m| format!("/arrow.flight.protocol.FlightService/{m}")),
+    );
+    for version in ["v1", "v1alpha"] {
+        paths.push(format!(
+            "/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
+        ));
+    }
+    paths
+}
+
+/// Where a request is counted: an index in the route table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RouteId(usize);
+
 /// The server's metrics; one per process, shared by every port.
-#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<EndpointLabels, Histogram>,
+    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    routes: Vec<Route>,
+    /// Route of each known path, per protocol; unknown paths go to `other`.
+    grpc: HashMap<String, usize>,
+    http: HashMap<String, usize>,
     /// Whether requests are recorded (`server.metrics`).
     on: bool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("routes", &self.routes.len())
+            .field("on", &self.on)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Latency buckets: 50 µs to about 13 s, doubling.
@@ -50,7 +202,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(
+        let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
         registry.register(
@@ -63,10 +215,29 @@ impl Default for Metrics {
             "Time from a request's arrival until its response was sent, in seconds",
             latency.clone(),
         );
+        let mut routes = Vec::new();
+        let mut table = |protocol, paths: Vec<String>| -> HashMap<String, usize> {
+            paths
+                .into_iter()
+                .chain(std::iter::once("other".to_owned()))
+                .map(|path| {
+                    routes.push(Route::new(protocol, path.clone()));
+                    (path, routes.len() - 1)
+                })
+                .collect()
+        };
+        let grpc = table(Protocol::Grpc, grpc_paths());
+        let http = table(
+            Protocol::Http,
+            HTTP_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+        );
         Self {
             registry,
             requests,
             latency,
+            routes,
+            grpc,
+            http,
             on: true,
         }
     }
@@ -88,32 +259,60 @@ impl Metrics {
         }
     }
 
-    /// Records a request to `endpoint` that ended with `status` after `started`.
-    pub(crate) fn record(
-        &self,
-        protocol: Protocol,
-        endpoint: &str,
-        status: &str,
-        started: Instant,
-    ) {
+    /// Where a request to `path` is counted (`other` for a path the server does not serve,
+    /// so a client cannot grow the label set).
+    pub(crate) fn route(&self, protocol: Protocol, path: &str) -> RouteId {
+        let table = match protocol {
+            Protocol::Grpc => &self.grpc,
+            Protocol::Http => &self.http,
+        };
+        RouteId(
+            table
+                .get(path)
+                .or_else(|| table.get("other"))
+                .copied()
+                .unwrap_or(0),
+        )
+    }
+
+    /// The endpoint label of a route.
+    pub(crate) fn endpoint(&self, route: RouteId) -> &str {
+        &self.routes[route.0].endpoint
+    }
+
+    /// Records a request counted at `route` that ended with `status` after `started`.
+    pub(crate) fn record(&self, route: RouteId, status: Status, started: Instant) {
         if !self.on {
             return;
         }
-        let protocol = match protocol {
+        let mut r = &self.routes[route.0];
+        // Methods of known services that are not implemented: one label for all of them.
+        if status == Status::Grpc(12) {
+            r = &self.routes[self.route(Protocol::Grpc, "other").0];
+        }
+        let protocol = match r.protocol {
             Protocol::Grpc => "grpc",
             Protocol::Http => "http",
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                protocol,
-                endpoint: endpoint.to_owned(),
-                status: status.to_owned(),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&EndpointLabels {
-                protocol,
-                endpoint: endpoint.to_owned(),
+        let labels = || RequestLabels {
+            protocol,
+            endpoint: r.endpoint.clone(),
+            status: status.label(),
+        };
+        match r.statuses.get(status.slot()) {
+            Some(slot) => slot
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
+        r.latency
+            .get_or_init(|| {
+                self.latency
+                    .get_or_create(&EndpointLabels {
+                        protocol,
+                        endpoint: r.endpoint.clone(),
+                    })
+                    .clone()
             })
             .observe(started.elapsed().as_secs_f64());
     }
@@ -155,58 +354,25 @@ pub(crate) fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
 /// dropped.
 pub(crate) struct Outcome {
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) protocol: Protocol,
-    pub(crate) endpoint: String,
+    pub(crate) route: RouteId,
     pub(crate) request_id: RequestId,
     pub(crate) started: Instant,
     /// The status so far: the HTTP status, or gRPC's `grpc-status` from the headers, until
     /// trailers say otherwise.
-    pub(crate) status: String,
+    pub(crate) status: Status,
 }
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        // Unknown gRPC methods are answered UNIMPLEMENTED: one label for all of them.
-        let endpoint = match (self.protocol, self.status.as_str()) {
-            (Protocol::Grpc, "UNIMPLEMENTED") => "other",
-            _ => &self.endpoint,
-        };
-        self.metrics
-            .record(self.protocol, endpoint, &self.status, self.started);
-        let failed = !matches!(self.status.as_str(), "OK" | "200" | "201" | "204");
-        let (request_id, status) = (self.request_id.as_str(), self.status.as_str());
+        self.metrics.record(self.route, self.status, self.started);
+        let request_id = self.request_id.as_str();
         let ms = self.started.elapsed().as_secs_f64() * 1e3;
-        let path = self.endpoint.as_str();
-        if failed {
-            tracing::info!(target: "quiver::request", request_id, path, status, ms, "request failed");
+        let path = self.metrics.endpoint(self.route);
+        if self.status.succeeded() {
+            tracing::debug!(target: "quiver::request", request_id, path, status = %self.status.label(), ms, "request");
         } else {
-            tracing::debug!(target: "quiver::request", request_id, path, status, ms, "request");
+            tracing::info!(target: "quiver::request", request_id, path, status = %self.status.label(), ms, "request failed");
         }
-    }
-}
-
-/// The endpoint label of a request path: the path of a known route, or `other` (so a client
-/// cannot grow the label set with made-up paths).
-pub(crate) fn endpoint(protocol: Protocol, path: &str) -> String {
-    let known = match protocol {
-        // gRPC paths are `/<package.Service>/<Method>`; unknown ones are answered
-        // UNIMPLEMENTED and relabelled by the gate.
-        Protocol::Grpc => path.len() <= 128 && path.matches('/').count() == 2,
-        Protocol::Http => matches!(
-            path,
-            "/get-online-features"
-                | "/push"
-                | "/write-to-online-store"
-                | "/materialize"
-                | "/materialize-incremental"
-                | "/health"
-                | "/metrics"
-        ),
-    };
-    if known {
-        path.to_owned()
-    } else {
-        "other".to_owned()
     }
 }
 
@@ -231,15 +397,6 @@ const GRPC_STATUS: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
-/// The name of a `grpc-status` value (`UNKNOWN` for one that is not a code).
-pub(crate) fn grpc_status_name(code: &[u8]) -> &'static str {
-    std::str::from_utf8(code)
-        .ok()
-        .and_then(|c| c.parse::<usize>().ok())
-        .and_then(|c| GRPC_STATUS.get(c).copied())
-        .unwrap_or("UNKNOWN")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,20 +405,35 @@ mod tests {
     fn requests_are_counted_by_endpoint_and_status_with_bounded_labels() {
         let metrics = Metrics::default();
         let started = Instant::now();
-        let path = endpoint(Protocol::Http, "/get-online-features");
-        metrics.record(Protocol::Http, &path, "200", started);
-        metrics.record(
-            Protocol::Http,
-            &endpoint(Protocol::Http, "/no/such/path"),
-            "404",
-            started,
-        );
-        metrics.record(
+        let read = metrics.route(Protocol::Http, "/get-online-features");
+        metrics.record(read, Status::Http(200), started);
+        let unknown = metrics.route(Protocol::Http, "/no/such/path");
+        assert_eq!(metrics.endpoint(unknown), "other");
+        metrics.record(unknown, Status::Http(404), started);
+        let feast = metrics.route(
             Protocol::Grpc,
             "/feast.serving.ServingService/GetOnlineFeatures",
-            grpc_status_name(b"5"),
-            started,
         );
+        assert_eq!(
+            metrics.endpoint(feast),
+            "/feast.serving.ServingService/GetOnlineFeatures"
+        );
+        metrics.record(feast, Status::grpc(b"5"), started);
+        for known in [
+            "/quiver.v1.OnlineService/GetOnlineFeatures",
+            "/arrow.flight.protocol.FlightService/DoGet",
+            "/grpc.health.v1.Health/Check",
+            "/feast.registry.RegistryServer/ListFeatureViews",
+        ] {
+            assert_eq!(
+                metrics.endpoint(metrics.route(Protocol::Grpc, known)),
+                known
+            );
+        }
+        let made_up = metrics.route(Protocol::Grpc, "/a.B/C");
+        assert_eq!(metrics.endpoint(made_up), "other");
+        // A known method answered UNIMPLEMENTED counts as `other` too.
+        metrics.record(feast, Status::grpc(b"12"), started);
         let text = metrics.encode();
         assert!(
             text.contains("feast_feature_server_request_total{protocol=\"http\",endpoint=\"/get-online-features\",status=\"200\"} 1"),
@@ -269,7 +441,13 @@ mod tests {
         );
         assert!(text.contains("endpoint=\"other\",status=\"404\""), "{text}");
         assert!(text.contains("status=\"NOT_FOUND\""), "{text}");
+        assert!(
+            text.contains("protocol=\"grpc\",endpoint=\"other\",status=\"UNIMPLEMENTED\""),
+            "{text}"
+        );
         assert!(text.contains("feast_feature_server_request_latency_seconds_count{protocol=\"http\",endpoint=\"/get-online-features\"} 1"), "{text}");
-        assert_eq!(grpc_status_name(b"99"), "UNKNOWN");
+        // Only endpoints that saw a request are exposed.
+        assert!(!text.contains("DoGet"), "{text}");
+        assert_eq!(Status::grpc(b"99"), Status::Grpc(2));
     }
 }
