@@ -7,13 +7,12 @@
 //! which gives the like-for-like ratio. Feast comes from PyPI into a venv
 //! (benches/python/venv.sh).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Parser;
-use quiver_benches::{view_repo, write_view_source};
+use quiver_benches::{python_json, view_repo, write_view_source};
 use quiver_online::Window;
 use quiver_ops::MaterializeRequest;
 
@@ -62,33 +61,18 @@ fn quiver_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
 }
 
 fn feast_run(dir: &Path, parquet: &Path, features: usize) -> Result<Run> {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
-    let venv = Command::new(here.join("venv.sh"))
-        .output()
-        .context("creating the Feast venv")?;
-    if !venv.status.success() {
-        bail!(
-            "benches/python/venv.sh failed: {}",
-            String::from_utf8_lossy(&venv.stderr)
-        );
-    }
-    let python = PathBuf::from(String::from_utf8(venv.stdout)?.trim()).join("bin/python");
-    let out = Command::new(python)
-        .arg(here.join("feast_materialize.py"))
-        .arg(parquet)
-        .arg(dir.join("feast"))
-        .arg(features.to_string())
-        .arg("2023-12-01T00:00:00+00:00")
-        .arg("2024-03-01T00:00:00+00:00")
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "feast_materialize.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8(out.stdout)?;
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
+    let feast = dir.join("feast");
+    let features = features.to_string();
+    let json = python_json(
+        "feast_materialize.py",
+        &[
+            parquet.as_os_str(),
+            feast.as_os_str(),
+            features.as_ref(),
+            "2023-12-01T00:00:00+00:00".as_ref(),
+            "2024-03-01T00:00:00+00:00".as_ref(),
+        ],
+    )?;
     Ok(Run {
         engine: "feast (sqlite)",
         rows: json["rows"].as_u64().unwrap_or(0).try_into()?,

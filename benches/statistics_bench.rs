@@ -7,13 +7,12 @@
 //!
 //! DuckDB comes from PyPI into a venv (benches/python/venv.sh).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use quiver_benches::{view_repo, write_view_source};
+use quiver_benches::{python_json, view_repo, write_view_source};
 use quiver_core::DataSelection;
 
 /// Statistics benchmark.
@@ -36,30 +35,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn duckdb(parquet: &Path, features: usize) -> Result<serde_json::Value> {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
-    let venv = Command::new(here.join("venv.sh"))
-        .output()
-        .context("creating the benchmark venv")?;
-    if !venv.status.success() {
-        bail!(
-            "benches/python/venv.sh failed: {}",
-            String::from_utf8_lossy(&venv.stderr)
-        );
-    }
-    let python = PathBuf::from(String::from_utf8(venv.stdout)?.trim()).join("bin/python");
-    let out = Command::new(python)
-        .arg(here.join("duckdb_summarize.py"))
-        .arg(parquet)
-        .arg(features.to_string())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "duckdb_summarize.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8(out.stdout)?;
-    Ok(serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?)
+    let features = features.to_string();
+    python_json(
+        "duckdb_summarize.py",
+        &[parquet.as_os_str(), features.as_ref()],
+    )
 }
 
 fn main() -> Result<()> {

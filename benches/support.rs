@@ -156,3 +156,28 @@ pub fn view_repo(dir: &Path, parquet: &Path, features: usize) -> Result<FeatureS
     )?;
     Ok(store)
 }
+
+/// Runs `benches/python/<script>` with `args` in the benchmark venv (made by
+/// `benches/python/venv.sh` when missing) and parses the JSON of its last output line.
+pub fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> Result<serde_json::Value> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let venv = std::process::Command::new(here.join("venv.sh"))
+        .output()
+        .context("creating the benchmark venv")?;
+    if !venv.status.success() {
+        anyhow::bail!(
+            "benches/python/venv.sh failed: {}",
+            String::from_utf8_lossy(&venv.stderr)
+        );
+    }
+    let python = Path::new(String::from_utf8(venv.stdout)?.trim()).join("bin/python");
+    let out = std::process::Command::new(python)
+        .arg(here.join(script))
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    Ok(serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?)
+}
