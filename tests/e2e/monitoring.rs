@@ -21,6 +21,20 @@ fn scrape(url: &str, flight: Option<(&str, &Value)>) -> (Value, Option<u64>) {
     (out, rows)
 }
 
+/// Replaces the first `from` in the file at `path` with `to`.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Appends `settings` to the repository's `quiver.yaml`.
+fn append_settings(repo: &Path, settings: &str) {
+    let config = repo.join("quiver.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text + settings).unwrap();
+}
+
 /// The value of the sample `name` with exactly `labels`.
 fn sample(scrape: &Value, name: &str, labels: &Value) -> Option<f64> {
     scrape["samples"]
@@ -209,14 +223,11 @@ fn status_reports_freshness_and_fails_while_a_view_is_stale() {
     let dir = example_repo();
     let repo = dir.path();
     // customer_profile (daily rows) may be a month old; driver_hourly_stats two hours (init).
-    let features = repo.join("features.yaml");
-    let text = std::fs::read_to_string(&features).unwrap();
-    let text = text.replacen(
+    edit(
+        &repo.join("features.yaml"),
         "    source: customer_profile_source\n    ttl: 2d\n",
         "    source: customer_profile_source\n    ttl: 2d\n    freshness: 30d\n",
-        1,
     );
-    std::fs::write(&features, text).unwrap();
     quiver_ok(repo, &["apply"]);
     let status = |expected_exit: i32| {
         let report = quiver_exit(repo, &["status", "--json"], expected_exit).json();
@@ -419,17 +430,12 @@ fn feature_logging_records_what_was_served_as_a_valid_source() {
 fn logging_repo() -> tempfile::TempDir {
     let dir = example_repo();
     let repo = dir.path();
-    let features = repo.join("features.yaml");
-    let text = std::fs::read_to_string(&features).unwrap().replacen(
+    edit(
+        &repo.join("features.yaml"),
         "  - name: driver_activity\n",
         "  - name: driver_activity\n    logging: {sample_rate: 1.0, destination: feature_logs/driver_activity}\n",
-        1,
     );
-    std::fs::write(&features, text).unwrap();
-    let config = repo.join("quiver.yaml");
-    let mut settings = std::fs::read_to_string(&config).unwrap();
-    settings.push_str("server:\n  feature_log: {roll_every: 1s}\n");
-    std::fs::write(&config, settings).unwrap();
+    append_settings(repo, "server:\n  feature_log: {roll_every: 1s}\n");
     quiver_ok(repo, &["apply"]);
     quiver_ok(repo, &["materialize-incremental", "now"]);
     dir
@@ -529,13 +535,11 @@ fn skew_finds_exactly_the_keys_and_features_changed_behind_the_offline_data() {
 fn scheduled_runs_export_drift_scores_against_the_declared_reference() {
     let dir = example_repo();
     let repo = dir.path();
-    let features = repo.join("features.yaml");
-    let text = std::fs::read_to_string(&features).unwrap().replacen(
+    edit(
+        &repo.join("features.yaml"),
         "    freshness: 2h",
         "    materialization: {every: 1h}\n    monitoring: {reference: now-30d..now-1d}\n    freshness: 2h",
-        1,
     );
-    std::fs::write(&features, text).unwrap();
     quiver_ok(repo, &["apply"]);
     let server = Server::start_with(repo, &["--metrics-port", "0"]);
     let url = server.metrics.clone().unwrap();
@@ -572,10 +576,7 @@ fn scheduled_runs_export_drift_scores_against_the_declared_reference() {
 fn metrics_can_be_turned_off() {
     let dir = example_repo();
     let repo = dir.path();
-    let config = repo.join("quiver.yaml");
-    let mut settings = std::fs::read_to_string(&config).unwrap();
-    settings.push_str("server:\n  metrics: false\n");
-    std::fs::write(&config, settings).unwrap();
+    append_settings(repo, "server:\n  metrics: false\n");
     quiver_ok(repo, &["apply"]);
     let server = Server::start(repo);
     assert_eq!(http(&server.http, "GET", "/metrics", None).0, 404);

@@ -315,21 +315,6 @@ pub fn drift(report: &quiver_stats::DriftReport, as_json: bool) -> anyhow::Resul
         .features
         .iter()
         .map(|f| {
-            let scores = f
-                .scores
-                .iter()
-                .map(|s| {
-                    let limit = s.threshold.map_or_else(String::new, |t| {
-                        format!(
-                            " {} {}",
-                            if s.breached { "breaches" } else { "within" },
-                            number(t)
-                        )
-                    });
-                    format!("{} {}{limit}", s.statistic.name(), number(s.value))
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
             vec![
                 f.feature.clone(),
                 f.verdict.name().to_owned(),
@@ -339,7 +324,7 @@ pub fn drift(report: &quiver_stats::DriftReport, as_json: bool) -> anyhow::Resul
                     100.0 * f.null_rates[0],
                     100.0 * f.null_rates[1]
                 ),
-                scores,
+                f.scores_text(),
             ]
         })
         .collect();

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use quiver_ops::profile::ViewProfile;
-use quiver_stats::{Chart, DriftReport, FeatureDrift, Verdict};
+use quiver_stats::{Chart, DriftReport, Verdict};
 
 /// Chart size, px.
 const WIDTH: f64 = 640.0;
@@ -64,7 +64,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.drifted{{color:#b
             "<tr><td><a href=\"#{0}\">{0}</a></td><td class=\"{1}\">{1}</td><td>{2}</td></tr>",
             esc(&f.feature),
             f.verdict.name(),
-            esc(&scores(f))
+            esc(&f.scores_text())
         );
     }
     out.push_str("</table>\n");
@@ -80,7 +80,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.drifted{{color:#b
             f.rows[1],
             100.0 * f.null_rates[0],
             100.0 * f.null_rates[1],
-            esc(&scores(f))
+            esc(&f.scores_text())
         );
         out.push_str(&svg(&f.chart));
         out.push_str("\n<p><svg width=\"12\" height=\"12\"><rect class=\"ref\" width=\"12\" height=\"12\"/></svg> reference \
@@ -88,20 +88,6 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.drifted{{color:#b
     }
     out.push_str("</body></html>\n");
     out
-}
-
-fn scores(f: &FeatureDrift) -> String {
-    f.scores
-        .iter()
-        .map(|s| {
-            let limit = s.threshold.map_or_else(
-                || " (not checked)".to_owned(),
-                |t| format!(" ({} {t})", if s.breached { "breaches" } else { "within" }),
-            );
-            format!("{} {:.4}{limit}", s.statistic.name(), s.value)
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Both distributions as overlaid bars, one pair per bin, with the bins' labels as titles.

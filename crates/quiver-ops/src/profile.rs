@@ -191,6 +191,8 @@ struct Plan<'a> {
     defs: &'a Definitions,
     sources: &'a Sources,
     view: &'a FeatureView,
+    /// The view's source.
+    source: &'a quiver_core::Source,
     files: Vec<PathBuf>,
     /// Window `[start, end)` of a source window.
     window: Option<(i64, i64)>,
@@ -208,6 +210,10 @@ impl<'a> Plan<'a> {
         now: i64,
     ) -> Result<Self> {
         let window = data.window(now);
+        let source = defs
+            .sources
+            .get(&view.source)
+            .ok_or_else(|| OpsError::NotFound(format!("no source '{}'", view.source)))?;
         let (files, columns, described) = match (&data, window) {
             (DataSelection::Window { .. }, Some((start, end))) => {
                 if start >= end {
@@ -217,10 +223,6 @@ impl<'a> Plan<'a> {
                         format_nanos(end)
                     )));
                 }
-                let source = defs
-                    .sources
-                    .get(&view.source)
-                    .ok_or_else(|| OpsError::NotFound(format!("no source '{}'", view.source)))?;
                 let columns = view
                     .features
                     .iter()
@@ -269,6 +271,7 @@ impl<'a> Plan<'a> {
             defs,
             sources,
             view,
+            source,
             files,
             window,
             columns,
@@ -299,14 +302,9 @@ impl<'a> Plan<'a> {
     /// A source window: the row groups whose event times may fall in it, rows filtered.
     fn run_window(&self, (start, end): (i64, i64), threads: usize) -> Result<Vec<Profile>> {
         let features: Vec<&Feature> = self.columns.iter().map(|c| &c.feature).collect();
-        let source = self
-            .defs
-            .sources
-            .get(&self.view.source)
-            .ok_or_else(|| OpsError::NotFound(format!("no source '{}'", self.view.source)))?;
         let scan = self
             .sources
-            .scan(source, self.defs.join_keys(self.view)?, &features)?;
+            .scan(self.source, self.defs.join_keys(self.view)?, &features)?;
         let tasks = scan.tasks(start, end - 1);
         let mut read: Vec<&str> = scan.key_and_time_columns();
         read.extend(self.columns.iter().map(|c| c.column.as_str()));

@@ -83,6 +83,29 @@ pub struct Score {
     pub breached: bool,
 }
 
+/// `psi 0.0469 (within 0.2)`, `chi_squared_p_value 0.3 (not checked)`.
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:.4}", self.statistic.name(), self.value)?;
+        match self.threshold {
+            Some(t) if self.breached => write!(f, " (breaches {t})"),
+            Some(t) => write!(f, " (within {t})"),
+            None => f.write_str(" (not checked)"),
+        }
+    }
+}
+
+impl FeatureDrift {
+    /// Every score, `; ` between them.
+    pub fn scores_text(&self) -> String {
+        self.scores
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// What a comparison found for a feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
