@@ -14,7 +14,6 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use quiver_ops::{ApplyRequest, BaseVersion, FeatureStore, StoreOptions};
 use quiver_registry::{RepoConfig, load_definitions};
-use quiver_source::Sources;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -144,7 +143,7 @@ pub fn view_repo(dir: &Path, parquet: &Path, features: usize) -> Result<FeatureS
         ),
     )?;
     let config = RepoConfig::load(&repo)?;
-    let definitions = load_definitions(&repo, &config, &Sources::new(config.data_root(&repo)))?;
+    let definitions = load_definitions(&repo, &config, &config.sources(&repo))?;
     let store = FeatureStore::open(&repo, StoreOptions::default())?;
     store.apply(
         &quiver_ops::Caller::Trusted,

@@ -268,7 +268,7 @@ fn peak_rss_mb() -> f64 {
 /// The child process: Parquet entity table in, the whole training set as Arrow out.
 fn run_quiver(data: &Path, out: &Path) -> Result<()> {
     let config = RepoConfig::load(data)?;
-    let sources = quiver_source::Sources::new(config.data_root(data));
+    let sources = config.sources(data);
     let defs = load_definitions(data, &config, &sources).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let refs: Vec<String> = VIEWS.iter().map(|(v, ..)| format!("{v}:*")).collect();
     let refs = refs

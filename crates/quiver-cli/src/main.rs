@@ -16,7 +16,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use quiver_core::{DataSelection, Definitions, ObjectKind, now_nanos};
 use quiver_registry::{Plan, Registry, RegistryVersion, RepoConfig, load_definitions};
-use quiver_source::Sources;
 use serde_json::{Value, json};
 
 /// mimalloc: glibc's allocator spent a quarter of the server's time consolidating free lists
@@ -606,7 +605,7 @@ fn run(cli: &Cli) -> Result<()> {
                 ..Default::default()
             };
             offline::training_set(
-                &Sources::new(repo.config.data_root(&repo.path)),
+                &repo.config.sources(&repo.path),
                 &defs,
                 resolved,
                 entities,
@@ -798,7 +797,7 @@ fn run(cli: &Cli) -> Result<()> {
         } => {
             let repo = Repo::open(&cli.repo)?;
             let defs = repo.registry.current()?.definitions;
-            let sources = Sources::new(repo.config.data_root(&repo.path));
+            let sources = repo.config.sources(&repo.path);
             let report = quiver_ops::skew::skew(&defs, &sources, service, logs.as_deref())?;
             output::skew(&report, cli.json)?;
             if report
@@ -816,7 +815,7 @@ fn run(cli: &Cli) -> Result<()> {
         } => {
             let repo = Repo::open(&cli.repo)?;
             let defs = repo.registry.current()?.definitions;
-            let sources = Sources::new(repo.config.data_root(&repo.path));
+            let sources = repo.config.sources(&repo.path);
             let profile =
                 quiver_ops::profile::profile(&defs, &sources, view, data, now_nanos(), threads())?;
             output::profile(&profile, cli.json)
@@ -832,7 +831,7 @@ fn run(cli: &Cli) -> Result<()> {
         } => {
             let repo = Repo::open(&cli.repo)?;
             let defs = repo.registry.current()?.definitions;
-            let sources = Sources::new(repo.config.data_root(&repo.path));
+            let sources = repo.config.sources(&repo.path);
             let (report, profiles) = quiver_ops::profile::drift(
                 &defs,
                 &sources,
@@ -1001,7 +1000,7 @@ fn wait_for_server(
 }
 
 fn load_with_current(repo: &Repo) -> Result<(Option<RegistryVersion>, Definitions)> {
-    let sources = Sources::new(repo.config.data_root(&repo.path));
+    let sources = repo.config.sources(&repo.path);
     let definitions = load_definitions(&repo.path, &repo.config, &sources)?;
     let current = repo.registry.latest()?;
     Ok((current, definitions))

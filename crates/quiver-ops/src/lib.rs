@@ -255,7 +255,7 @@ impl FeatureStore {
         let audit = Arc::new(AuditLog::new(
             repo.join(config.server.audit_log.as_deref().unwrap_or("audit.log")),
         ));
-        let sources = Arc::new(Sources::new(config.data_root(repo)));
+        let sources = Arc::new(config.sources(repo));
         let metrics = Metrics::default();
         let feature_log = FeatureLog::start(
             Arc::clone(&sources),

@@ -17,7 +17,7 @@ use arrow::compute::{cast, filter};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use quiver_core::{DataSelection, Definitions, Feature, FeatureView, format_nanos};
-use quiver_source::{BATCH_ROWS, Sources, in_parallel};
+use quiver_source::{BATCH_ROWS, SourceFile, Sources, in_parallel};
 use quiver_stats::{DriftReport, Profile};
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +193,7 @@ struct Plan<'a> {
     view: &'a FeatureView,
     /// The view's source.
     source: &'a quiver_core::Source,
-    files: Vec<PathBuf>,
+    files: Vec<SourceFile>,
     /// Window `[start, end)` of a source window.
     window: Option<(i64, i64)>,
     /// The features profiled, with their columns in the files.
@@ -242,21 +242,17 @@ impl<'a> Plan<'a> {
                 };
                 let files = quiver_source::source_files(sources.data_root(), path)?;
                 let columns = file_columns(view, &files[0])?;
+                let files = files.into_iter().map(SourceFile::Local).collect();
                 (files, columns, serde_json::json!({ "files": path }))
             }
         };
         let mut stamps = Vec::with_capacity(files.len());
         for f in &files {
-            let m = std::fs::metadata(f).map_err(|e| OpsError::Io {
-                path: f.clone(),
+            let fingerprint = f.fingerprint().map_err(|e| OpsError::Io {
+                path: PathBuf::from(f.to_string()),
                 source: e,
             })?;
-            let modified = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            stamps.push(serde_json::json!([f, m.len(), modified.to_string()]));
+            stamps.push(serde_json::json!([f.to_string(), fingerprint]));
         }
         let features: Vec<_> = columns
             .iter()
@@ -342,9 +338,17 @@ impl<'a> Plan<'a> {
     fn run_files(&self, threads: usize) -> Result<Vec<Profile>> {
         let mut opened = Vec::with_capacity(self.files.len());
         let mut tasks = Vec::new();
-        for (i, path) in self.files.iter().enumerate() {
+        let paths: Vec<&Path> = self
+            .files
+            .iter()
+            .map(|f| {
+                f.local_path()
+                    .ok_or_else(|| OpsError::invalid(format!("{f}: files to profile are local")))
+            })
+            .collect::<Result<_>>()?;
+        for (i, path) in paths.iter().copied().enumerate() {
             let file = File::open(path).map_err(|e| OpsError::Io {
-                path: path.clone(),
+                path: path.to_owned(),
                 source: e,
             })?;
             let footer = ArrowReaderMetadata::load(&file, Default::default())
@@ -360,10 +364,10 @@ impl<'a> Plan<'a> {
             || self.empty(),
             |t, profile| {
                 let (i, rg) = tasks[t];
-                let (path, (file, footer)) = (&self.files[i], &opened[i]);
+                let (path, (file, footer)) = (paths[i], &opened[i]);
                 let err = |e: &dyn std::fmt::Display| file_error(path, e);
                 let file = file.try_clone().map_err(|e| OpsError::Io {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     source: e,
                 })?;
                 let builder =

@@ -34,6 +34,10 @@ pub struct RepoConfig {
     /// How pushed rows are checked and stored.
     #[serde(default)]
     pub push: PushConfig,
+    /// Where `s3://`, `gs://` and `az://` sources, registries and outputs are served from
+    /// (credentials come from the environment, never from here).
+    #[serde(default)]
+    pub object_storage: quiver_storage::StorageSettings,
 }
 
 /// Settings of pushes.
@@ -583,6 +587,17 @@ impl RepoConfig {
     /// Absolute data root for a repository at `repo`.
     pub fn data_root(&self, repo: &Path) -> PathBuf {
         repo.join(&self.data_root)
+    }
+
+    /// The sources of a repository at `repo`: paths under its data root, URLs through its
+    /// object storage settings.
+    pub fn sources(&self, repo: &Path) -> quiver_source::Sources {
+        quiver_source::Sources::with_storage(
+            self.data_root(repo),
+            std::sync::Arc::new(quiver_storage::ObjectStorage::new(
+                self.object_storage.clone(),
+            )),
+        )
     }
 
     /// Absolute folder of an embedded online store for a repository at `repo` (`None` for a

@@ -53,9 +53,7 @@ use crate::error::{Diagnostic, RegistryError, Result};
 /// A source error as a diagnostic message: the diagnostic already names the source.
 fn source_problem(e: &quiver_source::SourceError) -> String {
     match e {
-        quiver_source::SourceError::Data { path, message, .. } => {
-            format!("{}: {message}", path.display())
-        }
+        quiver_source::SourceError::Data { file, message, .. } => format!("{file}: {message}"),
         other => other.to_string(),
     }
 }

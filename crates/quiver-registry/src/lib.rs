@@ -13,7 +13,7 @@
 //!
 //! let repo = Path::new("my_repo");
 //! let config = RepoConfig::load(repo)?;
-//! let definitions = load_definitions(repo, &config, &Sources::new(config.data_root(repo)))?;
+//! let definitions = load_definitions(repo, &config, &config.sources(repo))?;
 //! let registry = Registry::open_local(&config.registry_path(repo), &config.project);
 //! let current = registry.latest()?;
 //! let plan = Plan::between(

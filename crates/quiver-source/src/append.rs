@@ -25,8 +25,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use quiver_core::Source;
 
-use crate::Sources;
 use crate::error::{Result, SourceError};
+use crate::{SourceFile, Sources, source_files};
 
 /// Names of files written by pushes start with this.
 pub const PUSH_PREFIX: &str = "push-";
@@ -243,7 +243,7 @@ impl Sources {
         let Some(folder) = self.source_folder(source)? else {
             return Ok(None);
         };
-        let files = self.files(source)?;
+        let files = source_files(&self.data_root, &source.path)?;
         let small = |p: &Path| {
             p.parent() == Some(folder.as_path())
                 && p.file_name()
@@ -286,15 +286,16 @@ impl Sources {
     /// Merges `run` into its first file; `None` (nothing changed) if the files do not all
     /// have the first one's schema.
     fn merge_run(&self, source: &Source, folder: &Path, run: &[PathBuf]) -> Result<Option<u64>> {
-        let schema = self.file_schema(source, &run[0])?;
+        let schema_of = |path: &PathBuf| self.file_schema(source, &SourceFile::Local(path.clone()));
+        let schema = schema_of(&run[0])?;
         for path in &run[1..] {
-            if self.file_schema(source, path)? != schema {
+            if schema_of(path)? != schema {
                 return Ok(None);
             }
         }
         let data = |path: &Path, e: &dyn std::fmt::Display| SourceError::Data {
             source_name: source.name.clone(),
-            path: path.to_path_buf(),
+            file: path.display().to_string(),
             message: e.to_string(),
         };
         let open = |path: &Path| -> Result<ParquetRecordBatchReader> {
@@ -431,10 +432,12 @@ mod tests {
     fn ids(sources: &Sources) -> Vec<i64> {
         let mut out = Vec::new();
         for path in sources.files(&source()).unwrap() {
-            let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
+            let r = ParquetRecordBatchReaderBuilder::try_new(
+                File::open(path.local_path().unwrap()).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
             for b in r {
                 let b = b.unwrap();
                 let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();

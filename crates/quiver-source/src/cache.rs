@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use quiver_storage::ObjectFile;
 
 /// Files whose footers are kept; beyond this the cache starts over.
 const CAPACITY: usize = 16 * 1024;
@@ -34,13 +35,38 @@ impl Stamp {
     }
 }
 
-/// Decoded footers by path, valid while the file's length, modification time and inode match.
+/// Decoded footers by path, valid while the file's length, modification time and inode match;
+/// and by object URL, valid while its size and entity tag match.
 #[derive(Debug, Default)]
 pub(crate) struct FooterCache {
     entries: Mutex<HashMap<PathBuf, (Stamp, ArrowReaderMetadata)>>,
+    objects: Mutex<HashMap<String, ObjectEntry>>,
 }
 
+/// An object's identity (size, entity tag) and its footer.
+type ObjectEntry = ((u64, Option<String>), ArrowReaderMetadata);
+
 impl FooterCache {
+    /// The footer of `object` if it was decoded for this version of it.
+    pub(crate) fn get_object(&self, object: &ObjectFile) -> Option<ArrowReaderMetadata> {
+        let objects = self.objects.lock().ok()?;
+        let (stamp, footer) = objects.get(&object.url.to_string())?;
+        (stamp.0 == object.size && stamp.1 == object.etag).then(|| footer.clone())
+    }
+
+    /// Keeps the footer of `object`.
+    pub(crate) fn put_object(&self, object: &ObjectFile, footer: ArrowReaderMetadata) {
+        if let Ok(mut objects) = self.objects.lock() {
+            if objects.len() >= CAPACITY {
+                objects.clear();
+            }
+            objects.insert(
+                object.url.to_string(),
+                ((object.size, object.etag.clone()), footer),
+            );
+        }
+    }
+
     /// The footer of the open `file` at `path`, decoded now or earlier.
     pub(crate) fn get(
         &self,

@@ -11,10 +11,10 @@ pub type Result<T, E = SourceError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The source path names no file, folder or glob match.
-    #[error("{}: {message}", path.display())]
+    #[error("{path}: {message}")]
     NotFound {
-        /// The path as resolved under the data root.
-        path: PathBuf,
+        /// The path as resolved under the data root, or the URL.
+        path: String,
         /// What is missing.
         message: String,
     },
@@ -32,12 +32,12 @@ pub enum SourceError {
         first: PathBuf,
     },
     /// A file that is not usable: not Parquet, a missing column, a column of the wrong type.
-    #[error("source '{source_name}' ({}): {message}", path.display())]
+    #[error("source '{source_name}' ({file}): {message}")]
     Data {
         /// The source.
         source_name: String,
-        /// The file.
-        path: PathBuf,
+        /// The file or object.
+        file: String,
         /// What is wrong.
         message: String,
     },
@@ -75,6 +75,9 @@ pub enum SourceError {
         /// The path as it was given.
         path: String,
     },
+    /// An object could not be listed, read or written.
+    #[error(transparent)]
+    Storage(#[from] quiver_storage::StorageError),
     /// A file or folder could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -102,6 +105,7 @@ impl HasKind for SourceError {
             Self::InvalidRows { .. } => ErrorKind::InvalidArgument,
             Self::OutsideDataRoot { .. } => ErrorKind::PermissionDenied,
             Self::Exists { .. } => ErrorKind::AlreadyExists,
+            Self::Storage(e) => e.kind(),
             Self::Io { source, .. } => ErrorKind::of_io(source),
         }
     }

@@ -21,7 +21,7 @@ pub fn source_files(data_root: &Path, path: &str) -> Result<Vec<PathBuf>> {
     let root = canonical_root(data_root)?;
     let shown = data_root.join(path);
     let not_found = |message: &str| SourceError::NotFound {
-        path: shown.clone(),
+        path: shown.display().to_string(),
         message: message.to_owned(),
     };
     let mut walk = Walk::new(&root, path);
@@ -139,7 +139,7 @@ pub fn resolve_beneath(root: &Path, path: &Path, given: &str) -> Result<PathBuf>
 }
 
 /// `*` and `?` stay within one path component, as in a shell; `**` crosses folders.
-const GLOB_OPTIONS: MatchOptions = MatchOptions {
+pub(crate) const GLOB_OPTIONS: MatchOptions = MatchOptions {
     case_sensitive: true,
     require_literal_separator: true,
     require_literal_leading_dot: true,

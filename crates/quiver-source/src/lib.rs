@@ -4,6 +4,8 @@
 //! materialization, the point-in-time join and offline pushes share:
 //! - [`files`]: a source path (a file, a folder, or a glob) to its sorted files, each folder
 //!   reached once (symlink loops are reported, never followed);
+//! - `objects`: the same for a source URL in object storage (`s3://bucket/prefix/`), and its
+//!   objects read with concurrent ranged GETs;
 //! - [`schema`]: a source's schema after `field_mapping` ([`SourceSchema`]) and the check
 //!   that a file has every column a view reads ([`check_view_columns`]);
 //! - [`scan`]: one view's source opened for reading ([`SourceScan`]): file handles held for
@@ -27,16 +29,20 @@ mod cache;
 pub mod error;
 pub mod files;
 pub mod newest;
+mod objects;
 pub mod scan;
 pub mod schema;
 pub mod time;
 
+use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::datatypes::Schema;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use quiver_core::{Feature, JoinKey, Source};
+use quiver_storage::{ObjectFile, ObjectStorage, ObjectUrl};
 
 pub use append::{Compaction, PUSH_PREFIX, TEMPORARY_PREFIX, sweep_temporary_files};
 pub use error::{Result, SourceError};
@@ -47,21 +53,80 @@ pub use schema::{SourceSchema, check_view_columns};
 pub use time::nanos;
 
 use crate::cache::FooterCache;
-use crate::scan::SharedFile;
+use crate::scan::{FileReader, SharedFile};
 
-/// The sources of one repository: where their paths are resolved, and decoded footers shared
-/// by every read.
+/// One file of a source: on local disk, or an object as listed (with its size and entity
+/// tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceFile {
+    /// A local file (resolved under the data root).
+    Local(PathBuf),
+    /// An object in object storage.
+    Object(ObjectFile),
+}
+
+impl SourceFile {
+    /// The local path, for a local file.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            Self::Local(p) => Some(p),
+            Self::Object(_) => None,
+        }
+    }
+
+    /// What identifies this version of the file: size and modification time on disk, size and
+    /// entity tag in object storage.
+    pub fn fingerprint(&self) -> std::io::Result<String> {
+        match self {
+            Self::Local(p) => {
+                let m = std::fs::metadata(p)?;
+                let modified = m
+                    .modified()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                Ok(format!("{}:{modified}", m.len()))
+            }
+            Self::Object(o) => Ok(format!(
+                "{}:{}:{}",
+                o.size,
+                o.etag.as_deref().unwrap_or(""),
+                o.modified_ms
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SourceFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(p) => write!(f, "{}", p.display()),
+            Self::Object(o) => write!(f, "{}", o.url),
+        }
+    }
+}
+
+/// The sources of one repository: where their paths are resolved, the object storage that
+/// URLs are read from, and decoded footers shared by every read.
 #[derive(Debug)]
 pub struct Sources {
     data_root: PathBuf,
+    storage: Arc<ObjectStorage>,
     footers: FooterCache,
 }
 
 impl Sources {
-    /// Sources whose paths are relative to `data_root`.
+    /// Sources whose paths are relative to `data_root` (URLs read with default object storage
+    /// settings).
     pub fn new(data_root: impl Into<PathBuf>) -> Self {
+        Self::with_storage(data_root, Arc::default())
+    }
+
+    /// Sources whose paths are relative to `data_root` and whose URLs are read through
+    /// `storage`.
+    pub fn with_storage(data_root: impl Into<PathBuf>, storage: Arc<ObjectStorage>) -> Self {
         Self {
             data_root: data_root.into(),
+            storage,
             footers: FooterCache::default(),
         }
     }
@@ -71,9 +136,28 @@ impl Sources {
         &self.data_root
     }
 
+    /// The object storage URLs are read through.
+    pub fn storage(&self) -> &Arc<ObjectStorage> {
+        &self.storage
+    }
+
+    /// The files of a source path or URL, sorted.
+    pub fn files_at(&self, path: &str) -> Result<Vec<SourceFile>> {
+        match ObjectUrl::parse(path)? {
+            Some(url) => Ok(objects::object_files(&self.storage, &url)?
+                .into_iter()
+                .map(SourceFile::Object)
+                .collect()),
+            None => Ok(source_files(&self.data_root, path)?
+                .into_iter()
+                .map(SourceFile::Local)
+                .collect()),
+        }
+    }
+
     /// The source's files, sorted.
-    pub fn files(&self, source: &Source) -> Result<Vec<PathBuf>> {
-        source_files(&self.data_root, &source.path)
+    pub fn files(&self, source: &Source) -> Result<Vec<SourceFile>> {
+        self.files_at(&source.path)
     }
 
     /// `path` (relative to the data root, or absolute inside it) resolved with every symlink
@@ -93,38 +177,41 @@ impl Sources {
                 path: path.to_owned(),
             }),
             Err(_) => Err(SourceError::NotFound {
-                path: PathBuf::from(path),
+                path: path.to_owned(),
                 message: "no such file under the data root".into(),
             }),
         }
     }
 
-    /// The folder of a folder source (under the data root), or `None` when its path is a file
-    /// or a glob.
+    /// The local folder of a folder source (under the data root), or `None` when its path is
+    /// a file, a glob or a URL.
     pub fn source_folder(&self, source: &Source) -> Result<Option<PathBuf>> {
+        if ObjectUrl::is_url(&source.path) {
+            return Ok(None);
+        }
         let folder = self.resolve(&source.path)?;
         Ok(folder.is_dir().then_some(folder))
     }
 
     /// The Arrow schema of one file (unmapped column names).
-    pub fn file_schema(&self, source: &Source, path: &Path) -> Result<Schema> {
-        let file = self.open_file(path)?;
-        let footer = self.footer(source, path, &file)?;
+    pub fn file_schema(&self, source: &Source, file: &SourceFile) -> Result<Schema> {
+        let (_, footer) = self.open(source, file)?;
         Ok(footer.schema().as_ref().clone())
     }
 
     /// Finds a source's files, reads their schemas, checks they agree, and applies
     /// `field_mapping`.
     pub fn schema(&self, source: &Source) -> Result<SourceSchema> {
-        let files = self.files(source)?;
-        let first = self.file_schema(source, &files[0])?;
-        let data = |path: &Path, message: String| SourceError::Data {
+        let opened = self.open_all(source)?;
+        let schema_of = |i: usize| opened[i].2.schema();
+        let first = schema_of(0);
+        let data = |file: &SourceFile, message: String| SourceError::Data {
             source_name: source.name.clone(),
-            path: path.to_path_buf(),
+            file: file.to_string(),
             message,
         };
-        for file in &files[1..] {
-            let other = self.file_schema(source, file)?;
+        for (i, (file, _, _)) in opened.iter().enumerate().skip(1) {
+            let other = schema_of(i);
             for field in first.fields() {
                 match other.field_with_name(field.name()) {
                     Ok(f) if f.data_type() == field.data_type() => {}
@@ -136,7 +223,7 @@ impl Sources {
                                 field.name(),
                                 f.data_type(),
                                 field.data_type(),
-                                files[0].display()
+                                opened[0].0
                             ),
                         ));
                     }
@@ -146,7 +233,7 @@ impl Sources {
                             format!(
                                 "column '{}' of {} is missing here",
                                 field.name(),
-                                files[0].display()
+                                opened[0].0
                             ),
                         ));
                     }
@@ -159,13 +246,13 @@ impl Sources {
             .find(|from| first.field_with_name(from).is_err())
         {
             return Err(data(
-                &files[0],
+                &opened[0].0,
                 format!("field_mapping names column '{from}', which this file does not have"),
             ));
         }
         Ok(SourceSchema {
-            schema: schema::mapped_schema(source, &first),
-            files,
+            schema: schema::mapped_schema(source, first),
+            files: opened.into_iter().map(|(file, _, _)| file).collect(),
             path: source.path.clone(),
         })
     }
@@ -178,46 +265,91 @@ impl Sources {
         keys: Vec<JoinKey>,
         features: &[&Feature],
     ) -> Result<SourceScan> {
-        // A file can be replaced or removed between listing and opening (a compaction of
-        // pushed files): list again once before giving up.
-        let files = match self.open_all(source) {
-            Err(SourceError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.open_all(source)?
-            }
-            other => other?,
-        };
-        SourceScan::open(source, files, keys, features)
+        SourceScan::open(source, self.open_all(source)?, keys, features)
     }
 
-    fn open_all(&self, source: &Source) -> Result<Vec<(PathBuf, SharedFile, ArrowReaderMetadata)>> {
-        self.files(source)?
+    /// Every file of a source opened, with its footer. A local file can be replaced or
+    /// removed between listing and opening (a compaction of pushed files): the source is
+    /// listed again once before giving up.
+    fn open_all(
+        &self,
+        source: &Source,
+    ) -> Result<Vec<(SourceFile, FileReader, ArrowReaderMetadata)>> {
+        match self.try_open_all(source) {
+            Err(SourceError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.try_open_all(source)
+            }
+            other => other,
+        }
+    }
+
+    fn try_open_all(
+        &self,
+        source: &Source,
+    ) -> Result<Vec<(SourceFile, FileReader, ArrowReaderMetadata)>> {
+        let files = self.files(source)?;
+        // Footers of objects not in the cache are fetched all at once.
+        let objects: Vec<&ObjectFile> = files
+            .iter()
+            .filter_map(|f| match f {
+                SourceFile::Object(o) if self.footers.get_object(o).is_none() => Some(o),
+                _ => None,
+            })
+            .collect();
+        for (object, footer) in objects
+            .iter()
+            .zip(objects::load_footers(&self.storage, &objects))
+        {
+            let footer = footer.map_err(|message| SourceError::Data {
+                source_name: source.name.clone(),
+                file: object.url.to_string(),
+                message,
+            })?;
+            self.footers.put_object(object, footer);
+        }
+        files
             .into_iter()
-            .map(|path| {
-                let file = self.open_file(&path)?;
-                let footer = self.footer(source, &path, &file)?;
-                Ok((path, file, footer))
+            .map(|file| {
+                let (reader, footer) = self.open(source, &file)?;
+                Ok((file, reader, footer))
             })
             .collect()
     }
 
-    fn open_file(&self, path: &Path) -> Result<SharedFile> {
-        File::open(path)
-            .and_then(SharedFile::new)
-            .map_err(SourceError::io(path))
-    }
-
-    fn footer(
+    /// One file opened for reading, with its footer (decoded now or earlier).
+    fn open(
         &self,
         source: &Source,
-        path: &Path,
-        file: &SharedFile,
-    ) -> Result<ArrowReaderMetadata> {
-        self.footers
-            .get(path, file)
-            .map_err(|message| SourceError::Data {
-                source_name: source.name.clone(),
-                path: path.to_path_buf(),
-                message,
-            })
+        file: &SourceFile,
+    ) -> Result<(FileReader, ArrowReaderMetadata)> {
+        let data = |message| SourceError::Data {
+            source_name: source.name.clone(),
+            file: file.to_string(),
+            message,
+        };
+        match file {
+            SourceFile::Local(path) => {
+                let shared = File::open(path)
+                    .and_then(SharedFile::new)
+                    .map_err(SourceError::io(path))?;
+                let footer = self.footers.get(path, &shared).map_err(data)?;
+                Ok((FileReader::Local(shared), footer))
+            }
+            SourceFile::Object(object) => {
+                let footer = match self.footers.get_object(object) {
+                    Some(footer) => footer,
+                    None => {
+                        let footer = objects::load_footers(&self.storage, &[object])
+                            .pop()
+                            .unwrap_or_else(|| Err("no footer".into()))
+                            .map_err(data)?;
+                        self.footers.put_object(object, footer.clone());
+                        footer
+                    }
+                };
+                let reader = objects::ObjectReader::new(Arc::clone(&self.storage), object.clone());
+                Ok((FileReader::Object(reader), footer))
+            }
+        }
     }
 }

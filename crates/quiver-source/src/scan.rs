@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +18,9 @@ use parquet::arrow::arrow_reader::{
 use parquet::file::reader::{ChunkReader, Length};
 use quiver_core::{Feature, JoinKey, KeyColumns, Source, canonical_order};
 
+use crate::SourceFile;
 use crate::error::{Result, SourceError};
+use crate::objects::ObjectReader;
 use crate::time::nanos;
 
 /// Rows per decoded batch: bounds memory per worker.
@@ -52,9 +53,19 @@ pub const ROW_BITS: u32 = 40;
 /// An open file of a scan.
 #[derive(Debug)]
 struct ScanFile {
-    path: PathBuf,
-    file: SharedFile,
+    file: SourceFile,
+    reader: FileReader,
     footer: ArrowReaderMetadata,
+}
+
+/// How a scan reads one file: positioned reads of a held local file, or ranged GETs of an
+/// object.
+#[derive(Debug)]
+pub(crate) enum FileReader {
+    /// A local file, held open.
+    Local(SharedFile),
+    /// An object, read conditional on the entity tag it was listed with.
+    Object(ObjectReader),
 }
 
 /// An open file read with positioned reads, so any number of readers on any threads share one
@@ -161,7 +172,7 @@ impl SourceScan {
     /// the `features` with compatible types.
     pub(crate) fn open(
         source: &Source,
-        files: Vec<(PathBuf, SharedFile, ArrowReaderMetadata)>,
+        files: Vec<(SourceFile, FileReader, ArrowReaderMetadata)>,
         keys: Vec<JoinKey>,
         features: &[&Feature],
     ) -> Result<Self> {
@@ -174,7 +185,11 @@ impl SourceScan {
             .collect();
         let files = files
             .into_iter()
-            .map(|(path, file, footer)| ScanFile { path, file, footer })
+            .map(|(file, reader, footer)| ScanFile {
+                file,
+                reader,
+                footer,
+            })
             .collect();
         let scan = Self {
             source: source.clone(),
@@ -202,7 +217,7 @@ impl SourceScan {
     pub fn error(&self, file: usize, message: String) -> SourceError {
         SourceError::Data {
             source_name: self.source.name.clone(),
-            path: self.files[file].path.clone(),
+            file: self.files[file].file.to_string(),
             message,
         }
     }
@@ -217,9 +232,9 @@ impl SourceScan {
         self.files.len()
     }
 
-    /// Path of file `file`.
-    pub fn path(&self, file: usize) -> &Path {
-        &self.files[file].path
+    /// File `file`.
+    pub fn file(&self, file: usize) -> &SourceFile {
+        &self.files[file].file
     }
 
     /// The view's join keys in canonical order.
@@ -290,30 +305,35 @@ impl SourceScan {
     ) -> Result<ParquetRecordBatchReader> {
         let f = &self.files[task.file];
         let err = |e: &dyn std::fmt::Display| self.error(task.file, e.to_string());
-        let builder =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(f.file.clone(), f.footer.clone());
-        let indices: Vec<usize> = builder
-            .schema()
+        let schema = f.footer.schema();
+        let indices: Vec<usize> = schema
             .fields()
             .iter()
             .enumerate()
             .filter(|(_, field)| columns.contains(&field.name().as_str()))
             .map(|(i, _)| i)
             .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let builder = match rows {
-            Some(rows) => builder.with_row_selection(RowSelection::from_consecutive_ranges(
-                rows.iter().map(|&r| r as usize..r as usize + 1),
-                usize::try_from(task.rows).unwrap_or(usize::MAX),
-            )),
-            None => builder,
-        };
-        builder
-            .with_projection(mask)
-            .with_row_groups(vec![task.row_group])
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| err(&e))
+        let mask = ProjectionMask::roots(f.footer.parquet_schema(), indices);
+        match &f.reader {
+            FileReader::Local(file) => build_reader(
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), f.footer.clone()),
+                task,
+                mask,
+                rows,
+            ),
+            FileReader::Object(object) => {
+                let chunks = object
+                    .prefetch(&f.footer, task.row_group, &mask)
+                    .map_err(|e| err(&e))?;
+                build_reader(
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, f.footer.clone()),
+                    task,
+                    mask,
+                    rows,
+                )
+            }
+        }
+        .map_err(|e| err(&e))
     }
 
     /// The key, event-time and created-time columns of a decoded batch (times in ns).
@@ -364,6 +384,27 @@ impl SourceScan {
             .ok_or_else(|| self.error(file, format!("column '{column}' is missing")))?;
         cast(a, &feature.value_type.to_arrow()).map_err(|e| self.error(file, e.to_string()))
     }
+}
+
+/// A reader of `mask`'s columns of one row group, only `rows` when set.
+fn build_reader<T: ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
+    task: &Task,
+    mask: ProjectionMask,
+    rows: Option<&[u32]>,
+) -> parquet::errors::Result<ParquetRecordBatchReader> {
+    let builder = match rows {
+        Some(rows) => builder.with_row_selection(RowSelection::from_consecutive_ranges(
+            rows.iter().map(|&r| r as usize..r as usize + 1),
+            usize::try_from(task.rows).unwrap_or(usize::MAX),
+        )),
+        None => builder,
+    };
+    builder
+        .with_projection(mask)
+        .with_row_groups(vec![task.row_group])
+        .with_batch_size(BATCH_ROWS)
+        .build()
 }
 
 /// The key and time columns of one batch.

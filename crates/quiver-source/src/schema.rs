@@ -1,8 +1,6 @@
 //! A source's schema after `field_mapping`, and the check that a file has every column a view
 //! reads.
 
-use std::path::PathBuf;
-
 use arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use quiver_core::{Feature, JoinKey, Source};
 
@@ -10,7 +8,7 @@ use quiver_core::{Feature, JoinKey, Source};
 #[derive(Debug, Clone)]
 pub struct SourceSchema {
     /// The source's files, sorted (this order breaks remaining ties in joins).
-    pub files: Vec<PathBuf>,
+    pub files: Vec<crate::SourceFile>,
     /// Columns after `field_mapping`.
     pub schema: Schema,
     /// The path as written in the definition, for messages.

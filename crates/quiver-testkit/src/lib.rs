@@ -8,12 +8,16 @@
 //!
 //! - [`redis`]: `redis-server` alone (optionally with TLS and an ACL user) and Redis Clusters
 //!   made with `redis-cli --cluster create`, with node kills and restarts for failover tests.
+//! - [`s3`]: a SeaweedFS S3 server (`weed mini`) with a bucket.
 //! - [`SmallDisk`]: a tmpfs of a few megabytes, to run out of space on.
 
 pub mod redis;
+pub mod s3;
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,6 +30,61 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Kills the server when the test process's end closes the pipe, then removes its folder.
+const WATCHDOG: &str = r#"dir="$1"; shift
+"$@" >"$dir.log" 2>&1 & pid=$!
+echo "$pid"
+cat >/dev/null
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+rm -rf "$dir" "$dir.log"
+rmdir "$(dirname "$dir")" 2>/dev/null"#;
+
+/// A server process under its watchdog.
+pub(crate) struct Running {
+    pub(crate) pid: u32,
+    _watchdog: Child,
+    /// Held open for as long as the server should live.
+    _lifeline: ChildStdin,
+}
+
+impl Running {
+    /// Starts `program` with `args` under a watchdog that kills it and removes `dir` when the
+    /// test process ends; its output goes to `<dir>.log`.
+    pub(crate) fn spawn(program: &str, dir: &Path, args: &[String]) -> Self {
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(dir)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program} under its watchdog: {e}"));
+        let lifeline = watchdog.stdin.take().expect("piped stdin");
+        let mut first = String::new();
+        BufReader::new(watchdog.stdout.take().expect("piped stdout"))
+            .read_line(&mut first)
+            .expect("read the server's pid");
+        let pid = first.trim().parse().expect("the watchdog prints the pid");
+        Self {
+            pid,
+            _watchdog: watchdog,
+            _lifeline: lifeline,
+        }
+    }
+}
+
+/// A folder for this test process's servers (their watchdogs remove each server's folder
+/// when it ends).
+pub(crate) fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("quiver-testkit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the scratch folder");
+    dir
 }
 
 /// Waits until `done` holds, checking every 50 ms; panics naming `what` after `timeout`.
@@ -65,7 +124,7 @@ impl Certificates {
         );
         std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").expect("write the extension file");
         let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
+            let out = Command::new("openssl")
                 .args(args)
                 .output()
                 .expect("run openssl (Debian package openssl)");
@@ -148,10 +207,10 @@ impl SmallDisk {
     /// after saying the test is skipped, without it.
     pub fn mount(megabytes: u32) -> Option<Self> {
         let dir = tempfile::TempDir::new().expect("create a temporary folder");
-        let mounted = std::process::Command::new("mount")
+        let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
             .arg(dir.path())
-            .stderr(std::process::Stdio::null())
+            .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
@@ -179,9 +238,6 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.path())
-            .status();
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
     }
 }

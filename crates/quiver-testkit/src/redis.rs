@@ -1,25 +1,14 @@
 //! Redis servers and clusters from Debian's `redis-server` and `redis-tools`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::{free_port, wait_until};
+use crate::{Running, free_port, scratch_dir, wait_until};
 
 /// How long a server may take to start answering.
 const START: Duration = Duration::from_secs(20);
-
-/// Kills the server when the test process's end closes the pipe, then removes its folder.
-const WATCHDOG: &str = r#"dir="$1"; shift
-redis-server "$@" >/dev/null 2>&1 & pid=$!
-echo "$pid"
-cat >/dev/null
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$dir"
-rmdir "$(dirname "$dir")" 2>/dev/null"#;
 
 /// One `redis-server` process on loopback.
 pub struct RedisNode {
@@ -31,13 +20,6 @@ pub struct RedisNode {
     /// Watchdogs of earlier runs (after restarts): kept until the end, since each removes the
     /// folder when it goes.
     retired: Mutex<Vec<Running>>,
-}
-
-struct Running {
-    pid: u32,
-    _watchdog: Child,
-    /// Held open for as long as the server should live.
-    _lifeline: ChildStdin,
 }
 
 impl std::fmt::Debug for RedisNode {
@@ -164,27 +146,7 @@ impl RedisNode {
 }
 
 fn spawn(dir: &Path, args: &[String]) -> Running {
-    let mut watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(WATCHDOG)
-        .arg("sh")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start redis-server under its watchdog");
-    let lifeline = watchdog.stdin.take().expect("piped stdin");
-    let mut first = String::new();
-    BufReader::new(watchdog.stdout.take().expect("piped stdout"))
-        .read_line(&mut first)
-        .expect("read the server's pid");
-    let pid = first.trim().parse().expect("the watchdog prints the pid");
-    Running {
-        pid,
-        _watchdog: watchdog,
-        _lifeline: lifeline,
-    }
+    Running::spawn("redis-server", dir, args)
 }
 
 /// A Redis Cluster of `masters` masters with `replicas` replicas each, on loopback.
@@ -294,14 +256,6 @@ impl RedisCluster {
             .iter()
             .filter(|n| std::net::TcpStream::connect(("127.0.0.1", n.port)).is_ok())
     }
-}
-
-/// A folder for servers' files that outlives nothing but the test process (the watchdogs
-/// remove each server's folder when it ends).
-fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("quiver-testkit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the scratch folder");
-    dir
 }
 
 /// One plain Redis server shared by every test of the test binary.

@@ -8,7 +8,6 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use proptest::prelude::*;
 use quiver_offline::{PullMode, PullRequest, pull};
-use quiver_source::Sources;
 
 use crate::support::*;
 
@@ -28,9 +27,9 @@ fn request(mode: PullMode, start: i64, end: i64) -> PullRequest {
 type Pulled = (Option<i64>, i64, Option<i64>);
 
 /// `(id, ts, value)` of every pulled row (ids and times as given, seconds after T0), sorted.
-fn pulled(dir: &std::path::Path, request: &PullRequest, threads: usize) -> Vec<Pulled> {
-    let defs = definitions(0, 0);
-    let rows = pull(&Sources::new(dir), &defs.sources["stats"], request, threads).unwrap();
+fn pulled(data: &Data, request: &PullRequest, threads: usize) -> Vec<Pulled> {
+    let (defs, sources) = data.open(&definitions(0, 0));
+    let rows = pull(&sources, &defs.sources["stats"], request, threads).unwrap();
     let schema = rows.schema();
     let batches: Vec<RecordBatch> = rows.collect::<Result<_, _>>().unwrap();
     let mut out = Vec::new();
@@ -102,31 +101,60 @@ fn source_row() -> impl Strategy<Value = Row> {
         })
 }
 
+/// Two files of random rows and a random window.
+fn pull_case() -> impl Strategy<Value = (Vec<Row>, Vec<Row>, i64, i64, usize, usize, bool)> {
+    (
+        prop::collection::vec(source_row(), 0..30),
+        prop::collection::vec(source_row(), 0..30),
+        0i64..12,
+        0i64..12,
+        1usize..6,
+        1usize..3,
+        any::<bool>(),
+    )
+}
+
+fn pulls_match_the_reference(
+    place: Place,
+    (a, b, start, len, row_group, threads, latest): (
+        Vec<Row>,
+        Vec<Row>,
+        i64,
+        i64,
+        usize,
+        usize,
+        bool,
+    ),
+) -> Result<(), TestCaseError> {
+    let data = Data::new(place);
+    write_source(&data.path().join("stats/a.parquet"), &a, row_group);
+    write_source(&data.path().join("stats/b.parquet"), &b, row_group);
+    let mode = if latest {
+        PullMode::Latest
+    } else {
+        PullMode::All
+    };
+    let got = pulled(&data, &request(mode, start, start + len), threads);
+    prop_assert_eq!(got, reference(&[&a, &b], mode, start, start + len));
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn pulls_match_the_reference(
-        a in prop::collection::vec(source_row(), 0..30),
-        b in prop::collection::vec(source_row(), 0..30),
-        start in 0i64..12,
-        len in 0i64..12,
-        row_group in 1usize..6,
-        threads in 1usize..3,
-        latest in any::<bool>(),
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        write_source(&dir.path().join("stats/a.parquet"), &a, row_group);
-        write_source(&dir.path().join("stats/b.parquet"), &b, row_group);
-        let mode = if latest { PullMode::Latest } else { PullMode::All };
-        let got = pulled(dir.path(), &request(mode, start, start + len), threads);
-        prop_assert_eq!(got, reference(&[&a, &b], mode, start, start + len));
+    fn pulls_match_the_reference_on_disk(case in pull_case()) {
+        pulls_match_the_reference(Place::Disk, case)?;
+    }
+
+    #[test]
+    fn pulls_match_the_reference_on_s3(case in pull_case()) {
+        pulls_match_the_reference(Place::S3, case)?;
     }
 }
 
-#[test]
-fn both_ends_are_inclusive_and_ties_go_to_created_then_the_later_row() {
-    let dir = tempfile::tempdir().unwrap();
+fn both_ends_are_inclusive_and_ties_go_to_created_then_the_later_row(place: Place) {
+    let dir = Data::new(place);
     let rows = [
         row(1, 2, 0, 10),
         row(1, 5, 3, 11),
@@ -137,18 +165,16 @@ fn both_ends_are_inclusive_and_ties_go_to_created_then_the_later_row() {
         row(2, 2, 0, 21), // at the start: inside
     ];
     write_source(&dir.path().join("stats/a.parquet"), &rows, 2);
-    let latest = pulled(dir.path(), &request(PullMode::Latest, 2, 5), 2);
+    let latest = pulled(&dir, &request(PullMode::Latest, 2, 5), 2);
     assert_eq!(latest, vec![(Some(1), 5, Some(13)), (Some(2), 2, Some(21))]);
-    let all = pulled(dir.path(), &request(PullMode::All, 2, 5), 1);
+    let all = pulled(&dir, &request(PullMode::All, 2, 5), 1);
     assert_eq!(all.len(), 5);
 }
 
-#[test]
-fn mapped_names_and_bad_columns() {
-    let dir = tempfile::tempdir().unwrap();
+fn mapped_names_and_bad_columns(place: Place) {
+    let dir = Data::new(place);
     write_source(&dir.path().join("zones.parquet"), &[row(1, 1, 0, 5)], 4);
-    let defs = definitions(0, 0);
-    let sources = Sources::new(dir.path());
+    let (defs, sources) = dir.open(&definitions(0, 0));
     let zones = &defs.sources["zones"];
     let mut r = request(PullMode::Latest, 0, 9);
     r.features = vec!["demand".into()];
@@ -186,3 +212,8 @@ fn mapped_names_and_bad_columns() {
         message(&bad)
     );
 }
+
+on_disk_and_s3!(
+    both_ends_are_inclusive_and_ties_go_to_created_then_the_later_row,
+    mapped_names_and_bad_columns,
+);

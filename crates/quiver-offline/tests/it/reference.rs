@@ -80,62 +80,128 @@ fn entity_row() -> impl Strategy<Value = EntityRow> {
         .prop_map(|(id, zone, t)| EntityRow { id, zone, t })
 }
 
+/// One randomized case of the join against the reference.
+#[derive(Debug, Clone)]
+struct ReferenceCase {
+    stats_a: Vec<Row>,
+    stats_b: Vec<Row>,
+    zones: Vec<Row>,
+    entities: Vec<EntityRow>,
+    stats_ttl: i64,
+    zones_ttl: i64,
+    as_of_created: bool,
+    row_group: usize,
+    memory_limit: usize,
+    threads: usize,
+}
+
+fn reference_case() -> impl Strategy<Value = ReferenceCase> {
+    (
+        prop::collection::vec(source_row(), 0..25),
+        prop::collection::vec(source_row(), 0..25),
+        prop::collection::vec(source_row(), 0..25),
+        prop::collection::vec(entity_row(), 0..30),
+        prop_oneof![Just(0i64), Just(3), Just(8)],
+        prop_oneof![Just(0i64), Just(5)],
+        any::<bool>(),
+        1usize..6,
+        prop_oneof![Just(usize::MAX), Just(900usize), Just(2500)],
+        1usize..3,
+    )
+        .prop_map(
+            |(
+                stats_a,
+                stats_b,
+                zones,
+                entities,
+                stats_ttl,
+                zones_ttl,
+                as_of_created,
+                row_group,
+                memory_limit,
+                threads,
+            )| ReferenceCase {
+                stats_a,
+                stats_b,
+                zones,
+                entities,
+                stats_ttl,
+                zones_ttl,
+                as_of_created,
+                row_group,
+                memory_limit,
+                threads,
+            },
+        )
+}
+
+fn engine_matches_the_reference(place: Place, case: ReferenceCase) -> Result<(), TestCaseError> {
+    let ReferenceCase {
+        stats_a,
+        stats_b,
+        zones,
+        entities,
+        stats_ttl,
+        zones_ttl,
+        as_of_created,
+        row_group,
+        memory_limit,
+        threads,
+    } = case;
+    let dir = Data::new(place);
+    write_source(&dir.path().join("stats/a.parquet"), &stats_a, row_group);
+    write_source(&dir.path().join("stats/b.parquet"), &stats_b, row_group);
+    write_source(&dir.path().join("zones.parquet"), &zones, row_group);
+    let defs = definitions(stats_ttl, zones_ttl);
+    let options = JoinOptions {
+        as_of_created,
+        memory_limit,
+        threads,
+        batch_rows: 7,
+        ..JoinOptions::default()
+    };
+    let out = join(
+        &defs,
+        &dir,
+        &["stats:value", "zones:demand"],
+        entity_table(&entities),
+        options,
+    )
+    .unwrap();
+    prop_assert_eq!(out.num_rows(), entities.len());
+    let want_stats: Vec<Option<i64>> = entities
+        .iter()
+        .map(|e| expected(&[&stats_a, &stats_b], e, stats_ttl, as_of_created, false))
+        .collect();
+    let want_zones: Vec<Option<i64>> = entities
+        .iter()
+        .map(|e| expected(&[&zones], e, zones_ttl, as_of_created, true))
+        .collect();
+    prop_assert_eq!(ints(&out, "value"), want_stats);
+    prop_assert_eq!(ints(&out, "demand"), want_zones);
+    let labels: Vec<f64> = (0..entities.len()).map(|i| i as f64).collect();
+    let got: Vec<f64> = out
+        .column_by_name("label")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Float64Array>()
+        .unwrap()
+        .values()
+        .to_vec();
+    prop_assert_eq!(got, labels);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
-    fn engine_matches_the_reference(
-        stats_a in prop::collection::vec(source_row(), 0..25),
-        stats_b in prop::collection::vec(source_row(), 0..25),
-        zones in prop::collection::vec(source_row(), 0..25),
-        entities in prop::collection::vec(entity_row(), 0..30),
-        stats_ttl in prop_oneof![Just(0i64), Just(3), Just(8)],
-        zones_ttl in prop_oneof![Just(0i64), Just(5)],
-        as_of_created in any::<bool>(),
-        row_group in 1usize..6,
-        memory_limit in prop_oneof![Just(usize::MAX), Just(900usize), Just(2500)],
-        threads in 1usize..3,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        write_source(&dir.path().join("stats/a.parquet"), &stats_a, row_group);
-        write_source(&dir.path().join("stats/b.parquet"), &stats_b, row_group);
-        write_source(&dir.path().join("zones.parquet"), &zones, row_group);
-        let defs = definitions(stats_ttl, zones_ttl);
-        let options = JoinOptions {
-            as_of_created,
-            memory_limit,
-            threads,
-            batch_rows: 7,
-            ..JoinOptions::default()
-        };
-        let out = join(
-            &defs,
-            dir.path(),
-            &["stats:value", "zones:demand"],
-            entity_table(&entities),
-            options,
-        )
-        .unwrap();
-        prop_assert_eq!(out.num_rows(), entities.len());
-        let want_stats: Vec<Option<i64>> = entities
-            .iter()
-            .map(|e| expected(&[&stats_a, &stats_b], e, stats_ttl, as_of_created, false))
-            .collect();
-        let want_zones: Vec<Option<i64>> = entities
-            .iter()
-            .map(|e| expected(&[&zones], e, zones_ttl, as_of_created, true))
-            .collect();
-        prop_assert_eq!(ints(&out, "value"), want_stats);
-        prop_assert_eq!(ints(&out, "demand"), want_zones);
-        let labels: Vec<f64> = (0..entities.len()).map(|i| i as f64).collect();
-        let got: Vec<f64> = out
-            .column_by_name("label")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow::array::Float64Array>()
-            .unwrap()
-            .values()
-            .to_vec();
-        prop_assert_eq!(got, labels);
+    fn engine_matches_the_reference_on_disk(case in reference_case()) {
+        engine_matches_the_reference(Place::Disk, case)?;
+    }
+
+    #[test]
+    fn engine_matches_the_reference_on_s3(case in reference_case()) {
+        engine_matches_the_reference(Place::S3, case)?;
     }
 }

@@ -9,13 +9,13 @@ use quiver_offline::{JoinOptions, PointInTimeJoin};
 use crate::support::*;
 
 struct Case {
-    dir: tempfile::TempDir,
+    dir: Data,
     defs: quiver_core::Definitions,
 }
 
 /// `stats` rows in one file (a second file when `later` is given), zones empty.
-fn case(ttl: i64, rows: &[Row], later: &[Row]) -> Case {
-    let dir = tempfile::tempdir().unwrap();
+fn case(place: Place, ttl: i64, rows: &[Row], later: &[Row]) -> Case {
+    let dir = Data::new(place);
     write_source(&dir.path().join("stats/a.parquet"), rows, 2);
     if !later.is_empty() {
         write_source(&dir.path().join("stats/b.parquet"), later, 2);
@@ -31,7 +31,7 @@ impl Case {
     fn values(&self, entities: &[EntityRow], options: JoinOptions) -> Vec<Option<i64>> {
         let out = join(
             &self.defs,
-            self.dir.path(),
+            &self.dir,
             &["stats:value"],
             entity_table(entities),
             options,
@@ -43,7 +43,7 @@ impl Case {
     fn error(&self, features: &[&str], entities: RecordBatch) -> String {
         join(
             &self.defs,
-            self.dir.path(),
+            &self.dir,
             features,
             entities,
             JoinOptions::default(),
@@ -53,30 +53,27 @@ impl Case {
     }
 }
 
-#[test]
-fn a_row_at_exactly_t_counts_and_a_later_row_never_leaks() {
-    let c = case(0, &[row(1, 10, 0, 100), row(1, 11, 0, 110)], &[]);
+fn a_row_at_exactly_t_counts_and_a_later_row_never_leaks(place: Place) {
+    let c = case(place, 0, &[row(1, 10, 0, 100), row(1, 11, 0, 110)], &[]);
     let got = c.values(&[at(1, 10), at(1, 9), at(1, 11)], JoinOptions::default());
     assert_eq!(got, vec![Some(100), None, Some(110)]);
 }
 
-#[test]
-fn ttl_bounds_are_inclusive() {
-    let c = case(5, &[row(1, 10, 0, 100)], &[]);
+fn ttl_bounds_are_inclusive(place: Place) {
+    let c = case(place, 5, &[row(1, 10, 0, 100)], &[]);
     let got = c.values(&[at(1, 15), at(1, 16), at(1, 10)], JoinOptions::default());
     assert_eq!(got, vec![Some(100), None, Some(100)]);
 }
 
-#[test]
-fn a_newer_row_outside_nothing_older_inside_ttl_is_not_used() {
+fn a_newer_row_outside_nothing_older_inside_ttl_is_not_used(place: Place) {
     // The newest row before T decides; an older row is never used when the newest is stale.
-    let c = case(5, &[row(1, 1, 0, 1), row(1, 3, 0, 3)], &[]);
+    let c = case(place, 5, &[row(1, 1, 0, 1), row(1, 3, 0, 3)], &[]);
     assert_eq!(c.values(&[at(1, 9)], JoinOptions::default()), vec![None]);
 }
 
-#[test]
-fn ties_go_to_the_greatest_created_time_then_the_later_row() {
+fn ties_go_to_the_greatest_created_time_then_the_later_row(place: Place) {
     let c = case(
+        place,
         0,
         &[
             row(1, 10, 5, 1),
@@ -90,10 +87,9 @@ fn ties_go_to_the_greatest_created_time_then_the_later_row() {
     assert_eq!(got, vec![Some(2), Some(5)]);
 }
 
-#[test]
-fn as_of_created_ignores_rows_written_after_t() {
+fn as_of_created_ignores_rows_written_after_t(place: Place) {
     // Row at ts 5 was backfilled at 20: invisible at T=10 with as_of_created.
-    let c = case(0, &[row(1, 2, 2, 20), row(1, 5, 20, 50)], &[]);
+    let c = case(place, 0, &[row(1, 2, 2, 20), row(1, 5, 20, 50)], &[]);
     let plain = c.values(&[at(1, 10), at(1, 20)], JoinOptions::default());
     assert_eq!(plain, vec![Some(50), Some(50)]);
     let strict = JoinOptions {
@@ -106,9 +102,8 @@ fn as_of_created_ignores_rows_written_after_t() {
     );
 }
 
-#[test]
-fn rows_are_kept_in_input_order_with_duplicates_and_nulls() {
-    let c = case(0, &[row(1, 1, 0, 10), row(2, 1, 0, 20)], &[]);
+fn rows_are_kept_in_input_order_with_duplicates_and_nulls(place: Place) {
+    let c = case(place, 0, &[row(1, 1, 0, 10), row(2, 1, 0, 20)], &[]);
     let null_key = EntityRow {
         id: None,
         zone: None,
@@ -124,13 +119,12 @@ fn rows_are_kept_in_input_order_with_duplicates_and_nulls() {
     assert_eq!(got, vec![Some(20), Some(10), Some(20), None, None, None]);
 }
 
-#[test]
-fn output_is_input_columns_then_features_in_request_order() {
-    let c = case(0, &[row(1, 1, 0, 10)], &[]);
+fn output_is_input_columns_then_features_in_request_order(place: Place) {
+    let c = case(place, 0, &[row(1, 1, 0, 10)], &[]);
     let features = ["stats:constant", "zones:demand", "stats:value"];
     let out = join(
         &c.defs,
-        c.dir.path(),
+        &c.dir,
         &features,
         entity_table(&[at(1, 5)]),
         JoinOptions::default(),
@@ -157,12 +151,12 @@ fn output_is_input_columns_then_features_in_request_order() {
     assert_eq!(ints(&out, "constant"), vec![Some(7)]);
     assert_eq!(ints(&out, "demand"), vec![None]);
 
-    let sources = quiver_source::Sources::new(c.dir.path());
+    let (defs, sources) = c.dir.open(&c.defs);
 
     let full = PointInTimeJoin::new(
-        &c.defs,
+        &defs,
         &sources,
-        resolve(&c.defs, &["stats:value"], true),
+        resolve(&defs, &["stats:value"], true),
         JoinOptions::default(),
     )
     .unwrap();
@@ -170,9 +164,8 @@ fn output_is_input_columns_then_features_in_request_order() {
     assert_eq!(ints(&out, "stats__value"), vec![Some(10)]);
 }
 
-#[test]
-fn int32_entity_columns_match_int64_keys() {
-    let c = case(0, &[row(1001, 1, 0, 10)], &[]);
+fn int32_entity_columns_match_int64_keys(place: Place) {
+    let c = case(place, 0, &[row(1001, 1, 0, 10)], &[]);
     let base = entity_table(&[at(1001, 5)]);
     let mut columns = base.columns().to_vec();
     columns[0] = Arc::new(Int32Array::from(vec![1001]));
@@ -186,7 +179,7 @@ fn int32_entity_columns_match_int64_keys() {
     let entities = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
     let out = join(
         &c.defs,
-        c.dir.path(),
+        &c.dir,
         &["stats:value"],
         entities,
         JoinOptions::default(),
@@ -195,10 +188,9 @@ fn int32_entity_columns_match_int64_keys() {
     assert_eq!(ints(&out, "value"), vec![Some(10)]);
 }
 
-#[test]
-fn spilling_gives_the_same_answer_as_memory() {
+fn spilling_gives_the_same_answer_as_memory(place: Place) {
     let rows: Vec<Row> = (0..400).map(|i| row(i % 37, i % 50, i % 7, i)).collect();
-    let c = case(20, &rows, &[]);
+    let c = case(place, 20, &rows, &[]);
     let entities: Vec<EntityRow> = (0..500).map(|i| at((i * 7) % 41, (i * 13) % 60)).collect();
     let in_memory = c.values(&entities, JoinOptions::default());
     let spilled = c.values(
@@ -213,9 +205,8 @@ fn spilling_gives_the_same_answer_as_memory() {
     assert!(in_memory.iter().filter(|v| v.is_some()).count() > 100);
 }
 
-#[test]
-fn bad_requests_name_the_column_view_or_feature() {
-    let c = case(0, &[row(1, 1, 0, 10)], &[]);
+fn bad_requests_name_the_column_view_or_feature(place: Place) {
+    let c = case(place, 0, &[row(1, 1, 0, 10)], &[]);
     let good = entity_table(&[at(1, 5)]);
 
     let no_key = good.project(&[1, 2, 3]).unwrap();
@@ -244,9 +235,8 @@ fn bad_requests_name_the_column_view_or_feature() {
         "{e}"
     );
 
-    let mut defs = c.defs.clone();
+    let (mut defs, sources) = c.dir.open(&c.defs);
     defs.feature_views.get_mut("stats").unwrap().offline = false;
-    let sources = quiver_source::Sources::new(c.dir.path());
     let e = PointInTimeJoin::new(
         &defs,
         &sources,
@@ -259,9 +249,8 @@ fn bad_requests_name_the_column_view_or_feature() {
     assert!(e.contains("'stats' is not offline"), "{e}");
 }
 
-#[test]
-fn a_feature_named_like_an_entity_column_is_refused() {
-    let c = case(0, &[row(1, 1, 0, 10)], &[]);
+fn a_feature_named_like_an_entity_column_is_refused(place: Place) {
+    let c = case(place, 0, &[row(1, 1, 0, 10)], &[]);
     let good = entity_table(&[at(1, 5)]);
     let mut fields: Vec<Field> = good
         .schema()
@@ -276,9 +265,9 @@ fn a_feature_named_like_an_entity_column_is_refused() {
     assert!(e.contains("already a column"), "{e}");
 }
 
-#[test]
-fn entity_rows_in_range_are_the_distinct_source_rows() {
+fn entity_rows_in_range_are_the_distinct_source_rows(place: Place) {
     let c = case(
+        place,
         0,
         &[
             row(1, 1, 0, 10),
@@ -288,11 +277,11 @@ fn entity_rows_in_range_are_the_distinct_source_rows() {
         ],
         &[],
     );
-    let sources = quiver_source::Sources::new(c.dir.path());
+    let (defs, sources) = c.dir.open(&c.defs);
     let join = PointInTimeJoin::new(
-        &c.defs,
+        &defs,
         &sources,
-        resolve(&c.defs, &["stats:value"], false),
+        resolve(&defs, &["stats:value"], false),
         JoinOptions::default(),
     )
     .unwrap();
@@ -312,9 +301,9 @@ fn entity_rows_in_range_are_the_distinct_source_rows() {
 
     // The rows of a range are held in memory: beyond a third of the memory limit, refused.
     let small = PointInTimeJoin::new(
-        &c.defs,
+        &defs,
         &sources,
-        resolve(&c.defs, &["stats:value"], false),
+        resolve(&defs, &["stats:value"], false),
         JoinOptions {
             memory_limit: 64,
             ..JoinOptions::default()
@@ -329,16 +318,15 @@ fn entity_rows_in_range_are_the_distinct_source_rows() {
     assert!(e.to_string().contains("memory limit"), "{e}");
 }
 
-#[test]
-fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer() {
+fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer(place: Place) {
     let rows: Vec<_> = (0..400).map(|i| row(i % 37, i / 3, 0, i)).collect();
-    let c = case(0, &rows, &[]);
-    let sources = quiver_source::Sources::new(c.dir.path());
+    let c = case(place, 0, &rows, &[]);
+    let (defs, sources) = c.dir.open(&c.defs);
     let join = |memory_limit| {
         PointInTimeJoin::new(
-            &c.defs,
+            &defs,
             &sources,
-            resolve(&c.defs, &["stats:value"], false),
+            resolve(&defs, &["stats:value"], false),
             JoinOptions {
                 memory_limit,
                 ..JoinOptions::default()
@@ -368,3 +356,19 @@ fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer() {
     let got = arrow::compute::concat_batches(&small.range_schema().unwrap(), &batches).unwrap();
     assert_eq!(got, expected);
 }
+
+on_disk_and_s3!(
+    a_row_at_exactly_t_counts_and_a_later_row_never_leaks,
+    ttl_bounds_are_inclusive,
+    a_newer_row_outside_nothing_older_inside_ttl_is_not_used,
+    ties_go_to_the_greatest_created_time_then_the_later_row,
+    as_of_created_ignores_rows_written_after_t,
+    rows_are_kept_in_input_order_with_duplicates_and_nulls,
+    output_is_input_columns_then_features_in_request_order,
+    int32_entity_columns_match_int64_keys,
+    spilling_gives_the_same_answer_as_memory,
+    bad_requests_name_the_column_view_or_feature,
+    a_feature_named_like_an_entity_column_is_refused,
+    entity_rows_in_range_are_the_distinct_source_rows,
+    a_long_time_range_is_joined_slice_by_slice_with_the_same_answer,
+);

@@ -16,6 +16,7 @@ use quiver_core::{
     ScalarType, Source, Ttl, ValueType,
 };
 use quiver_offline::{JoinOptions, PointInTimeJoin, TrainingSet};
+use quiver_source::Sources;
 
 /// One second in µs (source times are µs, entity times ns).
 pub const SEC: i64 = 1_000_000;
@@ -211,15 +212,58 @@ pub fn resolve(defs: &Definitions, list: &[&str], full: bool) -> Vec<ResolvedFea
     defs.resolve(&refs(list), full).unwrap()
 }
 
+pub use quiver_testkit::s3::Place;
+
+/// A test's data: the fixtures write files into a local folder; on S3 they are uploaded
+/// under a fresh prefix each time the sources are opened, and the definitions' source paths
+/// become URLs.
+pub struct Data {
+    dir: tempfile::TempDir,
+    place: Place,
+}
+
+impl Data {
+    pub fn new(place: Place) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            place,
+        }
+    }
+
+    /// The local folder the fixtures write into.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The definitions and sources a read goes through, as of the files written so far.
+    pub fn open(&self, defs: &Definitions) -> (Definitions, Sources) {
+        match self.place {
+            Place::Disk => (defs.clone(), Sources::new(self.path())),
+            Place::S3 => {
+                let server = quiver_testkit::s3::shared_server();
+                let storage = Arc::new(server.storage());
+                let prefix = server.upload(&storage, self.path(), "offline");
+                let mut defs = defs.clone();
+                for source in defs.sources.values_mut() {
+                    source.path = format!("{prefix}/{}", source.path);
+                }
+                let root = self.path().to_path_buf();
+                (defs, Sources::with_storage(root, storage))
+            }
+        }
+    }
+}
+
 /// Runs a join and collects the result into one batch.
 pub fn join(
     defs: &Definitions,
-    root: &Path,
+    data: &Data,
     features: &[&str],
     entities: RecordBatch,
     options: JoinOptions,
 ) -> quiver_offline::Result<RecordBatch> {
-    let sources = quiver_source::Sources::new(root);
+    let (defs, sources) = data.open(defs);
+    let defs = &defs;
     let join = PointInTimeJoin::new(defs, &sources, resolve(defs, features, false), options)?;
     collect(join.run(entities, &|_| {})?)
 }

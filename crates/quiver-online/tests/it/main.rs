@@ -30,6 +30,22 @@ macro_rules! on_every_backend {
     };
 }
 
+/// [`on_every_backend`], plus RocksDB with the sources read from S3 (materialization suites).
+macro_rules! on_every_backend_and_s3_sources {
+    ($($test:ident),+ $(,)?) => {
+        on_every_backend!($($test),+);
+        mod rocksdb_sources_on_s3 {
+            $(#[test]
+            fn $test() {
+                super::$test(
+                    &crate::support::On::new(crate::support::Backend::RocksDb, stringify!($test))
+                        .with_sources_on_s3(),
+                );
+            })+
+        }
+    };
+}
+
 mod contract;
 mod materialize;
 mod reads;

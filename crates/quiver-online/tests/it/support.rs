@@ -24,6 +24,7 @@ use quiver_online::{
 use quiver_redis::{RedisOptions, RedisStore};
 use quiver_registry::{RepoConfig, load_definitions};
 use quiver_source::Sources;
+pub use quiver_testkit::s3::Place;
 use tempfile::TempDir;
 
 pub const HOUR: i64 = 3_600_000_000_000;
@@ -122,6 +123,8 @@ pub enum Backend {
 /// Redis deployments, so each works in projects of its own).
 pub struct On {
     pub backend: Backend,
+    /// Where materialization reads the sources from.
+    pub sources: Place,
     name: &'static str,
     made: AtomicU32,
 }
@@ -130,8 +133,17 @@ impl On {
     pub fn new(backend: Backend, name: &'static str) -> Self {
         Self {
             backend,
+            sources: Place::Disk,
             name,
             made: AtomicU32::new(0),
+        }
+    }
+
+    /// The same, with the sources read from S3.
+    pub fn with_sources_on_s3(self) -> Self {
+        Self {
+            sources: Place::S3,
+            ..self
         }
     }
 
@@ -171,6 +183,8 @@ pub fn redis_store(nodes: Vec<String>) -> RedisStore {
 
 pub struct Repo {
     pub dir: TempDir,
+    /// Where materialization reads the sources from.
+    pub place: Place,
     pub project: String,
     pub defs: Definitions,
     pub sources: Sources,
@@ -204,6 +218,7 @@ impl Repo {
         let store = on.store(dir.path());
         Self {
             dir,
+            place: on.sources,
             project,
             defs,
             sources,
@@ -225,16 +240,6 @@ impl Repo {
             .collect()
     }
 
-    pub fn target(&self, view: &str) -> ViewTarget<'_> {
-        let v = self.defs.view(view).unwrap();
-        ViewTarget {
-            view: v,
-            source: &self.defs.sources[&v.source],
-            keys: self.defs.join_keys(v).unwrap(),
-            id: self.id(view),
-        }
-    }
-
     pub fn stats_file(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("data/stats/part-{i}.parquet"))
     }
@@ -253,13 +258,34 @@ impl Repo {
             .map(|v| v.name.as_str())
             .collect();
         let views = if views.is_empty() { &all[..] } else { views };
+        // On S3, the data folder as it is now, uploaded under a new prefix.
+        let uploaded = (self.place == Place::S3).then(|| {
+            let server = quiver_testkit::s3::shared_server();
+            let storage = Arc::new(server.storage());
+            let prefix = server.upload(&storage, &self.dir.path().join("data"), "materialize");
+            let mut defs = self.defs.clone();
+            for source in defs.sources.values_mut() {
+                source.path = format!("{prefix}/{}", source.path.trim_start_matches("data/"));
+            }
+            (defs, Sources::with_storage(self.dir.path(), storage))
+        });
+        let (defs, sources) = match &uploaded {
+            Some((defs, sources)) => (defs, sources),
+            None => (&self.defs, &self.sources),
+        };
         views
             .iter()
             .map(|v| {
+                let view = defs.view(v)?;
                 materialize_view(
                     self.store.as_ref(),
-                    &self.sources,
-                    &self.target(v),
+                    sources,
+                    &ViewTarget {
+                        view,
+                        source: &defs.sources[&view.source],
+                        keys: defs.join_keys(view)?,
+                        id: self.id(v),
+                    },
                     window,
                     MaterializeOptions::default(),
                     &|_| {},
