@@ -495,7 +495,7 @@ impl Repo {
                 path.display()
             )
         })?;
-        let registry = Registry::open_local(&config.registry_path(path), &config.project);
+        let registry = config.open_registry(path, &config.storage())?;
         Ok(Self {
             path: path.to_path_buf(),
             config,
@@ -965,7 +965,7 @@ fn apply(
         "Applied registry version {} of project '{}' (registry: {}).",
         version.version,
         repo.config.project,
-        repo.config.registry_path(&repo.path).display()
+        repo.config.registry_location(&repo.path)
     );
     Ok(())
 }

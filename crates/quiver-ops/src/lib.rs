@@ -247,7 +247,8 @@ impl FeatureStore {
         store: Arc<dyn OnlineStore>,
         options: StoreOptions,
     ) -> Result<Self> {
-        let registry = Registry::open_local(&config.registry_path(repo), &config.project);
+        let sources = Arc::new(config.sources(repo));
+        let registry = config.open_registry(repo, sources.storage())?;
         let snapshot = match registry.latest()? {
             Some(v) => Snapshot::of(v),
             None => Snapshot::empty(&config.project),
@@ -255,7 +256,6 @@ impl FeatureStore {
         let audit = Arc::new(AuditLog::new(
             repo.join(config.server.audit_log.as_deref().unwrap_or("audit.log")),
         ));
-        let sources = Arc::new(config.sources(repo));
         let metrics = Metrics::default();
         let feature_log = FeatureLog::start(
             Arc::clone(&sources),

@@ -16,7 +16,8 @@ pub const CONFIG_FILE: &str = "quiver.yaml";
 pub struct RepoConfig {
     /// Project name: the namespace of every object and online key.
     pub project: String,
-    /// Registry folder, relative to the repository (default `registry`).
+    /// Registry folder, relative to the repository (default `registry`), or a URL in object
+    /// storage (`s3://bucket/registry`) that several machines share.
     #[serde(default = "default_registry")]
     pub registry: String,
     /// Folder that source paths are relative to, relative to the repository (default `.`).
@@ -579,9 +580,34 @@ impl RepoConfig {
         Ok(config)
     }
 
-    /// Absolute registry folder for a repository at `repo`.
+    /// Absolute registry folder for a repository at `repo` (meaningless for a registry URL).
     pub fn registry_path(&self, repo: &Path) -> PathBuf {
         repo.join(&self.registry)
+    }
+
+    /// Where the registry is, for messages: its URL or its folder.
+    pub fn registry_location(&self, repo: &Path) -> String {
+        if quiver_storage::ObjectUrl::is_url(&self.registry) {
+            self.registry.clone()
+        } else {
+            self.registry_path(repo).display().to_string()
+        }
+    }
+
+    /// The registry of a repository at `repo` (a URL's objects read through `storage`).
+    pub fn open_registry(
+        &self,
+        repo: &Path,
+        storage: &std::sync::Arc<quiver_storage::ObjectStorage>,
+    ) -> Result<crate::Registry> {
+        crate::Registry::open(&self.registry, repo, storage, &self.project)
+    }
+
+    /// Object storage with this repository's settings.
+    pub fn storage(&self) -> std::sync::Arc<quiver_storage::ObjectStorage> {
+        std::sync::Arc::new(quiver_storage::ObjectStorage::new(
+            self.object_storage.clone(),
+        ))
     }
 
     /// Absolute data root for a repository at `repo`.
@@ -592,12 +618,7 @@ impl RepoConfig {
     /// The sources of a repository at `repo`: paths under its data root, URLs through its
     /// object storage settings.
     pub fn sources(&self, repo: &Path) -> quiver_source::Sources {
-        quiver_source::Sources::with_storage(
-            self.data_root(repo),
-            std::sync::Arc::new(quiver_storage::ObjectStorage::new(
-                self.object_storage.clone(),
-            )),
-        )
+        quiver_source::Sources::with_storage(self.data_root(repo), self.storage())
     }
 
     /// Absolute folder of an embedded online store for a repository at `repo` (`None` for a

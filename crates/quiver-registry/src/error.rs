@@ -83,6 +83,17 @@ pub enum RegistryError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A registry in object storage could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] quiver_storage::StorageError),
+    /// The object storage server does not keep a guarantee the registry relies on.
+    #[error(
+        "{url}: the object storage server does not honour create-if-absent writes (PUT with If-None-Match: *), so two applies could both win; keep the registry on a server that does (AWS S3, MinIO, SeaweedFS, R2) or on a local folder"
+    )]
+    NoConditionalWrites {
+        /// The registry's URL.
+        url: String,
+    },
     /// A source's data cannot be used: missing, unreadable, or inconsistent files.
     #[error(transparent)]
     Source(#[from] quiver_source::SourceError),
@@ -116,6 +127,8 @@ impl HasKind for RegistryError {
             Self::UnknownVersion { .. } | Self::Empty(_) => ErrorKind::NotFound,
             Self::Io { source, .. } => ErrorKind::of_io(source),
             Self::Source(e) => e.kind(),
+            Self::Storage(e) => e.kind(),
+            Self::NoConditionalWrites { .. } => ErrorKind::FailedPrecondition,
             Self::Corrupt { .. } => ErrorKind::Internal,
             Self::Core(e) => e.kind(),
         }

@@ -42,4 +42,4 @@ pub use definitions::{
 };
 pub use error::{Diagnostic, RegistryError, Result};
 pub use plan::{Action, Change, Plan};
-pub use store::{BlobStore, LocalBlobStore, Registry, RegistryVersion};
+pub use store::{BlobStore, LocalBlobStore, ObjectBlobStore, Registry, RegistryVersion};

@@ -21,9 +21,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use quiver_core::Definitions;
+use quiver_storage::{ObjectStorage, ObjectUrl};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RegistryError, Result};
@@ -148,6 +150,96 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
+/// A [`BlobStore`] under a prefix of a bucket. A version is published with a conditional
+/// `PUT` (`If-None-Match: *`), which the server applies atomically: the object appears whole
+/// or not at all, and of two writers of one key exactly one succeeds. Before its first write
+/// the store checks once that the server really refuses a second create of one key, and fails
+/// with [`RegistryError::NoConditionalWrites`] if it does not.
+#[derive(Debug)]
+pub struct ObjectBlobStore {
+    storage: Arc<ObjectStorage>,
+    root: ObjectUrl,
+    /// Set once the server has been seen refusing a second create.
+    checked: OnceLock<()>,
+}
+
+impl ObjectBlobStore {
+    /// A store under `root` (a URL taken as a folder).
+    pub fn new(storage: Arc<ObjectStorage>, root: ObjectUrl) -> Self {
+        Self {
+            storage,
+            root,
+            checked: OnceLock::new(),
+        }
+    }
+
+    /// Writes a probe object twice with create-if-absent: the second must be refused. Done
+    /// until it succeeds once.
+    fn check_conditional_writes(&self) -> Result<()> {
+        if self.checked.get().is_some() {
+            return Ok(());
+        }
+        let probe = self.root.join(&format!(
+            ".conditional-write-probe-{}-{}",
+            std::process::id(),
+            quiver_core::now_nanos()
+        ));
+        let created = self.storage.put_if_absent(&probe, "1".into());
+        let refused = created
+            .as_ref()
+            .ok()
+            .map(|_| self.storage.put_if_absent(&probe, "2".into()));
+        let _ = self.storage.delete(&probe);
+        let unsupported = || RegistryError::NoConditionalWrites {
+            url: self.root.to_string(),
+        };
+        let is_unsupported = |e: &quiver_storage::StorageError| {
+            e.failure() == Some(quiver_storage::Failure::Unsupported)
+        };
+        match (created, refused) {
+            (Err(e), _) | (Ok(_), Some(Err(e))) if is_unsupported(&e) => Err(unsupported()),
+            (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e.into()),
+            (Ok(true), Some(Ok(false))) => {
+                let _ = self.checked.set(());
+                Ok(())
+            }
+            _ => Err(unsupported()),
+        }
+    }
+}
+
+impl BlobStore for ObjectBlobStore {
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        self.check_conditional_writes()?;
+        Ok(self
+            .storage
+            .put_if_absent(&self.root.join(key), bytes.to_vec().into())?)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.storage.get(&self.root.join(key))?.map(|b| b.to_vec()))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let folder = self.root.join(prefix);
+        let under = folder.folder_prefix();
+        Ok(self
+            .storage
+            .list(&folder)?
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.url.key().strip_prefix(&under)?;
+                (!name.contains('/') && !name.starts_with('.')).then(|| name.to_owned())
+            })
+            .collect())
+    }
+
+    fn sweep(&self, _prefix: &str) -> Result<usize> {
+        // An object is written by one PUT: no failed writer leaves a partial object behind.
+        Ok(0)
+    }
+}
+
 /// One registry version: the project's complete definitions and how they came to be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegistryVersion {
@@ -216,6 +308,23 @@ impl Registry {
     /// The registry of `project` in a local folder.
     pub fn open_local(path: &Path, project: &str) -> Self {
         Self::new(Box::new(LocalBlobStore::new(path)), project)
+    }
+
+    /// The registry of `project` at `location`: a URL in object storage (through `storage`),
+    /// or a local folder.
+    pub fn open(
+        location: &str,
+        repo: &Path,
+        storage: &Arc<ObjectStorage>,
+        project: &str,
+    ) -> Result<Self> {
+        Ok(match ObjectUrl::parse(location)? {
+            Some(url) => Self::new(
+                Box::new(ObjectBlobStore::new(Arc::clone(storage), url)),
+                project,
+            ),
+            None => Self::open_local(&repo.join(location), project),
+        })
     }
 
     /// The registry of `project` on any blob store.

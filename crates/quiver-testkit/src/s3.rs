@@ -25,6 +25,26 @@ pub enum Place {
     S3,
 }
 
+/// Runs each named test (a `fn(Place)`) twice, in modules `disk` and `s3`: one suite, both
+/// places.
+#[macro_export]
+macro_rules! on_disk_and_s3 {
+    ($($test:ident),+ $(,)?) => {
+        mod disk {
+            $(#[test]
+            fn $test() {
+                super::$test($crate::s3::Place::Disk);
+            })+
+        }
+        mod s3 {
+            $(#[test]
+            fn $test() {
+                super::$test($crate::s3::Place::S3);
+            })+
+        }
+    };
+}
+
 /// The bucket every server is started with.
 pub const BUCKET: &str = "quiver-tests";
 

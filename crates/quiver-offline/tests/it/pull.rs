@@ -213,7 +213,7 @@ fn mapped_names_and_bad_columns(place: Place) {
     );
 }
 
-on_disk_and_s3!(
+quiver_testkit::on_disk_and_s3!(
     both_ends_are_inclusive_and_ties_go_to_created_then_the_later_row,
     mapped_names_and_bad_columns,
 );

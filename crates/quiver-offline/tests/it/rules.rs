@@ -357,7 +357,7 @@ fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer(place: Place)
     assert_eq!(got, expected);
 }
 
-on_disk_and_s3!(
+quiver_testkit::on_disk_and_s3!(
     a_row_at_exactly_t_counts_and_a_later_row_never_leaks,
     ttl_bounds_are_inclusive,
     a_newer_row_outside_nothing_older_inside_ttl_is_not_used,
