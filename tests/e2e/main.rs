@@ -7,6 +7,7 @@ mod drift;
 mod feast_repository;
 mod flight;
 mod monitoring;
+mod object_storage;
 mod online_cli;
 mod operations;
 mod pushes;

@@ -70,12 +70,18 @@ pub fn quiver_exit(repo: &Path, args: &[&str], code: i32) -> Run {
 
 /// Runs `quiver --repo REPO ARGS...`.
 pub fn quiver(repo: &Path, args: &[&str]) -> Run {
+    quiver_env(repo, args, &[])
+}
+
+/// Runs `quiver --repo REPO ARGS...` with `env` added to its environment.
+pub fn quiver_env(repo: &Path, args: &[&str], env: &[(&str, String)]) -> Run {
     Command::new(quiver_bin())
         .arg("--repo")
         .arg(repo)
         .args(args)
         .env_remove("QUIVER_REPO")
         .env("QUIVER_AUTHOR", "e2e")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run quiver")
         .into()

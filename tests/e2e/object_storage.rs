@@ -1,0 +1,184 @@
+//! A repository whose sources and registry are in S3 (a real SeaweedFS server): the real
+//! binary gives the same training set and the same online rows as the same repository on
+//! local disk, and S3 failures are clear errors naming the bucket.
+
+use std::path::Path;
+
+use quiver_e2e::*;
+use quiver_testkit::s3::{BUCKET, S3Server};
+
+/// Runs `quiver` with the credentials of `server`; asserts success.
+fn quiver_s3(server: &S3Server, repo: &Path, args: &[&str]) -> Run {
+    let run = quiver_env(repo, args, &server.env());
+    assert!(
+        run.ok,
+        "quiver {args:?} failed:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+/// Moves an example repository's data and registry to S3: uploads `data/`, removes it, and
+/// points `quiver.yaml` and the source paths at the bucket. Returns the prefix.
+fn move_to_s3(server: &S3Server, repo: &Path, settings: &str) -> String {
+    let storage = server.storage();
+    let prefix = server.upload(&storage, &repo.join("data"), "e2e");
+    std::fs::remove_dir_all(repo.join("data")).unwrap();
+    let features = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    std::fs::write(
+        repo.join("features.yaml"),
+        features.replace("path: data/", &format!("path: {prefix}/")),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(repo.join("quiver.yaml")).unwrap();
+    std::fs::write(
+        repo.join("quiver.yaml"),
+        config.replace(
+            "registry: registry",
+            &format!("registry: {prefix}/registry"),
+        ) + settings,
+    )
+    .unwrap();
+    prefix
+}
+
+fn endpoint_settings(server: &S3Server) -> String {
+    format!(
+        "object_storage:\n  s3:\n    endpoint: {}\n    region: us-east-1\n",
+        server.endpoint()
+    )
+}
+
+#[test]
+fn a_repository_on_s3_answers_exactly_as_on_disk() {
+    let server = quiver_testkit::s3::shared_server();
+    let (local_dir, s3_dir) = (example_repo(), example_repo());
+    let (local, remote) = (local_dir.path(), s3_dir.path());
+    // The same generated data in both.
+    std::fs::remove_dir_all(remote.join("data")).unwrap();
+    copy_folder(&local.join("data"), &remote.join("data"));
+    let prefix = move_to_s3(server, remote, &endpoint_settings(server));
+
+    quiver_ok(local, &["apply"]);
+    let applied = quiver_s3(server, remote, &["apply"]);
+    assert!(
+        applied
+            .stdout
+            .contains(&format!("registry: {prefix}/registry")),
+        "{}",
+        applied.stdout
+    );
+    assert!(!remote.join("registry").exists(), "no local registry");
+    let log = quiver_s3(server, remote, &["registry", "log"]).stdout;
+    assert!(log.contains("e2e"), "{log}");
+
+    let entities = local.join("entities.parquet");
+    let rows: Vec<(i64, String)> = (1001..1011)
+        .flat_map(|d| [(d, format!("C{d}")), (d, "C1001".to_owned())])
+        .collect();
+    let rows: Vec<(i64, &str)> = rows.iter().map(|(d, c)| (*d, c.as_str())).collect();
+    write_trip_entities(&entities, &rows);
+    let features = "driver_hourly_stats:conv_rate,driver_hourly_stats:avg_daily_trips,customer_profile:current_balance,driver_customer_trips:trips_together";
+    let train = |repo: &Path, out: &Path, s3: bool| {
+        let args = [
+            "training-set",
+            "--entities",
+            entities.to_str().unwrap(),
+            "--features",
+            features,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if s3 {
+            quiver_s3(server, repo, &args);
+        } else {
+            quiver_ok(repo, &args);
+        }
+        read_parquet(out)
+    };
+    let on_disk = train(local, &local.join("train.parquet"), false);
+    let on_s3 = train(remote, &remote.join("train.parquet"), true);
+    assert_eq!(on_disk.num_rows(), 20);
+    assert_eq!(on_s3, on_disk);
+
+    quiver_ok(local, &["materialize", "2000-01-01", "now"]);
+    quiver_s3(server, remote, &["materialize", "2000-01-01", "now"]);
+    for driver in ["driver_id=1001", "driver_id=1002", "driver_id=1005"] {
+        let get = |repo: &Path, s3: bool| {
+            let args = [
+                "--json",
+                "online",
+                "get",
+                "--view",
+                "driver_hourly_stats",
+                "--key",
+                driver,
+            ];
+            if s3 {
+                quiver_s3(server, repo, &args).json()
+            } else {
+                quiver_ok(repo, &args).json()
+            }
+        };
+        let (on_s3, on_disk) = (get(remote, true), get(local, false));
+        assert!(on_disk["features"][0]["value"].is_number(), "{on_disk}");
+        assert_eq!(on_s3, on_disk, "driver {driver}");
+    }
+}
+
+#[test]
+fn storage_failures_name_the_bucket_and_what_failed() {
+    let server = quiver_testkit::s3::shared_server();
+    let dir = example_repo();
+    let repo = dir.path();
+    let prefix = move_to_s3(server, repo, &endpoint_settings(server));
+
+    // A source in a bucket that does not exist.
+    let features = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    let missing = prefix.replace(BUCKET, "no-such-bucket");
+    std::fs::write(
+        repo.join("features.yaml"),
+        features.replacen(&format!("path: {prefix}/"), &format!("path: {missing}/"), 1),
+    )
+    .unwrap();
+    let run = quiver_env(repo, &["plan"], &server.env());
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("no-such-bucket") && run.stderr.contains("the bucket does not exist"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(repo.join("features.yaml"), &features).unwrap();
+
+    // Nothing listening at the endpoint: refused quickly, after the retries.
+    let config = std::fs::read_to_string(repo.join("quiver.yaml")).unwrap();
+    let closed = format!("http://127.0.0.1:{}", quiver_testkit::free_port());
+    std::fs::write(
+        repo.join("quiver.yaml"),
+        config.replace(&server.endpoint(), &closed) + "  max_retries: 1\n  timeout: 2s\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let run = quiver_env(repo, &["plan"], &server.env());
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("could not be reached") && run.stderr.contains(BUCKET),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+/// Copies a folder tree.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_folder(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
