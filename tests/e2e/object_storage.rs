@@ -169,6 +169,140 @@ fn storage_failures_name_the_bucket_and_what_failed() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
+#[test]
+fn pushes_land_in_s3_and_training_sets_are_written_there() {
+    let server = quiver_testkit::s3::shared_server();
+    let dir = example_repo();
+    let repo = dir.path();
+    let prefix = move_to_s3(server, repo, &endpoint_settings(server));
+    quiver_s3(server, repo, &["apply"]);
+    let serving = Server::start_with_env(repo, &server.env());
+    let body = serde_json::json!({
+        "push_source_name": "driver_customer_source",
+        "df": {
+            "driver_id": [8001],
+            "customer_id": ["C8001"],
+            "event_timestamp": [rfc3339_ago(60)],
+            "trips_together": [42],
+            "last_rating": [4.5],
+        },
+        "to": "offline",
+    });
+    let (code, text) = http(&serving.http, "POST", "/push", Some(&body.to_string()));
+    assert_eq!(code, 200, "{text}");
+    drop(serving);
+
+    let storage = server.storage();
+    let folder = quiver_storage::ObjectUrl::parse(&format!("{prefix}/driver_customer_trips/"))
+        .unwrap()
+        .unwrap();
+    let pushed: Vec<_> = storage
+        .list(&folder)
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.url.file_name().starts_with("push-"))
+        .collect();
+    assert_eq!(pushed.len(), 1, "one new object per push: {pushed:?}");
+
+    // The next training set sees the pushed row, and is itself written to S3.
+    let entities = repo.join("entities.parquet");
+    write_trip_entities(&entities, &[(8001, "C8001")]);
+    let out = format!("{prefix}/training/sets/with-push.parquet");
+    quiver_s3(
+        server,
+        repo,
+        &[
+            "training-set",
+            "--entities",
+            entities.to_str().unwrap(),
+            "--features",
+            "driver_customer_trips:trips_together",
+            "--out",
+            &out,
+        ],
+    );
+    let url = quiver_storage::ObjectUrl::parse(&out).unwrap().unwrap();
+    let bytes = storage.get(&url).unwrap().expect("the training set object");
+    let local = repo.join("downloaded.parquet");
+    std::fs::write(&local, &bytes).unwrap();
+    let set = read_parquet(&local);
+    let trips = set.column_by_name("trips_together").unwrap();
+    assert_eq!(
+        trips
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0),
+        42
+    );
+}
+
+#[test]
+fn a_killed_training_set_upload_leaves_no_partial_object() {
+    let server = quiver_testkit::s3::shared_server();
+    let dir = example_repo();
+    let repo = dir.path();
+    let prefix = move_to_s3(server, repo, &endpoint_settings(server));
+    quiver_s3(server, repo, &["apply"]);
+    let entities = repo.join("entities.parquet");
+    let customers: Vec<String> = (0..200_000)
+        .map(|i| format!("C{}", 1001 + i % 50))
+        .collect();
+    let rows: Vec<(i64, &str)> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (1001 + (i as i64 % 10), c.as_str()))
+        .collect();
+    write_trip_entities(&entities, &rows);
+    let args = |out: &str| {
+        [
+            "--repo".to_owned(),
+            repo.display().to_string(),
+            "training-set".into(),
+            "--entities".into(),
+            entities.display().to_string(),
+            "--features".into(),
+            "driver_hourly_stats:conv_rate,customer_profile:current_balance,driver_customer_trips:trips_together".into(),
+            "--out".into(),
+            out.to_owned(),
+        ]
+    };
+    let run = |out: &str| {
+        std::process::Command::new(quiver_bin())
+            .args(args(out))
+            .envs(server.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let storage = server.storage();
+    let object = |out: &str| {
+        storage
+            .head(&quiver_storage::ObjectUrl::parse(out).unwrap().unwrap())
+            .unwrap()
+    };
+    let whole = format!("{prefix}/whole.parquet");
+    let started = std::time::Instant::now();
+    assert!(run(&whole).wait().unwrap().success());
+    let took = started.elapsed();
+    let size = object(&whole).expect("a whole training set").size;
+    // Killed at several points of a run: the object is absent or whole, never a part.
+    for (i, fraction) in [0.3, 0.6, 0.9, 0.97].into_iter().enumerate() {
+        let out = format!("{prefix}/killed-{i}.parquet");
+        let mut child = run(&out);
+        std::thread::sleep(took.mul_f64(fraction));
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(seen) = object(&out) {
+            assert_eq!(
+                seen.size, size,
+                "a visible object is the whole training set"
+            );
+        }
+    }
+}
+
 /// Copies a folder tree.
 fn copy_folder(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

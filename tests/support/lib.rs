@@ -163,6 +163,13 @@ impl Server {
         Self::spawn(Command::new(quiver_bin()), repo, extra)
     }
 
+    /// Starts `quiver serve` with `env` added to its environment.
+    pub fn start_with_env(repo: &Path, env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(quiver_bin());
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        Self::spawn(command, repo, &[])
+    }
+
     /// Starts `quiver serve` with at most `files` open files (`prlimit`).
     pub fn start_with_files_limit(repo: &Path, files: u32) -> Self {
         let mut command = Command::new("prlimit");

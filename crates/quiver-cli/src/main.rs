@@ -150,9 +150,9 @@ enum Command {
         /// Memory for the join before it spills to disk, in MiB.
         #[arg(long, default_value_t = 4096)]
         memory_limit_mb: usize,
-        /// Output Parquet file.
+        /// Output Parquet file: a path, or a URL in object storage (`s3://bucket/train.parquet`).
         #[arg(long)]
-        out: PathBuf,
+        out: String,
     },
     /// Serve online features (gRPC, HTTP), training sets (Arrow Flight) and the registry.
     ///

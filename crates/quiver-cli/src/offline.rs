@@ -14,6 +14,7 @@ use quiver_offline::{JoinOptions, PointInTimeJoin, Progress, read_entity_file};
 use quiver_ops::{FeatureStore, StoreOptions};
 use quiver_server::{ServeOptions, serve, shutdown_signal};
 use quiver_source::Sources;
+use quiver_storage::ObjectUrl;
 use serde_json::json;
 
 use crate::output;
@@ -44,7 +45,7 @@ pub fn training_set(
     defs: &Definitions,
     features: Vec<ResolvedFeature>,
     entities: &Path,
-    out: &Path,
+    out: &str,
     options: JoinOptions,
     as_json: bool,
 ) -> Result<()> {
@@ -66,7 +67,19 @@ pub fn training_set(
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
-    let tmp = out.with_extension("parquet.partial");
+    // Written whole to a temporary file, then published: renamed into place, or uploaded
+    // (an object appears only once its upload completes).
+    let url = ObjectUrl::parse(out)?;
+    let tmp = match &url {
+        Some(_) => tempfile::Builder::new()
+            .prefix(".quiver-training-set-")
+            .suffix(".parquet")
+            .tempfile()?
+            .into_temp_path(),
+        None => {
+            tempfile::TempPath::try_from_path(Path::new(out).with_extension("parquet.partial"))?
+        }
+    };
     let mut writer = ArrowWriter::try_new(
         File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
         set.schema(),
@@ -76,7 +89,12 @@ pub fn training_set(
         writer.write(&batch?)?;
     }
     writer.close()?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    match &url {
+        Some(url) => sources.storage().upload_file(url, &tmp)?,
+        None => tmp
+            .persist(out)
+            .with_context(|| format!("cannot write {out}"))?,
+    }
     let secs = started.elapsed().as_secs_f64();
     if as_json {
         println!(
@@ -85,8 +103,7 @@ pub fn training_set(
         );
     } else {
         println!(
-            "Wrote {rows} rows to {} in {secs:.2} s ({:.0} rows/s).",
-            out.display(),
+            "Wrote {rows} rows to {out} in {secs:.2} s ({:.0} rows/s).",
             rows as f64 / secs.max(1e-6)
         );
     }

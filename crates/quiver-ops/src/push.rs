@@ -12,7 +12,6 @@
 //! atomic batch; if the online write fails, the offline file is removed again. A full disk
 //! is reported as such and leaves nothing behind.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -75,7 +74,7 @@ pub struct PushOutcome {
     /// The views that received them: online, or (for an offline-only push) in training sets.
     pub views: Vec<String>,
     /// The file the rows were appended to offline.
-    pub offline_file: Option<PathBuf>,
+    pub offline_file: Option<quiver_source::SourceFile>,
 }
 
 /// Accepted names of the event-time column of pushed rows.
@@ -154,7 +153,7 @@ impl FeatureStore {
         };
 
         let offline_file = match &offline {
-            Some((folder, batch)) => Some(self.sources.write_file(folder, batch)?),
+            Some((target, batch)) => Some(self.sources.append(target, batch)?),
             None => None,
         };
         if !encoded.is_empty() {
@@ -165,7 +164,7 @@ impl FeatureStore {
             if let Err(e) = self.store.write(&batch, true) {
                 // Neither side keeps a row the other lost.
                 if let Some(file) = &offline_file {
-                    let _ = self.sources.remove_file(file);
+                    let _ = self.sources.remove_appended(file);
                 }
                 return Err(e.into());
             }

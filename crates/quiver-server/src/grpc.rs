@@ -214,7 +214,7 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
             rows_written: pushed.rows as u64,
             offline_file: pushed
                 .offline_file
-                .map(|f| f.display().to_string())
+                .map(|f| f.to_string())
                 .unwrap_or_default(),
             feature_views: pushed.views,
         }))

@@ -24,6 +24,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use quiver_core::Source;
+use quiver_storage::ObjectUrl;
 
 use crate::error::{Result, SourceError};
 use crate::{SourceFile, Sources, source_files};
@@ -77,9 +78,7 @@ fn write_tmp(
             .create_new(true)
             .open(&tmp)
             .map_err(io)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
+        let props = props();
         let parquet_err = |e: parquet::errors::ParquetError| parquet_error(e, &tmp, folder);
         let mut writer =
             ArrowWriter::try_new(file, schema.clone().into(), Some(props)).map_err(parquet_err)?;
@@ -99,6 +98,29 @@ fn write_tmp(
             let _ = fs::remove_file(&tmp);
             Err(e)
         }
+    }
+}
+
+/// Where new files of a source go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendTarget {
+    /// A local folder under the data root.
+    Folder(PathBuf),
+    /// A prefix in object storage.
+    Prefix(ObjectUrl),
+}
+
+/// How new files are written: zstd.
+fn props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
+}
+
+fn invalid(prefix: &ObjectUrl, e: parquet::errors::ParquetError) -> SourceError {
+    SourceError::InvalidRows {
+        source_name: prefix.to_string(),
+        message: e.to_string(),
     }
 }
 
@@ -137,19 +159,70 @@ impl Sources {
     /// The folder that takes a source's new files and the schema they must have: that of the
     /// source's first file, so the source stays valid. A single-file or glob source cannot
     /// take new files.
-    pub fn append_target(&self, source: &Source) -> Result<(PathBuf, Schema)> {
-        let Some(folder) = self.source_folder(source)? else {
-            return Err(SourceError::NotAFolder {
-                source_name: source.name.clone(),
-                path: source.path.clone(),
-            });
+    pub fn append_target(&self, source: &Source) -> Result<(AppendTarget, Schema)> {
+        let not_a_folder = || SourceError::NotAFolder {
+            source_name: source.name.clone(),
+            path: source.path.clone(),
+        };
+        let target = match ObjectUrl::parse(&source.path)? {
+            Some(_) if source.path.contains(['*', '?', '[']) => return Err(not_a_folder()),
+            Some(url) => AppendTarget::Prefix(url),
+            None => AppendTarget::Folder(self.source_folder(source)?.ok_or_else(not_a_folder)?),
         };
         let files = self.files(source)?;
+        if let (AppendTarget::Prefix(url), [SourceFile::Object(only)]) = (&target, &files[..])
+            && only.url == *url
+        {
+            // The URL names one object, not a prefix.
+            return Err(not_a_folder());
+        }
         let schema = self.file_schema(source, &files[0])?;
-        Ok((folder, schema))
+        Ok((target, schema))
     }
 
-    /// Writes `batch` as a new file of `folder` (from [`Sources::append_target`]), whole and
+    /// Adds `batch` as a new file of `target` under a name no other file has, whole before it
+    /// is visible: [`Sources::write_file`] in a folder; in object storage one create-if-absent
+    /// `PUT` of the encoded file. Returns the new file.
+    pub fn append(&self, target: &AppendTarget, batch: &RecordBatch) -> Result<SourceFile> {
+        match target {
+            AppendTarget::Folder(folder) => Ok(SourceFile::Local(self.write_file(folder, batch)?)),
+            AppendTarget::Prefix(prefix) => {
+                let mut bytes = Vec::new();
+                let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props()))
+                    .map_err(|e| invalid(prefix, e))?;
+                writer.write(batch).map_err(|e| invalid(prefix, e))?;
+                writer.close().map_err(|e| invalid(prefix, e))?;
+                let bytes = bytes::Bytes::from(bytes);
+                let stamp = quiver_core::now_nanos();
+                loop {
+                    let url = prefix.join(&format!(
+                        "{PUSH_PREFIX}{stamp:020}-{}-{}.parquet",
+                        std::process::id(),
+                        COUNTER.fetch_add(1, Ordering::Relaxed)
+                    ));
+                    if self.storage().put_if_absent(&url, bytes.clone())? {
+                        let size = bytes.len() as u64;
+                        return Ok(SourceFile::Object(quiver_storage::ObjectFile {
+                            url,
+                            size,
+                            etag: None,
+                            modified_ms: 0,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a file [`Sources::append`] added (when what it belonged to failed).
+    pub fn remove_appended(&self, file: &SourceFile) -> Result<()> {
+        match file {
+            SourceFile::Local(path) => self.remove_file(path),
+            SourceFile::Object(object) => Ok(self.storage().delete(&object.url)?),
+        }
+    }
+
+    /// Writes `batch` as a new file of the local `folder` (from [`Sources::append_target`]), whole and
     /// durable before it is visible, under a name no other file has; returns its path.
     pub fn write_file(&self, folder: &Path, batch: &RecordBatch) -> Result<PathBuf> {
         let (tmp, _) = write_tmp(
@@ -457,7 +530,10 @@ mod tests {
         let mut w = w.unwrap();
         w.write(&batch(&[0])).unwrap();
         w.close().unwrap();
-        let (folder, schema) = sources.append_target(&source()).unwrap();
+        let (target, schema) = sources.append_target(&source()).unwrap();
+        let AppendTarget::Folder(folder) = target else {
+            panic!("a folder source appends to its folder")
+        };
         assert_eq!(schema, *batch(&[0]).schema());
         let mut written = Vec::new();
         for i in 1..=10 {

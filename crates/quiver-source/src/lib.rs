@@ -44,7 +44,7 @@ use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use quiver_core::{Feature, JoinKey, Source};
 use quiver_storage::{ObjectFile, ObjectStorage, ObjectUrl};
 
-pub use append::{Compaction, PUSH_PREFIX, TEMPORARY_PREFIX, sweep_temporary_files};
+pub use append::{AppendTarget, Compaction, PUSH_PREFIX, TEMPORARY_PREFIX, sweep_temporary_files};
 pub use error::{Result, SourceError};
 pub use files::source_files;
 pub use newest::{NewestVersions, RowVersion, merge_version, winners_by_task};

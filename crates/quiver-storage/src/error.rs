@@ -119,6 +119,11 @@ pub(crate) fn classify(e: &object_store::Error) -> Failure {
         }
         E::PermissionDenied { .. } => Failure::PermissionDenied,
         E::NotImplemented { .. } | E::NotSupported { .. } => Failure::Unsupported,
+        // No credentials in the environment: the chain's last resort, the instance metadata
+        // service, refused or is absent.
+        _ if text.contains("169.254.169.254") || text.contains("169.254.170.2") => {
+            Failure::Credentials
+        }
         _ if text.contains("NoSuchBucket") => Failure::NoSuchBucket,
         _ if text.contains("SlowDown")
             || text.contains("429 Too Many Requests")

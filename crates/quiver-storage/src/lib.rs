@@ -43,6 +43,12 @@ pub use url::{ObjectUrl, Scheme};
 /// Requests of one call kept in flight at once (ranged reads of many objects).
 const CONCURRENT_REQUESTS: usize = 32;
 
+/// Size of one part of a multipart upload (and the largest file uploaded with one `PUT`).
+pub const PART_BYTES: usize = 16 << 20;
+
+/// Parts of one multipart upload in flight at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
 /// One object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectFile {
@@ -264,6 +270,44 @@ impl ObjectStorage {
             .map_err(request(url, "PUT"))
     }
 
+    /// Uploads the local file at `path` to `url`, replacing any object there: one `PUT` up to
+    /// [`PART_BYTES`], else a multipart upload of [`PART_BYTES`] parts, a few in flight. The
+    /// object becomes visible only when the upload completes: one that fails or is killed
+    /// leaves nothing visible (a failed multipart upload is aborted; one killed outright is
+    /// dropped by the bucket's lifecycle rules for incomplete uploads).
+    pub fn upload_file(&self, url: &ObjectUrl, path: &std::path::Path) -> Result<()> {
+        let client = self.client(url)?;
+        let object = url.object_path();
+        let file = path.to_owned();
+        block_on(async move {
+            let size = tokio::fs::metadata(&file)
+                .await
+                .map_err(local(&file))?
+                .len();
+            if size <= PART_BYTES as u64 {
+                let bytes = tokio::fs::read(&file).await.map_err(local(&file))?;
+                client.put(&object, PutPayload::from(bytes)).await?;
+                return Ok(());
+            }
+            let upload = client.put_multipart(&object).await?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            let mut reader = tokio::fs::File::open(&file).await.map_err(local(&file))?;
+            let mut buffer = vec![0u8; 1 << 20];
+            loop {
+                let n = tokio::io::AsyncReadExt::read(&mut reader, &mut buffer)
+                    .await
+                    .map_err(local(&file))?;
+                if n == 0 {
+                    break;
+                }
+                writer.wait_for_capacity(UPLOADS_IN_FLIGHT).await?;
+                writer.write(&buffer[..n]);
+            }
+            writer.finish().await.map(|_| ())
+        })
+        .map_err(request(url, "PUT (upload)"))
+    }
+
     /// Removes the object at `url` (nothing happens when there is none).
     pub fn delete(&self, url: &ObjectUrl) -> Result<()> {
         let client = self.client(url)?;
@@ -273,6 +317,15 @@ impl ObjectStorage {
             Err(e) if classify_not_found(&e) => Ok(()),
             Err(e) => Err(request(url, "DELETE")(e)),
         }
+    }
+}
+
+/// A local file's read error as a client error (the upload never started or was aborted).
+fn local(path: &std::path::Path) -> impl Fn(std::io::Error) -> object_store::Error {
+    let path = path.display().to_string();
+    move |e| object_store::Error::Generic {
+        store: "local file",
+        source: format!("{path}: {e}").into(),
     }
 }
 
