@@ -303,6 +303,74 @@ fn a_killed_training_set_upload_leaves_no_partial_object() {
     }
 }
 
+#[test]
+fn flight_writes_a_training_set_to_an_allowed_prefix_only() {
+    use futures::TryStreamExt;
+    let server = quiver_testkit::s3::shared_server();
+    let dir = example_repo();
+    let repo = dir.path();
+    let prefix = move_to_s3(server, repo, &endpoint_settings(server));
+    let config = std::fs::read_to_string(repo.join("quiver.yaml")).unwrap();
+    std::fs::write(
+        repo.join("quiver.yaml"),
+        config + &format!("  outputs: [{prefix}/training]\n"),
+    )
+    .unwrap();
+    quiver_s3(server, repo, &["apply"]);
+    let serving = Server::start_with_env(repo, &server.env());
+    let entities = repo.join("entities.parquet");
+    write_trip_entities(&entities, &[(1001, "C1001"), (1002, "C1002"), (9999, "C9")]);
+    let table = read_parquet(&entities);
+    let exchange = |out: String| {
+        let command = serde_json::json!({
+            "features": ["driver_hourly_stats:conv_rate"],
+            "out": out,
+        })
+        .to_string();
+        let table = table.clone();
+        let flight = serving.flight.replace("grpc://", "http://");
+        runtime().block_on(async move {
+            let channel = tonic::transport::Channel::from_shared(flight)
+                .unwrap()
+                .connect_lazy();
+            let mut client = arrow_flight::FlightClient::new(channel);
+            let input = arrow_flight::encode::FlightDataEncoderBuilder::new()
+                .with_flight_descriptor(Some(arrow_flight::FlightDescriptor::new_cmd(command)))
+                .build(futures::stream::iter([Ok(table)]));
+            let stream = client.do_exchange(input).await?;
+            stream.try_collect::<Vec<_>>().await
+        })
+    };
+    let out = format!("{prefix}/training/flight.parquet");
+    let answer = exchange(out.clone()).unwrap();
+    assert_eq!(answer.len(), 1);
+    let row = &answer[0];
+    let location = row
+        .column_by_name("location")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap()
+        .value(0)
+        .to_owned();
+    assert_eq!(location, out);
+    let storage = server.storage();
+    let url = quiver_storage::ObjectUrl::parse(&out).unwrap().unwrap();
+    let local = repo.join("flight.parquet");
+    std::fs::write(&local, storage.get(&url).unwrap().unwrap()).unwrap();
+    assert_eq!(read_parquet(&local).num_rows(), 3);
+
+    let outside = format!("{prefix}/elsewhere/flight.parquet");
+    let err = exchange(outside.clone()).unwrap_err().to_string();
+    assert!(
+        err.contains("PermissionDenied") || err.contains("permission"),
+        "{err}"
+    );
+    assert!(err.contains("object_storage.outputs"), "{err}");
+    let url = quiver_storage::ObjectUrl::parse(&outside).unwrap().unwrap();
+    assert!(storage.head(&url).unwrap().is_none());
+}
+
 /// Copies a folder tree.
 fn copy_folder(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -1,20 +1,15 @@
 //! `quiver training-set` (the join in-process) and `quiver serve`.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use anyhow::{Result, bail};
 use quiver_core::{Definitions, FeatureRef, ResolvedFeature};
 use quiver_offline::{JoinOptions, PointInTimeJoin, Progress, read_entity_file};
 use quiver_ops::{FeatureStore, StoreOptions};
 use quiver_server::{ServeOptions, serve, shutdown_signal};
 use quiver_source::Sources;
-use quiver_storage::ObjectUrl;
 use serde_json::json;
 
 use crate::output;
@@ -63,38 +58,14 @@ pub fn training_set(
     })?;
     bar.finish_and_clear();
 
-    let rows = set.num_rows();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    // Written whole to a temporary file, then published: renamed into place, or uploaded
-    // (an object appears only once its upload completes).
-    let url = ObjectUrl::parse(out)?;
-    let tmp = match &url {
-        Some(_) => tempfile::Builder::new()
-            .prefix(".quiver-training-set-")
-            .suffix(".parquet")
-            .tempfile()?
-            .into_temp_path(),
-        None => {
-            tempfile::TempPath::try_from_path(Path::new(out).with_extension("parquet.partial"))?
-        }
-    };
-    let mut writer = ArrowWriter::try_new(
-        File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
-        set.schema(),
-        Some(props),
-    )?;
-    for batch in set {
-        writer.write(&batch?)?;
-    }
-    writer.close()?;
-    match &url {
-        Some(url) => sources.storage().upload_file(url, &tmp)?,
-        None => tmp
-            .persist(out)
-            .with_context(|| format!("cannot write {out}"))?,
-    }
+    let schema = set.schema();
+    let mut batches = set.map(|b| {
+        b.map_err(|e| quiver_source::SourceError::InvalidRows {
+            source_name: "training set".into(),
+            message: e.to_string(),
+        })
+    });
+    let rows = sources.write_output(out, &schema, &mut batches)?;
     let secs = started.elapsed().as_secs_f64();
     if as_json {
         println!(

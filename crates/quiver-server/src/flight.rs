@@ -102,6 +102,10 @@ struct Command {
     start: Option<String>,
     #[serde(default)]
     end: Option<String>,
+    /// Write the training set to this object URL (under `object_storage.outputs`) and answer
+    /// with its location and row count instead of the rows.
+    #[serde(default)]
+    out: Option<String>,
 }
 
 /// Feast's remote offline-store command (the fields Quiver uses).
@@ -431,7 +435,74 @@ impl TrainingSetService {
                 rows,
             )
             .await?;
+        let (schema, batches) = self.maybe_write_out(command.out, schema, batches).await?;
         Ok(encode(schema, batches))
+    }
+
+    /// With an `out` URL, writes the training set there and answers with one row of its
+    /// `location` and `rows`; otherwise the training set itself.
+    async fn maybe_write_out(
+        &self,
+        out: Option<String>,
+        schema: SchemaRef,
+        mut batches: Batches,
+    ) -> Result<(SchemaRef, Batches), Status> {
+        let Some(out) = out else {
+            return Ok((schema, batches));
+        };
+        let sources = Arc::clone(self.store.sources());
+        let settings = sources.storage().settings();
+        if !settings.is_output(&out) {
+            return Err(Status::permission_denied(format!(
+                "'{out}' is not under object_storage.outputs ({}); the server writes training sets only there",
+                if settings.outputs.is_empty() {
+                    "none declared".to_owned()
+                } else {
+                    settings.outputs.join(", ")
+                }
+            )));
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let location = out.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            // The join's own error, when it is what stopped the write.
+            let mut failed: Option<Status> = None;
+            let mut rows = std::iter::from_fn(|| match runtime.block_on(batches.next())? {
+                Ok(batch) => Some(Ok(batch)),
+                Err(e) => {
+                    let message = e.to_string();
+                    failed = Some(match e {
+                        FlightError::Tonic(s) => *s,
+                        other => Status::internal(other.to_string()),
+                    });
+                    Some(Err(quiver_source::SourceError::InvalidRows {
+                        source_name: "training set".into(),
+                        message,
+                    }))
+                }
+            });
+            let written = sources.write_output(&out, &schema, &mut rows);
+            drop(rows);
+            match (written, failed) {
+                (Ok(rows), _) => Ok(rows),
+                (Err(_), Some(s)) => Err(s),
+                (Err(e), None) => Err(status(&e)),
+            }
+        })
+        .await
+        .map_err(|e| join_status(&e))??;
+        let answer = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("location", DataType::Utf8, false),
+                Field::new("rows", DataType::Int64, false),
+            ])),
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec![location])),
+                Arc::new(arrow::array::Int64Array::from(vec![rows as i64])),
+            ],
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok((answer.schema(), futures::stream::iter([Ok(answer)]).boxed()))
     }
 
     /// The schema of a command's training set for the minimal entity table (join keys and
@@ -775,6 +846,7 @@ impl FlightService for TrainingSetService {
                 entities: None,
                 start: None,
                 end: None,
+                out: None,
             };
             let schema = self.command_schema(&caller, command).await?;
             let ticket = serde_json::json!({"features": [format!("{}:*", view.name)]}).to_string();
@@ -987,6 +1059,7 @@ impl FlightService for TrainingSetService {
                 EntityRows::Table(table),
             )
             .await?;
+        let (schema, batches) = self.maybe_write_out(command.out, schema, batches).await?;
         Ok(Response::new(encode(schema, batches)))
     }
 }

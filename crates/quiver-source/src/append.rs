@@ -214,6 +214,40 @@ impl Sources {
         }
     }
 
+    /// Writes `batches` as one Parquet file at `out`, a local path (anywhere: the caller's
+    /// own) or an object URL, whole before it is visible: a local file is written beside its
+    /// final name and renamed over it; an object is uploaded once the file is complete (a
+    /// failed or killed write leaves nothing under `out`). Returns the rows written.
+    pub fn write_output(
+        &self,
+        out: &str,
+        schema: &Schema,
+        batches: &mut dyn Iterator<Item = Result<RecordBatch>>,
+    ) -> Result<u64> {
+        let url = ObjectUrl::parse(out)?;
+        let (folder, shown) = match &url {
+            Some(_) => (std::env::temp_dir(), out.to_owned()),
+            None => {
+                let path = Path::new(out);
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                (
+                    parent.unwrap_or(Path::new(".")).to_path_buf(),
+                    out.to_owned(),
+                )
+            }
+        };
+        let (tmp, rows) = write_tmp(&folder, schema, batches)?;
+        let published = match &url {
+            Some(url) => self
+                .storage()
+                .upload_file(url, &tmp)
+                .map_err(SourceError::from),
+            None => fs::rename(&tmp, out).map_err(SourceError::io(&shown)),
+        };
+        let _ = fs::remove_file(&tmp);
+        published.map(|()| rows)
+    }
+
     /// Removes a file [`Sources::append`] added (when what it belonged to failed).
     pub fn remove_appended(&self, file: &SourceFile) -> Result<()> {
         match file {

@@ -27,6 +27,21 @@ pub struct StorageSettings {
     /// Retries of a transiently failed request, with exponential backoff (default 5).
     #[serde(default)]
     pub max_retries: Option<usize>,
+    /// URL prefixes a client may ask `quiver serve` to write training sets under (the Flight
+    /// command's `out`); none by default, so the server writes nowhere on a client's word.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+}
+
+impl StorageSettings {
+    /// Whether `url` is under one of [`StorageSettings::outputs`].
+    pub fn is_output(&self, url: &str) -> bool {
+        ObjectUrl::is_url(url)
+            && self.outputs.iter().any(|prefix| {
+                let folder = format!("{}/", prefix.trim_end_matches('/'));
+                url.starts_with(&folder) && url.len() > folder.len()
+            })
+    }
 }
 
 /// `object_storage.s3`: where S3 is and how to address it (unset: AWS, from the
@@ -117,4 +132,28 @@ pub(crate) fn build_client(
                 .build()?,
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_prefixes_taken_as_folders() {
+        let settings = StorageSettings {
+            outputs: vec!["s3://b/training".into()],
+            ..StorageSettings::default()
+        };
+        assert!(settings.is_output("s3://b/training/x.parquet"));
+        assert!(settings.is_output("s3://b/training/a/b.parquet"));
+        for refused in [
+            "s3://b/training",
+            "s3://b/training2/x",
+            "s3://c/training/x",
+            "training/x",
+        ] {
+            assert!(!settings.is_output(refused), "{refused}");
+        }
+        assert!(!StorageSettings::default().is_output("s3://b/training/x"));
+    }
 }

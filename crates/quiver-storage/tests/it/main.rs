@@ -71,6 +71,7 @@ fn a_missing_bucket_and_an_unreachable_server_are_told_apart() {
         },
         max_retries: Some(1),
         timeout: Some(quiver_core::Period(std::time::Duration::from_secs(2))),
+        ..StorageSettings::default()
     };
     let closed = ObjectStorage::new(settings.clone()).with_credentials(StaticCredentials {
         key_id: "k".into(),
