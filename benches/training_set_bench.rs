@@ -8,6 +8,11 @@
 //! `--view-rows` rows over 30 days; an entity table of `--entity-rows` rows. Every engine runs
 //! in its own process, so peak memory (VmHWM / ru_maxrss) is its own. DuckDB comes from PyPI
 //! into a venv (benches/python/venv.sh). Data is cached in `--data` per scale.
+//!
+//! With `--s3`, the same sources are also uploaded to a SeaweedFS S3 server started on
+//! loopback, and Quiver reads them by URL (the entity table stays local) next to DuckDB
+//! reading the same objects through its httpfs extension (`venv.sh httpfs`):
+//! `$CARGO_TARGET_DIR/debug/training-set-bench --entity-rows 1000000 --s3`.
 
 use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::fs::File;
@@ -51,6 +56,9 @@ struct Args {
     /// Skip DuckDB.
     #[arg(long)]
     no_duckdb: bool,
+    /// Also run with the sources on a loopback S3 server (SeaweedFS), Quiver and DuckDB.
+    #[arg(long)]
+    s3: bool,
     /// Internal: run Quiver's join on DATA, writing OUT (used in a child process).
     #[arg(long, hide = true, num_args = 2, value_names = ["DATA", "OUT"])]
     run_quiver: Vec<PathBuf>,
@@ -359,24 +367,142 @@ fn compare(quiver: &Path, duckdb: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The benchmark's Python venv (`venv.sh [NAME]`).
+fn venv(name: Option<&str>) -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/venv.sh");
+    let out = Command::new(&script).args(name).output()?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// Quiver on local disk, Quiver over S3 and DuckDB (httpfs) over the same S3 objects.
+fn run_s3(args: &Args) -> Result<()> {
+    let server = quiver_testkit::s3::S3Server::start();
+    let httpfs = venv(Some("httpfs"))?;
+    let me = std::env::current_exe()?;
+    let quiver = |data: &Path, out: &Path| -> Result<Measured> {
+        measured(
+            &Command::new(&me)
+                .arg("--run-quiver")
+                .arg(data)
+                .arg(out)
+                .envs(server.env())
+                .output()?,
+            "quiver",
+        )
+    };
+    println!(
+        "| entity rows | view rows | Quiver local s | Quiver S3 s | S3/local | DuckDB S3 s | DuckDB S3/Quiver S3 | Quiver S3 peak MB | same rows |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut uploaded = None;
+    for &rows in &args.entity_rows {
+        let data = dataset(args, rows)?;
+        let (remote, prefix) = s3_dataset(&server, &data, &mut uploaded)?;
+        let local_out = data.join("quiver-result.parquet");
+        let s3_out = remote.join("quiver-result.parquet");
+        let local = quiver(&data, &local_out)?;
+        let s3 = quiver(&remote, &s3_out)?;
+        let d_out = remote.join("duckdb-result.parquet");
+        let d = measured(
+            &Command::new(httpfs.join("bin/python"))
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/duckdb_training_set.py"))
+                .arg(&data)
+                .arg(&d_out)
+                .arg(server.endpoint().trim_start_matches("http://"))
+                .arg(&prefix)
+                .envs(server.env())
+                .output()?,
+            "duckdb (httpfs)",
+        )?;
+        let same = match compare(&s3_out, &local_out).and_then(|()| compare(&s3_out, &d_out)) {
+            Ok(()) => "yes".to_owned(),
+            Err(e) => format!("NO: {e}"),
+        };
+        println!(
+            "| {rows} | {} | {:.2} | {:.2} | {:.2}× | {:.2} | {:.2}× | {:.0} | {same} |",
+            args.view_rows,
+            local.seconds,
+            s3.seconds,
+            s3.seconds / local.seconds,
+            d.seconds,
+            d.seconds / s3.seconds,
+            s3.peak_rss_mb,
+        );
+    }
+    Ok(())
+}
+
+/// The sources of `data` uploaded to `server` and a repository reading them by URL (the same
+/// definitions, the entity table still local); returns the repository and the prefix.
+fn s3_dataset(
+    server: &quiver_testkit::s3::S3Server,
+    data: &Path,
+    uploaded: &mut Option<String>,
+) -> Result<(PathBuf, String)> {
+    let storage = server.storage();
+    let prefix = match uploaded {
+        Some(prefix) => prefix.clone(),
+        None => {
+            let views = tempfile::tempdir()?;
+            for (view, ..) in VIEWS {
+                let name = format!("{view}.parquet");
+                std::os::unix::fs::symlink(
+                    data.join(&name).canonicalize()?,
+                    views.path().join(&name),
+                )?;
+            }
+            eprintln!("uploading the sources to {}...", server.endpoint());
+            let prefix = server.upload(&storage, views.path(), "training-bench");
+            uploaded.replace(prefix.clone());
+            prefix
+        }
+    };
+    let dir = data.with_file_name(format!(
+        "{}-s3",
+        data.file_name().and_then(|n| n.to_str()).unwrap_or("set")
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join("entities.parquet");
+    if !link.exists() {
+        std::os::unix::fs::symlink(data.join("entities.parquet"), &link)?;
+    }
+    std::fs::write(
+        dir.join("quiver.yaml"),
+        format!(
+            "project: bench\nobject_storage:\n  s3: {{endpoint: {}, region: us-east-1}}\n",
+            server.endpoint()
+        ),
+    )?;
+    let mut definitions = definitions();
+    for (view, ..) in VIEWS {
+        definitions = definitions.replace(
+            &format!("path: {view}.parquet"),
+            &format!("path: {prefix}/{view}.parquet"),
+        );
+    }
+    std::fs::write(dir.join("definitions.yaml"), definitions)?;
+    Ok((dir, prefix))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let [data, out] = args.run_quiver.as_slice() {
         return run_quiver(data, out);
     }
+    if args.s3 {
+        return run_s3(&args);
+    }
     let venv = if args.no_duckdb {
         None
     } else {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/venv.sh");
-        let out = Command::new(&script).output()?;
-        if !out.status.success() {
-            bail!(
-                "{} failed: {}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Some(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+        Some(venv(None)?)
     };
     let me = std::env::current_exe()?;
     println!(

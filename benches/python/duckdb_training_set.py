@@ -1,11 +1,15 @@
 """Times DuckDB's ASOF LEFT JOIN building the same training set as Quiver.
 
-Usage: duckdb_training_set.py DATA_DIR OUT.parquet
+Usage: duckdb_training_set.py DATA_DIR OUT.parquet [S3_ENDPOINT S3_PREFIX]
 DATA_DIR holds entities.parquet, driver_stats.parquet, customer_profile.parquet and
 driver_customer.parquet (written by training-set-bench). Each source is first reduced to one
 row per (key, event_timestamp) -- the greatest created timestamp -- because ASOF picks an
 arbitrary row among equal timestamps; that is the tie rule Quiver applies. Prints one JSON line:
 {"seconds": ..., "rows": ..., "peak_rss_mb": ...}; the result (without timing) goes to OUT.
+With S3_ENDPOINT (host:port of a plain-HTTP S3 server) and S3_PREFIX (s3://bucket/prefix), the
+three sources are read from S3_PREFIX/<view>.parquet through the httpfs extension (from the
+duckdb-extension-httpfs package), with the credentials of AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY.
 """
 import json
 import resource
@@ -25,12 +29,27 @@ def main() -> None:
     data, out = sys.argv[1], sys.argv[2]
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = true")
+    sources = data
+    if len(sys.argv) > 3:
+        import os
+
+        import duckdb_extension_httpfs
+
+        endpoint, sources = sys.argv[3], sys.argv[4]
+        folder = os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__), "extensions")
+        version = os.listdir(folder)[0]
+        con.execute(f"LOAD '{folder}/{version}/httpfs.duckdb_extension'")
+        key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+        con.execute(
+            f"CREATE SECRET (TYPE s3, KEY_ID '{key}', SECRET '{secret}', ENDPOINT '{endpoint}', "
+            "URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')"
+        )
     joins, selects = [], []
     for i, (view, keys, features) in enumerate(VIEWS):
         alias = f"v{i}"
         key_list = ", ".join(keys)
         dedup = (
-            f"(SELECT * FROM read_parquet('{data}/{view}.parquet') "
+            f"(SELECT * FROM read_parquet('{sources}/{view}.parquet') "
             f"QUALIFY row_number() OVER (PARTITION BY {key_list}, event_timestamp "
             f"ORDER BY created DESC) = 1)"
         )

@@ -196,9 +196,8 @@ fn upload_folder(storage: &ObjectStorage, root: &Path, dir: &Path, prefix: &str)
             let url = ObjectUrl::parse(&url)
                 .expect("a valid URL")
                 .expect("an object URL");
-            let bytes = std::fs::read(&path).expect("read a file to upload");
             storage
-                .put(&url, bytes.into())
+                .upload_file(&url, &path)
                 .unwrap_or_else(|e| panic!("upload {}: {e}", path.display()));
         }
     }
