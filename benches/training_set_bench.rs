@@ -240,10 +240,11 @@ fn dataset(args: &Args, entity_rows: usize) -> Result<PathBuf> {
         args.view_rows, args.drivers, entity_rows
     ));
     std::fs::create_dir_all(&dir)?;
+    // Hard links: a source may not leave the data root, through a symlink either.
     for (view, ..) in VIEWS {
         let link = dir.join(format!("{view}.parquet"));
         if !link.exists() {
-            std::os::unix::fs::symlink(views.join(format!("{view}.parquet")), &link)?;
+            std::fs::hard_link(views.join(format!("{view}.parquet")), &link)?;
         }
     }
     let entities = dir.join("entities.parquet");
@@ -471,7 +472,7 @@ fn s3_dataset(
     std::fs::create_dir_all(&dir)?;
     let link = dir.join("entities.parquet");
     if !link.exists() {
-        std::os::unix::fs::symlink(data.join("entities.parquet"), &link)?;
+        std::fs::hard_link(data.join("entities.parquet"), &link)?;
     }
     std::fs::write(
         dir.join("quiver.yaml"),

@@ -6,6 +6,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 venv=${QUIVER_EXAMPLES_VENV:-/var/tmp/quiver-examples-venv}
 stamp="$venv/.requirements"
+# One creator at a time (tests start several users of the venv at once).
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2 || {
     echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)" >&2

@@ -482,7 +482,6 @@ impl TrainingSetService {
                 }
             });
             let written = sources.write_output(&out, &schema, &mut rows);
-            drop(rows);
             match (written, failed) {
                 (Ok(rows), _) => Ok(rows),
                 (Err(_), Some(s)) => Err(s),

@@ -117,7 +117,7 @@ fn props() -> WriterProperties {
         .build()
 }
 
-fn invalid(prefix: &ObjectUrl, e: parquet::errors::ParquetError) -> SourceError {
+fn invalid(prefix: &ObjectUrl, e: &parquet::errors::ParquetError) -> SourceError {
     SourceError::InvalidRows {
         source_name: prefix.to_string(),
         message: e.to_string(),
@@ -189,9 +189,9 @@ impl Sources {
             AppendTarget::Prefix(prefix) => {
                 let mut bytes = Vec::new();
                 let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props()))
-                    .map_err(|e| invalid(prefix, e))?;
-                writer.write(batch).map_err(|e| invalid(prefix, e))?;
-                writer.close().map_err(|e| invalid(prefix, e))?;
+                    .map_err(|e| invalid(prefix, &e))?;
+                writer.write(batch).map_err(|e| invalid(prefix, &e))?;
+                writer.close().map_err(|e| invalid(prefix, &e))?;
                 let bytes = bytes::Bytes::from(bytes);
                 let stamp = quiver_core::now_nanos();
                 loop {

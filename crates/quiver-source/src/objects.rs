@@ -25,7 +25,7 @@ use crate::error::{Result, SourceError};
 /// Bytes read from an object's end in the first request for its footer.
 const FOOTER_GUESS: u64 = 64 * 1024;
 
-/// The Parquet objects of a source URL, sorted by key: the object itself, every `*.parquet`
+/// The Parquet objects of a source URL, sorted by key as paths sort: the object itself, every `*.parquet`
 /// under it taken as a folder, or the keys a glob in it matches. Names starting with `.` or
 /// `_` are skipped, as on disk.
 pub(crate) fn object_files(storage: &ObjectStorage, url: &ObjectUrl) -> Result<Vec<ObjectFile>> {
@@ -70,6 +70,10 @@ pub(crate) fn object_files(storage: &ObjectStorage, url: &ObjectUrl) -> Result<V
     if files.is_empty() {
         return Err(not_found("no Parquet objects match this source URL"));
     }
+    let mut files = files;
+    // Component by component, as local paths sort: the same tree gives the same file order
+    // (the last tie-break) on disk and in a bucket ("a/b" before "a-c").
+    files.sort_by(|a, b| a.url.key().split('/').cmp(b.url.key().split('/')));
     Ok(files)
 }
 
@@ -86,7 +90,7 @@ pub(crate) fn load_footers(
         .zip(tails)
         .map(|(object, tail)| {
             let tail = tail.map_err(|e| e.to_string())?;
-            decode_footer(storage, object, tail)
+            decode_footer(storage, object, &tail)
         })
         .collect()
 }
@@ -94,19 +98,20 @@ pub(crate) fn load_footers(
 fn decode_footer(
     storage: &ObjectStorage,
     object: &ObjectFile,
-    tail: Bytes,
+    tail: &Bytes,
 ) -> Result<ArrowReaderMetadata, String> {
     let unreadable = |e: &dyn std::fmt::Display| format!("not a readable Parquet file: {e}");
     let mut reader = ParquetMetaDataReader::new();
-    let tail = match reader.try_parse_sized(&tail, object.size) {
+    let tail = match reader.try_parse_sized(tail, object.size) {
         Ok(()) => None,
         Err(ParquetError::NeedMoreData(needed)) => Some(needed as u64),
         Err(e) => return Err(unreadable(&e)),
     };
     if let Some(needed) = tail {
         let start = object.size.saturating_sub(needed);
+        let footer = start..object.size;
         let bytes = storage
-            .get_ranges(&object.url, vec![start..object.size])
+            .get_ranges_if(&object.url, object.etag.as_deref(), vec![footer])
             .map_err(|e| e.to_string())?
             .pop()
             .unwrap_or_default();
@@ -211,10 +216,21 @@ impl ChunkReader for Prefetched {
         if let Some(bytes) = self.cached(start, length as u64) {
             return Ok(bytes);
         }
-        Ok(self
-            .object
-            .fetch(vec![start..start + length as u64])?
-            .pop()
-            .unwrap_or_default())
+        let range = start..start + length as u64;
+        Ok(self.object.fetch(vec![range])?.pop().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_sort_component_by_component_as_paths_do() {
+        let mut keys = vec!["a-c.parquet", "a/b.parquet", "a.parquet"];
+        keys.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        let mut paths: Vec<&std::path::Path> = keys.iter().map(std::path::Path::new).collect();
+        paths.sort();
+        let paths: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap_or("")).collect();
+        assert_eq!(keys, paths);
+        assert_eq!(keys, ["a/b.parquet", "a-c.parquet", "a.parquet"]);
     }
 }

@@ -53,7 +53,7 @@ pub enum StorageError {
         /// Its bucket.
         bucket: String,
         /// Cause.
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// A request failed.
     #[error("{url}: {operation} in bucket '{bucket}' failed: {}: {source}", describe(*failure))]
@@ -67,7 +67,7 @@ pub enum StorageError {
         /// Why it failed.
         failure: Failure,
         /// The client's error.
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 

@@ -109,7 +109,10 @@ impl ObjectStorage {
 
     fn client(&self, url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>> {
         let key = url.store_key();
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = clients.get(&key) {
             return Ok(Arc::clone(c));
         }
@@ -117,7 +120,7 @@ impl ObjectStorage {
             .map_err(|source| StorageError::Client {
                 url: url.to_string(),
                 bucket: url.bucket().to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         clients.insert(key, Arc::clone(&client));
         Ok(client)
@@ -343,7 +346,7 @@ fn request(
         bucket: url.bucket().to_owned(),
         operation,
         failure: error::classify(&source),
-        source,
+        source: Box::new(source),
     }
 }
 

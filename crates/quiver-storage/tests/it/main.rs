@@ -45,8 +45,9 @@ fn create_if_absent_has_one_winner_and_a_replaced_object_fails_conditional_reads
     assert_eq!(&storage.get(&target).unwrap().unwrap()[..], b"first");
     let listed = storage.head(&target).unwrap().unwrap();
     storage.put(&target, "replaced".into()).unwrap();
+    let first_bytes = 0..3;
     let e = storage
-        .get_ranges_if(&target, listed.etag.as_deref(), vec![0..3])
+        .get_ranges_if(&target, listed.etag.as_deref(), vec![first_bytes])
         .unwrap_err();
     assert_eq!(e.failure(), Some(Failure::Changed), "{e}");
     assert!(storage.get(&url("absent.txt")).unwrap().is_none());
