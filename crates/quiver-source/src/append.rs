@@ -350,7 +350,7 @@ impl Sources {
         let Some(folder) = self.source_folder(source)? else {
             return Ok(None);
         };
-        let files = source_files(&self.data_root, &source.path)?;
+        let files = source_files(&self.data_root, crate::local_or_url(&source.path))?;
         let small = |p: &Path| {
             p.parent() == Some(folder.as_path())
                 && p.file_name()

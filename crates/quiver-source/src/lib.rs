@@ -105,6 +105,11 @@ impl fmt::Display for SourceFile {
     }
 }
 
+/// `path` without a `file://` scheme: a local path, or an object URL as it is.
+pub(crate) fn local_or_url(path: &str) -> &str {
+    path.strip_prefix("file://").unwrap_or(path)
+}
+
 /// The sources of one repository: where their paths are resolved, the object storage that
 /// URLs are read from, and decoded footers shared by every read.
 #[derive(Debug)]
@@ -141,8 +146,9 @@ impl Sources {
         &self.storage
     }
 
-    /// The files of a source path or URL, sorted.
+    /// The files of a source path or URL, sorted (`file://` names a local path).
     pub fn files_at(&self, path: &str) -> Result<Vec<SourceFile>> {
+        let path = local_or_url(path);
         match ObjectUrl::parse(path)? {
             Some(url) => Ok(objects::object_files(&self.storage, &url)?
                 .into_iter()
@@ -189,7 +195,7 @@ impl Sources {
         if ObjectUrl::is_url(&source.path) {
             return Ok(None);
         }
-        let folder = self.resolve(&source.path)?;
+        let folder = self.resolve(local_or_url(&source.path))?;
         Ok(folder.is_dir().then_some(folder))
     }
 
@@ -350,6 +356,25 @@ impl Sources {
                 let reader = objects::ObjectReader::new(Arc::clone(&self.storage), object.clone());
                 Ok((FileReader::Object(reader), footer))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_are_local_paths() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(dir.path().join("data")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("data/a.parquet"), b"").unwrap_or_else(|e| panic!("{e}"));
+        let sources = Sources::new(dir.path());
+        let url = format!("file://{}", dir.path().join("data").display());
+        for path in ["data", url.as_str()] {
+            let files = sources.files_at(path).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(files.len(), 1, "{path}");
+            assert!(files[0].local_path().is_some());
         }
     }
 }
