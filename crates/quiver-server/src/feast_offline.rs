@@ -251,11 +251,31 @@ pub(crate) async fn persist(
         (ObjectKind::Source, target),
     )?;
     let store = Arc::clone(store);
+    let name = path.clone();
+    write_batches(batches, name, move |rows| {
+        store
+            .sources()
+            .write_dataset(&path, &schema, rows, allow_overwrite)
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Runs `write` on a blocking thread over `batches` as they arrive. When the stream's own
+/// error is what stopped the write, that error is the answer (not the writer's report of it);
+/// `name` names the data in the writer's message.
+pub(crate) async fn write_batches<T: Send + 'static>(
+    mut batches: Batches,
+    name: String,
+    write: impl FnOnce(
+        &mut dyn Iterator<Item = quiver_source::Result<RecordBatch>>,
+    ) -> quiver_source::Result<T>
+    + Send
+    + 'static,
+) -> Result<T, Status> {
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        // The retrieval's own error, when it is what stopped the write.
         let mut failed: Option<Status> = None;
-        let mut batches = batches;
         let mut rows = std::iter::from_fn(|| match runtime.block_on(batches.next())? {
             Ok(batch) => Some(Ok(batch)),
             Err(e) => {
@@ -265,16 +285,14 @@ pub(crate) async fn persist(
                     other => Status::internal(other.to_string()),
                 });
                 Some(Err(quiver_source::SourceError::InvalidRows {
-                    source_name: path.clone(),
+                    source_name: name.clone(),
                     message,
                 }))
             }
         });
-        let written = store
-            .sources()
-            .write_dataset(&path, &schema, &mut rows, allow_overwrite);
+        let written = write(&mut rows);
         match (written, failed) {
-            (Ok(_), _) => Ok(()),
+            (Ok(value), _) => Ok(value),
             (Err(_), Some(s)) => Err(s),
             (Err(e), None) => Err(status(&e)),
         }

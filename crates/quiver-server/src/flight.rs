@@ -445,7 +445,7 @@ impl TrainingSetService {
         &self,
         out: Option<String>,
         schema: SchemaRef,
-        mut batches: Batches,
+        batches: Batches,
     ) -> Result<(SchemaRef, Batches), Status> {
         let Some(out) = out else {
             return Ok((schema, batches));
@@ -462,34 +462,11 @@ impl TrainingSetService {
                 }
             )));
         }
-        let runtime = tokio::runtime::Handle::current();
         let location = out.clone();
-        let rows = tokio::task::spawn_blocking(move || {
-            // The join's own error, when it is what stopped the write.
-            let mut failed: Option<Status> = None;
-            let mut rows = std::iter::from_fn(|| match runtime.block_on(batches.next())? {
-                Ok(batch) => Some(Ok(batch)),
-                Err(e) => {
-                    let message = e.to_string();
-                    failed = Some(match e {
-                        FlightError::Tonic(s) => *s,
-                        other => Status::internal(other.to_string()),
-                    });
-                    Some(Err(quiver_source::SourceError::InvalidRows {
-                        source_name: "training set".into(),
-                        message,
-                    }))
-                }
-            });
-            let written = sources.write_output(&out, &schema, &mut rows);
-            match (written, failed) {
-                (Ok(rows), _) => Ok(rows),
-                (Err(_), Some(s)) => Err(s),
-                (Err(e), None) => Err(status(&e)),
-            }
+        let rows = feast_offline::write_batches(batches, "training set".into(), move |rows| {
+            sources.write_output(&out, &schema, rows)
         })
-        .await
-        .map_err(|e| join_status(&e))??;
+        .await?;
         let answer = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
                 Field::new("location", DataType::Utf8, false),
