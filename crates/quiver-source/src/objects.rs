@@ -71,10 +71,14 @@ pub(crate) fn object_files(storage: &ObjectStorage, url: &ObjectUrl) -> Result<V
         return Err(not_found("no Parquet objects match this source URL"));
     }
     let mut files = files;
-    // Component by component, as local paths sort: the same tree gives the same file order
-    // (the last tie-break) on disk and in a bucket ("a/b" before "a-c").
-    files.sort_by(|a, b| a.url.key().split('/').cmp(b.url.key().split('/')));
+    files.sort_by(|a, b| path_order(a.url.key(), b.url.key()));
     Ok(files)
+}
+
+/// Keys compared component by component, as local paths sort: the same tree gives the same
+/// file order (the last tie-break) on disk and in a bucket ("a/b" before "a-c").
+fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
 }
 
 /// The footers of `objects`, all requested at once; each entry is the footer or why it
@@ -226,7 +230,7 @@ mod tests {
     #[test]
     fn keys_sort_component_by_component_as_paths_do() {
         let mut keys = vec!["a-c.parquet", "a/b.parquet", "a.parquet"];
-        keys.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        keys.sort_by(|a, b| super::path_order(a, b));
         let mut paths: Vec<&std::path::Path> = keys.iter().map(std::path::Path::new).collect();
         paths.sort();
         let paths: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap_or("")).collect();

@@ -176,14 +176,6 @@ impl ObjectStorage {
         }
     }
 
-    /// Byte ranges of one object, fetched concurrently (nearby ranges coalesced).
-    pub fn get_ranges(&self, url: &ObjectUrl, ranges: Vec<Range<u64>>) -> Result<Vec<Bytes>> {
-        let client = self.client(url)?;
-        let path = url.object_path();
-        block_on(async move { client.get_ranges(&path, &ranges).await })
-            .map_err(request(url, "GET range"))
-    }
-
     /// Byte ranges of one object, only while its entity tag is `etag` (when given): an object
     /// replaced meanwhile fails with [`Failure::Changed`] instead of answering bytes of
     /// another version. Fetched concurrently, nearby
@@ -352,7 +344,7 @@ fn request(
 
 /// Runs `future` to completion on the storage IO runtime and waits for it: callable from any
 /// thread, inside an async runtime or not (the calling thread only waits).
-pub fn block_on<F>(future: F) -> F::Output
+fn block_on<F>(future: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,

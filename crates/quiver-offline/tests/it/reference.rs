@@ -95,44 +95,24 @@ struct ReferenceCase {
     threads: usize,
 }
 
-fn reference_case() -> impl Strategy<Value = ReferenceCase> {
-    (
-        prop::collection::vec(source_row(), 0..25),
-        prop::collection::vec(source_row(), 0..25),
-        prop::collection::vec(source_row(), 0..25),
-        prop::collection::vec(entity_row(), 0..30),
-        prop_oneof![Just(0i64), Just(3), Just(8)],
-        prop_oneof![Just(0i64), Just(5)],
-        any::<bool>(),
-        1usize..6,
-        prop_oneof![Just(usize::MAX), Just(900usize), Just(2500)],
-        1usize..3,
-    )
-        .prop_map(
-            |(
-                stats_a,
-                stats_b,
-                zones,
-                entities,
-                stats_ttl,
-                zones_ttl,
-                as_of_created,
-                row_group,
-                memory_limit,
-                threads,
-            )| ReferenceCase {
-                stats_a,
-                stats_b,
-                zones,
-                entities,
-                stats_ttl,
-                zones_ttl,
-                as_of_created,
-                row_group,
-                memory_limit,
-                threads,
-            },
-        )
+prop_compose! {
+    fn reference_case()(
+        stats_a in prop::collection::vec(source_row(), 0..25),
+        stats_b in prop::collection::vec(source_row(), 0..25),
+        zones in prop::collection::vec(source_row(), 0..25),
+        entities in prop::collection::vec(entity_row(), 0..30),
+        stats_ttl in prop_oneof![Just(0i64), Just(3), Just(8)],
+        zones_ttl in prop_oneof![Just(0i64), Just(5)],
+        as_of_created in any::<bool>(),
+        row_group in 1usize..6,
+        memory_limit in prop_oneof![Just(usize::MAX), Just(900usize), Just(2500)],
+        threads in 1usize..3,
+    ) -> ReferenceCase {
+        ReferenceCase {
+            stats_a, stats_b, zones, entities, stats_ttl, zones_ttl, as_of_created, row_group,
+            memory_limit, threads,
+        }
+    }
 }
 
 fn engine_matches_the_reference(place: Place, case: ReferenceCase) -> Result<(), TestCaseError> {
