@@ -87,6 +87,9 @@ pub enum CoreError {
         "invalid data selection '{0}' (expected a window START..END of times or now-PERIOD, a period like 7d for the last 7 days, or a Parquet file or folder under the data root)"
     )]
     InvalidSelection(String),
+    /// An offline engine that is not `native` or `spark`.
+    #[error("unknown offline engine '{0}' (expected native or spark)")]
+    InvalidEngine(String),
     /// A unit of integer times that is not `s`, `ms`, `us` or `ns`.
     #[error("invalid timestamp unit '{0}' (expected s, ms, us or ns)")]
     InvalidTimestampUnit(String),

@@ -20,6 +20,7 @@
 
 pub mod definitions;
 pub mod duration;
+pub mod engine;
 pub mod entity_key;
 pub mod error;
 pub mod model;
@@ -29,6 +30,7 @@ pub mod types;
 
 pub use definitions::{Definitions, OnlineLayout, ResolvedFeature};
 pub use duration::{Period, Ttl, format_duration, parse_duration};
+pub use engine::{EngineKind, OfflineEngine, SparkSettings};
 pub use entity_key::{
     KeyColumns, KeyValue, canonical_order, column_fits_key, encode_entity_key, is_single_int,
     push_bytes_key, push_int32_key, push_int64_key,

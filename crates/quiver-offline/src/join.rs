@@ -134,6 +134,78 @@ impl<'a> PointInTimeJoin<'a> {
         })
     }
 
+    /// The definitions the join resolves against.
+    pub fn definitions(&self) -> &'a Definitions {
+        self.defs
+    }
+
+    /// The sources the join reads.
+    pub fn sources(&self) -> &'a Sources {
+        self.sources
+    }
+
+    /// How the join runs.
+    pub fn options(&self) -> &JoinOptions {
+        &self.options
+    }
+
+    /// The requested views in first-use order, each with its requested features and their
+    /// positions among all requested features.
+    pub fn views(&self) -> impl Iterator<Item = (&'a FeatureView, &[(usize, &'a Feature)])> {
+        self.views.iter().map(|v| (v.view, v.features.as_slice()))
+    }
+
+    /// A training set of features another engine joined onto `entities`: for each view of
+    /// [`Self::views`], in that order, one column per requested feature with one value per
+    /// entity row, in input order, of the feature's declared Arrow type.
+    pub fn assemble(
+        &self,
+        entities: RecordBatch,
+        columns: Vec<Vec<ArrayRef>>,
+    ) -> Result<TrainingSet> {
+        let schema = self.output_schema(entities.schema_ref())?;
+        if columns.len() != self.views.len() {
+            return Err(OfflineError::invalid(format!(
+                "{} views were joined, {} requested",
+                columns.len(),
+                self.views.len()
+            )));
+        }
+        let mut views = Vec::with_capacity(columns.len());
+        for (request, arrays) in self.views.iter().zip(columns) {
+            if arrays.len() != request.features.len() {
+                return Err(OfflineError::invalid(format!(
+                    "feature view '{}': {} columns joined, {} features requested",
+                    request.view.name,
+                    arrays.len(),
+                    request.features.len()
+                )));
+            }
+            for ((_, feature), array) in request.features.iter().zip(&arrays) {
+                let expected = feature.value_type.to_arrow();
+                if array.len() != entities.num_rows() || array.data_type() != &expected {
+                    return Err(OfflineError::invalid(format!(
+                        "feature '{}:{}' was joined as {} values of type {}, not {} of {expected}",
+                        request.view.name,
+                        feature.name,
+                        array.len(),
+                        array.data_type(),
+                        entities.num_rows()
+                    )));
+                }
+            }
+            let positions = request.features.iter().map(|(i, _)| *i).collect();
+            views.push((positions, ViewColumns::Memory(arrays)));
+        }
+        Ok(TrainingSet {
+            schema,
+            entities,
+            views,
+            offset: 0,
+            batch_rows: self.options.batch_rows.max(1),
+        })
+    }
+
     /// Every join key the entity table must have, by name, in first-use order.
     pub fn join_keys(&self) -> Result<Vec<JoinKey>> {
         let mut keys: Vec<JoinKey> = Vec::new();

@@ -35,6 +35,9 @@ pub struct RepoConfig {
     /// How pushed rows are checked and stored.
     #[serde(default)]
     pub push: PushConfig,
+    /// Where training sets are computed unless a request says otherwise (native by default).
+    #[serde(default)]
+    pub offline_engine: quiver_core::OfflineEngine,
     /// Where `s3://`, `gs://` and `az://` sources, registries and outputs are served from
     /// (credentials come from the environment, never from here).
     #[serde(default)]

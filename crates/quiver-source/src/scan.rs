@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow::compute::cast;
+use arrow::datatypes::DataType;
 use bytes::Bytes;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -245,6 +246,21 @@ impl SourceScan {
     /// The source column of a feature.
     pub fn feature_column<'a>(&'a self, feature: &'a Feature) -> &'a str {
         self.source.column_for(&feature.name)
+    }
+
+    /// The source columns of the event time and, when the source has one, the created time.
+    pub fn time_columns(&self) -> (&str, Option<&str>) {
+        (&self.ts_column, self.created_column.as_deref())
+    }
+
+    /// The Arrow type of source column `column` in file `file`, if the file has it.
+    pub fn column_type(&self, file: usize, column: &str) -> Option<&DataType> {
+        self.files[file]
+            .footer
+            .schema()
+            .field_with_name(column)
+            .ok()
+            .map(|f| f.data_type())
     }
 
     /// The source columns of the join keys, canonical order.

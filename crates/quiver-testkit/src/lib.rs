@@ -9,10 +9,13 @@
 //! - [`redis`]: `redis-server` alone (optionally with TLS and an ACL user) and Redis Clusters
 //!   made with `redis-cli --cluster create`, with node kills and restarts for failover tests.
 //! - [`s3`]: a SeaweedFS S3 server (`weed mini`) with a bucket.
+//! - [`spark`]: a Spark standalone cluster (master, two one-core workers) with a Spark Connect
+//!   server.
 //! - [`SmallDisk`]: a tmpfs of a few megabytes, to run out of space on.
 
 pub mod redis;
 pub mod s3;
+pub mod spark;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -69,12 +69,8 @@ impl std::fmt::Debug for S3Server {
     }
 }
 
-/// The `weed` binary: `$QUIVER_WEED`, else the one in the examples' venv (created on first
-/// use).
-pub fn weed() -> PathBuf {
-    if let Some(path) = std::env::var_os("QUIVER_WEED") {
-        return PathBuf::from(path);
-    }
+/// The examples' venv (`examples/python/venv.sh`, created or updated on first use).
+pub fn venv() -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/python/venv.sh");
     let out = Command::new(&script)
         .output()
@@ -85,8 +81,15 @@ pub fn weed() -> PathBuf {
         script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let venv = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    venv.join("bin/weed")
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The `weed` binary: `$QUIVER_WEED`, else the one in the examples' venv.
+pub fn weed() -> PathBuf {
+    if let Some(path) = std::env::var_os("QUIVER_WEED") {
+        return PathBuf::from(path);
+    }
+    venv().join("bin/weed")
 }
 
 impl S3Server {

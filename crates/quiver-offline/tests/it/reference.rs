@@ -115,7 +115,7 @@ prop_compose! {
     }
 }
 
-fn engine_matches_the_reference(place: Place, case: ReferenceCase) -> Result<(), TestCaseError> {
+fn engine_matches_the_reference(setup: Setup, case: ReferenceCase) -> Result<(), TestCaseError> {
     let ReferenceCase {
         stats_a,
         stats_b,
@@ -128,7 +128,7 @@ fn engine_matches_the_reference(place: Place, case: ReferenceCase) -> Result<(),
         memory_limit,
         threads,
     } = case;
-    let dir = Data::new(place);
+    let dir = Data::new(setup);
     write_source(&dir.path().join("stats/a.parquet"), &stats_a, row_group);
     write_source(&dir.path().join("stats/b.parquet"), &stats_b, row_group);
     write_source(&dir.path().join("zones.parquet"), &zones, row_group);
@@ -177,11 +177,21 @@ proptest! {
 
     #[test]
     fn engine_matches_the_reference_on_disk(case in reference_case()) {
-        engine_matches_the_reference(Place::Disk, case)?;
+        engine_matches_the_reference(Setup::Disk, case)?;
     }
 
     #[test]
     fn engine_matches_the_reference_on_s3(case in reference_case()) {
-        engine_matches_the_reference(Place::S3, case)?;
+        engine_matches_the_reference(Setup::S3, case)?;
+    }
+}
+
+proptest! {
+    // Each case is a few Spark jobs (about a second each on two cores).
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn engine_matches_the_reference_on_spark(case in reference_case()) {
+        engine_matches_the_reference(Setup::Spark, case)?;
     }
 }

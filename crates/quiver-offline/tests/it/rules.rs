@@ -14,8 +14,8 @@ struct Case {
 }
 
 /// `stats` rows in one file (a second file when `later` is given), zones empty.
-fn case(place: Place, ttl: i64, rows: &[Row], later: &[Row]) -> Case {
-    let dir = Data::new(place);
+fn case(setup: Setup, ttl: i64, rows: &[Row], later: &[Row]) -> Case {
+    let dir = Data::new(setup);
     write_source(&dir.path().join("stats/a.parquet"), rows, 2);
     if !later.is_empty() {
         write_source(&dir.path().join("stats/b.parquet"), later, 2);
@@ -53,27 +53,27 @@ impl Case {
     }
 }
 
-fn a_row_at_exactly_t_counts_and_a_later_row_never_leaks(place: Place) {
-    let c = case(place, 0, &[row(1, 10, 0, 100), row(1, 11, 0, 110)], &[]);
+fn a_row_at_exactly_t_counts_and_a_later_row_never_leaks(setup: Setup) {
+    let c = case(setup, 0, &[row(1, 10, 0, 100), row(1, 11, 0, 110)], &[]);
     let got = c.values(&[at(1, 10), at(1, 9), at(1, 11)], JoinOptions::default());
     assert_eq!(got, vec![Some(100), None, Some(110)]);
 }
 
-fn ttl_bounds_are_inclusive(place: Place) {
-    let c = case(place, 5, &[row(1, 10, 0, 100)], &[]);
+fn ttl_bounds_are_inclusive(setup: Setup) {
+    let c = case(setup, 5, &[row(1, 10, 0, 100)], &[]);
     let got = c.values(&[at(1, 15), at(1, 16), at(1, 10)], JoinOptions::default());
     assert_eq!(got, vec![Some(100), None, Some(100)]);
 }
 
-fn a_newer_row_outside_nothing_older_inside_ttl_is_not_used(place: Place) {
+fn a_newer_row_outside_nothing_older_inside_ttl_is_not_used(setup: Setup) {
     // The newest row before T decides; an older row is never used when the newest is stale.
-    let c = case(place, 5, &[row(1, 1, 0, 1), row(1, 3, 0, 3)], &[]);
+    let c = case(setup, 5, &[row(1, 1, 0, 1), row(1, 3, 0, 3)], &[]);
     assert_eq!(c.values(&[at(1, 9)], JoinOptions::default()), vec![None]);
 }
 
-fn ties_go_to_the_greatest_created_time_then_the_later_row(place: Place) {
+fn ties_go_to_the_greatest_created_time_then_the_later_row(setup: Setup) {
     let c = case(
-        place,
+        setup,
         0,
         &[
             row(1, 10, 5, 1),
@@ -87,9 +87,9 @@ fn ties_go_to_the_greatest_created_time_then_the_later_row(place: Place) {
     assert_eq!(got, vec![Some(2), Some(5)]);
 }
 
-fn as_of_created_ignores_rows_written_after_t(place: Place) {
+fn as_of_created_ignores_rows_written_after_t(setup: Setup) {
     // Row at ts 5 was backfilled at 20: invisible at T=10 with as_of_created.
-    let c = case(place, 0, &[row(1, 2, 2, 20), row(1, 5, 20, 50)], &[]);
+    let c = case(setup, 0, &[row(1, 2, 2, 20), row(1, 5, 20, 50)], &[]);
     let plain = c.values(&[at(1, 10), at(1, 20)], JoinOptions::default());
     assert_eq!(plain, vec![Some(50), Some(50)]);
     let strict = JoinOptions {
@@ -102,8 +102,8 @@ fn as_of_created_ignores_rows_written_after_t(place: Place) {
     );
 }
 
-fn rows_are_kept_in_input_order_with_duplicates_and_nulls(place: Place) {
-    let c = case(place, 0, &[row(1, 1, 0, 10), row(2, 1, 0, 20)], &[]);
+fn rows_are_kept_in_input_order_with_duplicates_and_nulls(setup: Setup) {
+    let c = case(setup, 0, &[row(1, 1, 0, 10), row(2, 1, 0, 20)], &[]);
     let null_key = EntityRow {
         id: None,
         zone: None,
@@ -119,8 +119,8 @@ fn rows_are_kept_in_input_order_with_duplicates_and_nulls(place: Place) {
     assert_eq!(got, vec![Some(20), Some(10), Some(20), None, None, None]);
 }
 
-fn output_is_input_columns_then_features_in_request_order(place: Place) {
-    let c = case(place, 0, &[row(1, 1, 0, 10)], &[]);
+fn output_is_input_columns_then_features_in_request_order(setup: Setup) {
+    let c = case(setup, 0, &[row(1, 1, 0, 10)], &[]);
     let features = ["stats:constant", "zones:demand", "stats:value"];
     let out = join(
         &c.defs,
@@ -164,8 +164,8 @@ fn output_is_input_columns_then_features_in_request_order(place: Place) {
     assert_eq!(ints(&out, "stats__value"), vec![Some(10)]);
 }
 
-fn int32_entity_columns_match_int64_keys(place: Place) {
-    let c = case(place, 0, &[row(1001, 1, 0, 10)], &[]);
+fn int32_entity_columns_match_int64_keys(setup: Setup) {
+    let c = case(setup, 0, &[row(1001, 1, 0, 10)], &[]);
     let base = entity_table(&[at(1001, 5)]);
     let mut columns = base.columns().to_vec();
     columns[0] = Arc::new(Int32Array::from(vec![1001]));
@@ -188,9 +188,9 @@ fn int32_entity_columns_match_int64_keys(place: Place) {
     assert_eq!(ints(&out, "value"), vec![Some(10)]);
 }
 
-fn spilling_gives_the_same_answer_as_memory(place: Place) {
+fn spilling_gives_the_same_answer_as_memory(setup: Setup) {
     let rows: Vec<Row> = (0..400).map(|i| row(i % 37, i % 50, i % 7, i)).collect();
-    let c = case(place, 20, &rows, &[]);
+    let c = case(setup, 20, &rows, &[]);
     let entities: Vec<EntityRow> = (0..500).map(|i| at((i * 7) % 41, (i * 13) % 60)).collect();
     let in_memory = c.values(&entities, JoinOptions::default());
     let spilled = c.values(
@@ -205,8 +205,8 @@ fn spilling_gives_the_same_answer_as_memory(place: Place) {
     assert!(in_memory.iter().filter(|v| v.is_some()).count() > 100);
 }
 
-fn bad_requests_name_the_column_view_or_feature(place: Place) {
-    let c = case(place, 0, &[row(1, 1, 0, 10)], &[]);
+fn bad_requests_name_the_column_view_or_feature(setup: Setup) {
+    let c = case(setup, 0, &[row(1, 1, 0, 10)], &[]);
     let good = entity_table(&[at(1, 5)]);
 
     let no_key = good.project(&[1, 2, 3]).unwrap();
@@ -249,8 +249,8 @@ fn bad_requests_name_the_column_view_or_feature(place: Place) {
     assert!(e.contains("'stats' is not offline"), "{e}");
 }
 
-fn a_feature_named_like_an_entity_column_is_refused(place: Place) {
-    let c = case(place, 0, &[row(1, 1, 0, 10)], &[]);
+fn a_feature_named_like_an_entity_column_is_refused(setup: Setup) {
+    let c = case(setup, 0, &[row(1, 1, 0, 10)], &[]);
     let good = entity_table(&[at(1, 5)]);
     let mut fields: Vec<Field> = good
         .schema()
@@ -265,9 +265,9 @@ fn a_feature_named_like_an_entity_column_is_refused(place: Place) {
     assert!(e.contains("already a column"), "{e}");
 }
 
-fn entity_rows_in_range_are_the_distinct_source_rows(place: Place) {
+fn entity_rows_in_range_are_the_distinct_source_rows(setup: Setup) {
     let c = case(
-        place,
+        setup,
         0,
         &[
             row(1, 1, 0, 10),
@@ -318,9 +318,9 @@ fn entity_rows_in_range_are_the_distinct_source_rows(place: Place) {
     assert!(e.to_string().contains("memory limit"), "{e}");
 }
 
-fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer(place: Place) {
+fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer(setup: Setup) {
     let rows: Vec<_> = (0..400).map(|i| row(i % 37, i / 3, 0, i)).collect();
-    let c = case(place, 0, &rows, &[]);
+    let c = case(setup, 0, &rows, &[]);
     let (defs, sources) = c.dir.open(&c.defs);
     let join = |memory_limit| {
         PointInTimeJoin::new(
@@ -357,18 +357,33 @@ fn a_long_time_range_is_joined_slice_by_slice_with_the_same_answer(place: Place)
     assert_eq!(got, expected);
 }
 
-quiver_testkit::on_disk_and_s3!(
-    a_row_at_exactly_t_counts_and_a_later_row_never_leaks,
-    ttl_bounds_are_inclusive,
-    a_newer_row_outside_nothing_older_inside_ttl_is_not_used,
-    ties_go_to_the_greatest_created_time_then_the_later_row,
-    as_of_created_ignores_rows_written_after_t,
-    rows_are_kept_in_input_order_with_duplicates_and_nulls,
-    output_is_input_columns_then_features_in_request_order,
-    int32_entity_columns_match_int64_keys,
-    spilling_gives_the_same_answer_as_memory,
-    bad_requests_name_the_column_view_or_feature,
-    a_feature_named_like_an_entity_column_is_refused,
-    entity_rows_in_range_are_the_distinct_source_rows,
-    a_long_time_range_is_joined_slice_by_slice_with_the_same_answer,
+fn a_large_entity_table_gives_the_same_answer(setup: Setup) {
+    // Beyond 16 MiB, so Spark gets the entity rows as uploaded chunks, not inline.
+    let rows: Vec<Row> = (0..300).map(|i| row(i % 50, i % 90, i % 3, i)).collect();
+    let c = case(setup, 30, &rows, &[]);
+    let entities: Vec<EntityRow> = (0..1_000_000).map(|i| at(i % 53, i % 100)).collect();
+    let got = c.values(&entities, JoinOptions::default());
+    assert_eq!(got.len(), entities.len());
+    assert!(got.iter().filter(|v| v.is_some()).count() > entities.len() / 2);
+}
+
+crate::each_setup!(
+    everywhere: [
+        a_row_at_exactly_t_counts_and_a_later_row_never_leaks,
+        ttl_bounds_are_inclusive,
+        a_newer_row_outside_nothing_older_inside_ttl_is_not_used,
+        ties_go_to_the_greatest_created_time_then_the_later_row,
+        as_of_created_ignores_rows_written_after_t,
+        rows_are_kept_in_input_order_with_duplicates_and_nulls,
+        output_is_input_columns_then_features_in_request_order,
+        int32_entity_columns_match_int64_keys,
+        spilling_gives_the_same_answer_as_memory,
+        bad_requests_name_the_column_view_or_feature,
+        a_feature_named_like_an_entity_column_is_refused,
+        a_large_entity_table_gives_the_same_answer,
+    ],
+    native: [
+        entity_rows_in_range_are_the_distinct_source_rows,
+        a_long_time_range_is_joined_slice_by_slice_with_the_same_answer,
+    ],
 );

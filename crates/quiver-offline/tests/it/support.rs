@@ -214,32 +214,81 @@ pub fn resolve(defs: &Definitions, list: &[&str], full: bool) -> Vec<ResolvedFea
 
 pub use quiver_testkit::s3::Place;
 
-/// A test's data: the fixtures write files into a local folder; on S3 they are uploaded
-/// under a fresh prefix each time the sources are opened, and the definitions' source paths
-/// become URLs.
+/// Where a test's sources are and which engine joins them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// Sources on disk, the native engine.
+    Disk,
+    /// Sources on a real S3 server, the native engine.
+    S3,
+    /// Sources on disk, joined on a real Spark cluster (Spark Connect).
+    Spark,
+}
+
+impl From<Place> for Setup {
+    fn from(place: Place) -> Self {
+        match place {
+            Place::Disk => Self::Disk,
+            Place::S3 => Self::S3,
+        }
+    }
+}
+
+/// Runs the tests of `everywhere` in modules `disk`, `s3` and `spark`, and those of `native`
+/// (APIs only the native engine has) in `disk` and `s3`: one suite, every setup.
+#[macro_export]
+macro_rules! each_setup {
+    (everywhere: [$($test:ident),* $(,)?], native: [$($native:ident),* $(,)?] $(,)?) => {
+        mod disk {
+            $(#[test]
+            fn $test() {
+                super::$test($crate::support::Setup::Disk);
+            })*
+            $(#[test]
+            fn $native() {
+                super::$native($crate::support::Setup::Disk);
+            })*
+        }
+        mod s3 {
+            $(#[test]
+            fn $test() {
+                super::$test($crate::support::Setup::S3);
+            })*
+            $(#[test]
+            fn $native() {
+                super::$native($crate::support::Setup::S3);
+            })*
+        }
+        mod spark {
+            $(#[test]
+            fn $test() {
+                super::$test($crate::support::Setup::Spark);
+            })*
+        }
+    };
+}
+
 pub struct Data {
     dir: tempfile::TempDir,
-    place: Place,
+    setup: Setup,
 }
 
 impl Data {
-    pub fn new(place: Place) -> Self {
+    pub fn new(setup: impl Into<Setup>) -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
-            place,
+            setup: setup.into(),
         }
     }
 
-    /// The local folder the fixtures write into.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    /// The definitions and sources a read goes through, as of the files written so far.
     pub fn open(&self, defs: &Definitions) -> (Definitions, Sources) {
-        match self.place {
-            Place::Disk => (defs.clone(), Sources::new(self.path())),
-            Place::S3 => {
+        match self.setup {
+            Setup::Disk | Setup::Spark => (defs.clone(), Sources::new(self.path())),
+            Setup::S3 => {
                 let server = quiver_testkit::s3::shared_server();
                 let storage = Arc::new(server.storage());
                 let prefix = server.upload(&storage, self.path(), "offline");
@@ -254,7 +303,19 @@ impl Data {
     }
 }
 
-/// Runs a join and collects the result into one batch.
+/// The Spark engine of the binary's shared cluster.
+pub fn spark() -> &'static quiver_spark::SparkEngine {
+    static ENGINE: std::sync::OnceLock<quiver_spark::SparkEngine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let cluster = quiver_testkit::spark::shared_cluster();
+        quiver_spark::SparkEngine::new(quiver_core::SparkSettings {
+            connect: cluster.url(),
+            conf: Default::default(),
+        })
+        .unwrap()
+    })
+}
+
 pub fn join(
     defs: &Definitions,
     data: &Data,
@@ -265,7 +326,20 @@ pub fn join(
     let (defs, sources) = data.open(defs);
     let defs = &defs;
     let join = PointInTimeJoin::new(defs, &sources, resolve(defs, features, false), options)?;
-    collect(join.run(entities, &|_| {})?)
+    match data.setup {
+        Setup::Disk | Setup::S3 => collect(join.run(entities, &|_| {})?),
+        // Spark's training set must be the native engine's, table for table.
+        Setup::Spark => match spark().training_set(&join, entities.clone(), None) {
+            Ok(set) => {
+                let got = collect(set)?;
+                let native = collect(join.run(entities, &|_| {})?)?;
+                assert_eq!(got, native, "Spark and the native engine differ");
+                Ok(got)
+            }
+            Err(quiver_spark::SparkError::Offline(e)) => Err(e),
+            Err(e) => panic!("Spark: {e}"),
+        },
+    }
 }
 
 pub fn collect(set: TrainingSet) -> quiver_offline::Result<RecordBatch> {
