@@ -16,7 +16,7 @@ use quiver_e2e::{
 use tonic::Code;
 
 /// Entity rows for the example: (driver, customer, hours ago).
-fn entities() -> RecordBatch {
+pub(crate) fn entities() -> RecordBatch {
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -55,9 +55,9 @@ fn entities() -> RecordBatch {
     .unwrap()
 }
 
-const FEATURES: &str = "driver_hourly_stats:conv_rate,driver_hourly_stats:avg_daily_trips,customer_profile:current_balance";
+pub(crate) const FEATURES: &str = "driver_hourly_stats:conv_rate,driver_hourly_stats:avg_daily_trips,customer_profile:current_balance";
 
-fn client(server: &Server) -> FlightClient {
+pub(crate) fn client(server: &Server) -> FlightClient {
     let channel =
         tonic::transport::Channel::from_shared(server.flight.replace("grpc://", "http://"))
             .unwrap()
@@ -65,7 +65,7 @@ fn client(server: &Server) -> FlightClient {
     FlightClient::new(channel)
 }
 
-async fn exchange(
+pub(crate) async fn exchange(
     client: &mut FlightClient,
     command: &str,
     table: RecordBatch,

@@ -15,3 +15,4 @@ mod redis;
 mod registry_cli;
 mod security;
 mod serving;
+mod spark;

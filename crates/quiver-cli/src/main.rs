@@ -153,6 +153,9 @@ enum Command {
         /// Output Parquet file: a path, or a URL in object storage (`s3://bucket/train.parquet`).
         #[arg(long)]
         out: String,
+        /// The engine that joins: native or spark (quiver.yaml's offline_engine by default).
+        #[arg(long)]
+        engine: Option<quiver_core::EngineKind>,
     },
     /// Serve online features (gRPC, HTTP), training sets (Arrow Flight) and the registry.
     ///
@@ -590,6 +593,7 @@ fn run(cli: &Cli) -> Result<()> {
             as_of_created,
             memory_limit_mb,
             out,
+            engine,
         } => {
             let repo = Repo::open(&cli.repo)?;
             let defs = repo.registry.current()?.definitions;
@@ -604,15 +608,15 @@ fn run(cli: &Cli) -> Result<()> {
                 memory_limit: memory_limit_mb << 20,
                 ..Default::default()
             };
-            offline::training_set(
-                &repo.config.sources(&repo.path),
-                &defs,
-                resolved,
-                entities,
-                out,
-                options,
-                cli.json,
-            )
+            let spark = repo
+                .config
+                .offline_engine
+                .select(*engine)?
+                .map(|settings| quiver_spark::SparkEngine::new(settings.clone()))
+                .transpose()?;
+            let sources = repo.config.sources(&repo.path);
+            let join = quiver_offline::PointInTimeJoin::new(&defs, &sources, resolved, options)?;
+            offline::training_set(&join, entities, out, spark.as_ref(), cli.json)
         }
         Command::Serve {
             host,

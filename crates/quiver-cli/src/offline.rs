@@ -6,10 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use quiver_core::{Definitions, FeatureRef, ResolvedFeature};
-use quiver_offline::{JoinOptions, PointInTimeJoin, Progress, read_entity_file};
+use quiver_offline::{PointInTimeJoin, Progress, read_entity_file};
 use quiver_ops::{FeatureStore, StoreOptions};
 use quiver_server::{ServeOptions, serve, shutdown_signal};
-use quiver_source::Sources;
 use serde_json::json;
 
 use crate::output;
@@ -34,14 +33,12 @@ pub fn resolve_features(
     })
 }
 
-/// Joins the features onto the entity table in `entities` and writes `out`.
+/// Runs `join` on the entity table in `entities` (on `spark` when given) and writes `out`.
 pub fn training_set(
-    sources: &Sources,
-    defs: &Definitions,
-    features: Vec<ResolvedFeature>,
+    join: &PointInTimeJoin<'_>,
     entities: &Path,
     out: &str,
-    options: JoinOptions,
+    spark: Option<&quiver_spark::SparkEngine>,
     as_json: bool,
 ) -> Result<()> {
     let started = Instant::now();
@@ -51,11 +48,13 @@ pub fn training_set(
         as_json,
         "joining [{bar:30}] {human_pos}/{human_len} source rows {per_sec} {eta}",
     );
-    let join = PointInTimeJoin::new(defs, sources, features, options)?;
-    let set = join.run(table, &|p| match p {
-        Progress::Planned(n) => bar.inc_length(n),
-        Progress::Scanned(n) => bar.inc(n),
-    })?;
+    let set = match spark {
+        Some(spark) => spark.training_set(join, table, None)?,
+        None => join.run(table, &|p| match p {
+            Progress::Planned(n) => bar.inc_length(n),
+            Progress::Scanned(n) => bar.inc(n),
+        })?,
+    };
     bar.finish_and_clear();
 
     let schema = set.schema();
@@ -65,7 +64,7 @@ pub fn training_set(
             message: e.to_string(),
         })
     });
-    let rows = sources.write_output(out, &schema, &mut batches)?;
+    let rows = join.sources().write_output(out, &schema, &mut batches)?;
     let secs = started.elapsed().as_secs_f64();
     if as_json {
         println!(

@@ -28,6 +28,19 @@ impl OfflineEngine {
             Self::Spark(s) => Some(s),
         }
     }
+
+    /// The engine a request runs on: the one it asks for, else this one. `None` is the
+    /// native engine; Spark asked for but not configured is an error.
+    pub fn select(
+        &self,
+        requested: Option<EngineKind>,
+    ) -> Result<Option<&SparkSettings>, CoreError> {
+        match (requested.unwrap_or(EngineKind::of(self)), self) {
+            (EngineKind::Native, _) => Ok(None),
+            (EngineKind::Spark, Self::Spark(s)) => Ok(Some(s)),
+            (EngineKind::Spark, Self::Native) => Err(CoreError::EngineNotConfigured),
+        }
+    }
 }
 
 /// How to reach a Spark cluster.
@@ -95,5 +108,12 @@ mod tests {
         assert_eq!(native, OfflineEngine::Native);
         assert!("hive".parse::<EngineKind>().is_err());
         assert_eq!("spark".parse::<EngineKind>().unwrap(), EngineKind::Spark);
+        assert!(e.select(None).unwrap().is_some());
+        assert!(e.select(Some(EngineKind::Native)).unwrap().is_none());
+        assert!(native.select(None).unwrap().is_none());
+        assert_eq!(
+            native.select(Some(EngineKind::Spark)),
+            Err(CoreError::EngineNotConfigured)
+        );
     }
 }

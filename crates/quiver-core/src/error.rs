@@ -90,6 +90,11 @@ pub enum CoreError {
     /// An offline engine that is not `native` or `spark`.
     #[error("unknown offline engine '{0}' (expected native or spark)")]
     InvalidEngine(String),
+    /// The Spark engine was asked for but `offline_engine` is not Spark.
+    #[error(
+        "the Spark engine is not configured: set offline_engine: {{type: spark, connect: sc://host:port}} in quiver.yaml"
+    )]
+    EngineNotConfigured,
     /// A unit of integer times that is not `s`, `ms`, `us` or `ns`.
     #[error("invalid timestamp unit '{0}' (expected s, ms, us or ns)")]
     InvalidTimestampUnit(String),
@@ -149,6 +154,7 @@ impl HasKind for CoreError {
             | Self::UnknownFeatureService(_)
             | Self::UnknownFeature { .. }
             | Self::UnknownEntity(_) => ErrorKind::NotFound,
+            Self::EngineNotConfigured => ErrorKind::FailedPrecondition,
             _ => ErrorKind::InvalidArgument,
         }
     }

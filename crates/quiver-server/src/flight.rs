@@ -1,8 +1,9 @@
 //! The Arrow Flight training-set service: Quiver's native protocol and Feast's.
 //!
 //! Native: `DoExchange` with a JSON command descriptor (`{"features": [...] |
-//! "feature_service": "...", "full_feature_names": bool, "as_of_created": bool}`): the client
-//! streams the entity table in and reads the training set back. `GetSchema` and
+//! "feature_service": "...", "full_feature_names": bool, "as_of_created": bool, "engine":
+//! "native" | "spark"}`): the client streams the entity table in and reads the training set
+//! back. `GetSchema` and
 //! `GetFlightInfo` describe a command without running it, `ListFlights` lists one flight per
 //! offline feature view, and `DoGet` runs a command whose entity rows are a Parquet file on
 //! the server (`"entities": "path"`) or every key and time of the views' sources in a range
@@ -36,13 +37,15 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use quiver_core::{
-    Action as Permitted, Definitions, FeatureRef, ObjectKind, ResolvedFeature, parse_time_nanos,
+    Action as Permitted, Definitions, EngineKind, FeatureRef, ObjectKind, ResolvedFeature,
+    parse_time_nanos,
 };
 use quiver_offline::{
     EVENT_TIMESTAMP, JoinOptions, PointInTimeJoin, PullMode, TrainingSet, data_bytes,
     read_entity_file,
 };
 use quiver_ops::{Caller, FeatureStore, Snapshot};
+use quiver_spark::SparkEngine;
 use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -106,6 +109,10 @@ struct Command {
     /// with its location and row count instead of the rows.
     #[serde(default)]
     out: Option<String>,
+    /// `"native"` or `"spark"`: the engine that joins (`offline_engine` of `quiver.yaml` by
+    /// default).
+    #[serde(default)]
+    engine: Option<String>,
 }
 
 /// Feast's remote offline-store command (the fields Quiver uses).
@@ -202,6 +209,28 @@ fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message.into())
 }
 
+/// The engine a native command asks for.
+fn engine_of(command: &Command) -> Result<Option<EngineKind>, Status> {
+    command
+        .engine
+        .as_deref()
+        .map(|e| {
+            e.parse()
+                .map_err(|e: quiver_core::CoreError| invalid(e.to_string()))
+        })
+        .transpose()
+}
+
+/// Sets its flag when dropped: a request future dropped mid-way cancels its blocking work.
+#[derive(Default)]
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn parse_command(bytes: &[u8]) -> Result<ParsedCommand, Status> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("the command is not valid JSON: {e}")))?;
@@ -255,6 +284,8 @@ enum EntityRows {
 /// The Flight service.
 pub struct TrainingSetService {
     store: Arc<FeatureStore>,
+    /// The Spark cluster of `offline_engine`, if one is configured (or why it cannot be used).
+    spark: Option<Result<Arc<SparkEngine>, String>>,
     options: JoinOptions,
     uploads: UploadLimits,
     /// Entity tables uploaded by Feast's `DoPut`, by command.
@@ -264,8 +295,14 @@ pub struct TrainingSetService {
 impl TrainingSetService {
     /// A service answering from `store`'s snapshot and sources.
     pub fn new(store: Arc<FeatureStore>, options: JoinOptions, uploads: UploadLimits) -> Self {
+        let spark = store.config().offline_engine.spark().map(|settings| {
+            SparkEngine::new(settings.clone())
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
         Self {
             store,
+            spark,
             options,
             uploads,
             pending: Mutex::new(HashMap::new()),
@@ -304,6 +341,7 @@ impl TrainingSetService {
         snapshot: Arc<Snapshot>,
         features: (Vec<ResolvedFeature>, Option<&str>),
         as_of_created: bool,
+        engine: Option<EngineKind>,
         rows: EntityRows,
     ) -> Result<(SchemaRef, Batches), Status> {
         let record = TrainingSetRecord {
@@ -314,7 +352,7 @@ impl TrainingSetService {
             finished: false,
         };
         let (schema, batches) = self
-            .join(caller, snapshot, features, as_of_created, rows)
+            .join(caller, snapshot, features, as_of_created, engine, rows)
             .await?;
         Ok((schema, record.measure(batches)))
     }
@@ -325,6 +363,7 @@ impl TrainingSetService {
         snapshot: Arc<Snapshot>,
         (features, service): (Vec<ResolvedFeature>, Option<&str>),
         as_of_created: bool,
+        engine: Option<EngineKind>,
         rows: EntityRows,
     ) -> Result<(SchemaRef, Batches), Status> {
         self.authorize(caller, &snapshot, &features, service)?;
@@ -333,24 +372,43 @@ impl TrainingSetService {
             as_of_created,
             ..self.options.clone()
         };
+        let spark = self.engine(engine)?;
         let entities = match rows {
             EntityRows::Range { start, end } => {
+                if engine == Some(EngineKind::Spark) {
+                    return Err(Status::unimplemented(
+                        "training sets of a time range run on the native engine only",
+                    ));
+                }
                 return stream_range(snapshot, sources, features, options, start, end).await;
             }
             EntityRows::Table(t) => Ok(t),
             EntityRows::File(path) => Err(path),
         };
-        let set = tokio::task::spawn_blocking(move || -> quiver_offline::Result<TrainingSet> {
-            let join = PointInTimeJoin::new(&snapshot.defs, &sources, features, options)?;
+        // A request dropped while Spark works (the client went away) interrupts its jobs.
+        let cancel = CancelOnDrop::default();
+        let cancelled = Arc::clone(&cancel.0);
+        let set = tokio::task::spawn_blocking(move || -> Result<TrainingSet, Status> {
+            let join = PointInTimeJoin::new(&snapshot.defs, &sources, features, options)
+                .map_err(|e| status(&e))?;
             let entities = match entities {
                 Ok(table) => table,
-                Err(path) => read_entity_file(&sources.client_file(&path)?)?,
+                Err(path) => sources
+                    .client_file(&path)
+                    .map_err(quiver_offline::OfflineError::from)
+                    .and_then(|file| read_entity_file(&file))
+                    .map_err(|e| status(&e))?,
             };
-            join.run(entities, &|_| {})
+            match spark {
+                Some(spark) => spark
+                    .training_set(&join, entities, Some(&cancelled))
+                    .map_err(|e| status(&e)),
+                None => join.run(entities, &|_| {}).map_err(|e| status(&e)),
+            }
         })
         .await
-        .map_err(|e| join_status(&e))?
-        .map_err(|e| status(&e))?;
+        .map_err(|e| join_status(&e))??;
+        drop(cancel);
         let schema = set.schema();
         let (tx, batches) = batch_channel();
         tokio::task::spawn_blocking(move || {
@@ -366,6 +424,23 @@ impl TrainingSetService {
 
     fn snapshot(&self) -> Arc<Snapshot> {
         self.store.snapshot()
+    }
+
+    /// The Spark engine when the request (or else `offline_engine`) asks for Spark; `None` for
+    /// the native engine.
+    fn engine(&self, requested: Option<EngineKind>) -> Result<Option<Arc<SparkEngine>>, Status> {
+        let selected = self
+            .store
+            .config()
+            .offline_engine
+            .select(requested)
+            .map_err(|e| status(&e))?;
+        match (selected, &self.spark) {
+            (None, _) => Ok(None),
+            (Some(_), Some(Ok(spark))) => Ok(Some(Arc::clone(spark))),
+            (Some(_), Some(Err(e))) => Err(Status::failed_precondition(e.clone())),
+            (Some(_), None) => Err(Status::internal("the Spark engine was not started")),
+        }
     }
 
     /// Answers a Feast command with the entity table it came with (`DoExchange`) or that was
@@ -401,7 +476,7 @@ impl TrainingSetService {
                 ));
             }
         };
-        self.training_set(caller, snapshot, (features, None), false, rows)
+        self.training_set(caller, snapshot, (features, None), false, None, rows)
             .await
     }
 
@@ -432,6 +507,7 @@ impl TrainingSetService {
                 snapshot,
                 (features, service),
                 command.as_of_created,
+                engine_of(&command)?,
                 rows,
             )
             .await?;
@@ -823,6 +899,7 @@ impl FlightService for TrainingSetService {
                 start: None,
                 end: None,
                 out: None,
+                engine: None,
             };
             let schema = self.command_schema(&caller, command).await?;
             let ticket = serde_json::json!({"features": [format!("{}:*", view.name)]}).to_string();
@@ -1032,6 +1109,7 @@ impl FlightService for TrainingSetService {
                 snapshot,
                 (features, command.feature_service.as_deref()),
                 command.as_of_created,
+                engine_of(&command)?,
                 EntityRows::Table(table),
             )
             .await?;

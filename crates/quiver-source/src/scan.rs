@@ -260,7 +260,7 @@ impl SourceScan {
             .schema()
             .field_with_name(column)
             .ok()
-            .map(|f| f.data_type())
+            .map(arrow::datatypes::Field::data_type)
     }
 
     /// The source columns of the join keys, canonical order.

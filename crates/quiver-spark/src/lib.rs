@@ -43,7 +43,17 @@ const CANCEL_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct SparkEngine {
     settings: SparkSettings,
-    runtime: tokio::runtime::Runtime,
+    /// The client's own runtime (taken when dropped: it shuts down in the background, so an
+    /// engine may be dropped anywhere, inside an async server too).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for SparkEngine {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl SparkEngine {
@@ -60,7 +70,10 @@ impl SparkEngine {
                 cluster: settings.connect.clone(),
                 message: format!("cannot start the client's runtime: {e}"),
             })?;
-        Ok(Self { settings, runtime })
+        Ok(Self {
+            settings,
+            runtime: Some(runtime),
+        })
     }
 
     /// The Spark Connect endpoint, for messages.
@@ -77,7 +90,10 @@ impl SparkEngine {
         entities: RecordBatch,
         cancel: Option<&AtomicBool>,
     ) -> Result<TrainingSet> {
-        self.runtime.block_on(async {
+        let Some(runtime) = &self.runtime else {
+            return Err(SparkError::Cancelled);
+        };
+        runtime.block_on(async {
             let session = Session::open(&self.settings).await?;
             let result = tokio::select! {
                 r = join::training_set(&session, join, entities) => r,
