@@ -197,13 +197,23 @@ impl<'a> PointInTimeJoin<'a> {
             let positions = request.features.iter().map(|(i, _)| *i).collect();
             views.push((positions, ViewColumns::Memory(arrays)));
         }
-        Ok(TrainingSet {
+        Ok(self.training_set(schema, entities, views))
+    }
+
+    /// The training set of `entities` with each view's feature positions and columns.
+    fn training_set(
+        &self,
+        schema: SchemaRef,
+        entities: RecordBatch,
+        views: Vec<(Vec<usize>, ViewColumns)>,
+    ) -> TrainingSet {
+        TrainingSet {
             schema,
             entities,
             views,
             offset: 0,
             batch_rows: self.options.batch_rows.max(1),
-        })
+        }
     }
 
     /// Every join key the entity table must have, by name, in first-use order.
@@ -293,13 +303,7 @@ impl<'a> PointInTimeJoin<'a> {
             let columns = self.join_view(v, &entities, &times, progress)?;
             views.push((v.features.iter().map(|(i, _)| *i).collect(), columns));
         }
-        Ok(TrainingSet {
-            schema,
-            entities,
-            views,
-            offset: 0,
-            batch_rows: self.options.batch_rows.max(1),
-        })
+        Ok(self.training_set(schema, entities, views))
     }
 
     /// The training set of a time range (the entity rows of

@@ -88,7 +88,7 @@ pub(crate) struct Session {
     id: String,
     user: pb::UserContext,
     /// The endpoint, for messages.
-    pub(crate) cluster: String,
+    cluster: String,
 }
 
 impl Session {

@@ -160,12 +160,6 @@ impl ViewPlan<'_> {
             .enumerate()
             .map(|(i, e)| format!("k{e} AS k{i}"))
             .collect();
-        let not_null = |prefix: &str| {
-            keys.iter()
-                .map(|k| format!("{prefix}{k} IS NOT NULL"))
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        };
         let ttl = self.ttl().map_or(String::new(), |l| {
             format!(" AND w.ev >= t - {}", literal(l))
         });
@@ -190,8 +184,8 @@ impl ViewPlan<'_> {
                  WHERE t IS NOT NULL AND {ent_keys}\
                )\
              ) WHERE side = 1 AND w IS NOT NULL{ttl}",
-            src_keys = not_null(""),
-            ent_keys = entity_keys_not_null(&self.entity_keys),
+            src_keys = not_null(keys.iter().cloned()),
+            ent_keys = not_null(self.entity_keys.iter().map(|e| format!("k{e}"))),
             entity_keys = entity_keys.join(", "),
             lo = literal(lo),
             hi = literal(hi),
@@ -290,11 +284,10 @@ impl ViewPlan<'_> {
     }
 }
 
-/// `k<e> IS NOT NULL AND …` over the entity view's key columns.
-fn entity_keys_not_null(entity_keys: &[usize]) -> String {
-    entity_keys
-        .iter()
-        .map(|e| format!("k{e} IS NOT NULL"))
+/// `c IS NOT NULL AND …` over `columns`.
+fn not_null(columns: impl Iterator<Item = String>) -> String {
+    columns
+        .map(|c| format!("{c} IS NOT NULL"))
         .collect::<Vec<_>>()
         .join(" AND ")
 }
@@ -382,7 +375,7 @@ mod tests {
         assert_eq!(literal(i64::MIN), "(-9223372036854775807 - 1)");
         assert_eq!(literal(5), "CAST(5 AS BIGINT)");
         assert_eq!(
-            entity_keys_not_null(&[0, 2]),
+            not_null(["k0".to_owned(), "k2".to_owned()].into_iter()),
             "k0 IS NOT NULL AND k2 IS NOT NULL"
         );
     }

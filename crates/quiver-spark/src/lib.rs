@@ -76,11 +76,6 @@ impl SparkEngine {
         })
     }
 
-    /// The Spark Connect endpoint, for messages.
-    pub fn cluster(&self) -> &str {
-        &self.settings.connect
-    }
-
     /// Joins `join`'s features onto `entities` on the cluster (blocking; call it from a
     /// thread that may block). When `cancel` becomes true the session's Spark jobs are
     /// interrupted and [`SparkError::Cancelled`] returned.

@@ -367,6 +367,38 @@ fn a_large_entity_table_gives_the_same_answer(setup: Setup) {
     assert!(got.iter().filter(|v| v.is_some()).count() > entities.len() / 2);
 }
 
+#[test]
+fn a_cancelled_spark_join_stops_promptly() {
+    let rows: Vec<Row> = (0..300).map(|i| row(i % 50, i % 90, i % 3, i)).collect();
+    let c = case(Setup::Spark, 30, &rows, &[]);
+    let (defs, sources) = c.dir.open(&c.defs);
+    let join = PointInTimeJoin::new(
+        &defs,
+        &sources,
+        resolve(&defs, &["stats:value"], false),
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let entities: Vec<EntityRow> = (0..2_000_000).map(|i| at(i % 53, i % 100)).collect();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let spark = spark();
+    std::thread::scope(|s| {
+        let running = s.spawn(|| spark.training_set(&join, entity_table(&entities), Some(&cancel)));
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let asked = std::time::Instant::now();
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = running.join().unwrap();
+        assert!(
+            matches!(result, Err(quiver_spark::SparkError::Cancelled)),
+            "{:?}",
+            result.map(|s| s.num_rows())
+        );
+        assert!(asked.elapsed() < std::time::Duration::from_secs(5));
+    });
+    // The cluster still answers afterwards.
+    assert_eq!(c.values(&[at(1, 89)], JoinOptions::default()).len(), 1);
+}
+
 crate::each_setup!(
     everywhere: [
         a_row_at_exactly_t_counts_and_a_later_row_never_leaks,
