@@ -945,6 +945,7 @@ async fn materialize_big(grpc: &str) -> Result<f64> {
             views: vec![BIG.into()],
             start_nanos: i64::MIN,
             end_nanos: i64::MAX,
+            ..Default::default()
         })
         .await?
         .into_inner();

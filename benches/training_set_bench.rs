@@ -13,6 +13,13 @@
 //! loopback, and Quiver reads them by URL (the entity table stays local) next to DuckDB
 //! reading the same objects through its httpfs extension (`venv.sh httpfs`):
 //! `$CARGO_TARGET_DIR/debug/training-set-bench --entity-rows 1000000 --s3`.
+//!
+//! With `--spark`, a Spark cluster is started on loopback (a standalone master, two workers of
+//! one core each and a Spark Connect server, from the examples' venv, as the tests start it),
+//! and Quiver native, Quiver on that cluster and Feast 0.67's Spark offline store on the same
+//! cluster (`python/feast_spark_training_set.py`, a Spark Connect session) build the same
+//! training sets (after one untimed warm-up run on the fresh cluster):
+//! `$CARGO_TARGET_DIR/debug/training-set-bench --spark`.
 
 use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::fs::File;
@@ -59,6 +66,12 @@ struct Args {
     /// Also run with the sources on a loopback S3 server (SeaweedFS), Quiver and DuckDB.
     #[arg(long)]
     s3: bool,
+    /// Run Quiver native, Quiver on a loopback Spark cluster and Feast's Spark offline store.
+    #[arg(long)]
+    spark: bool,
+    /// With --spark: skip Feast.
+    #[arg(long)]
+    no_feast: bool,
     /// Internal: run Quiver's join on DATA, writing OUT (used in a child process).
     #[arg(long, hide = true, num_args = 2, value_names = ["DATA", "OUT"])]
     run_quiver: Vec<PathBuf>,
@@ -274,7 +287,11 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The child process: Parquet entity table in, the whole training set as Arrow out.
+/// The Spark Connect endpoint the child process joins on (the native engine when unset).
+const SPARK_ENV: &str = "QUIVER_BENCH_SPARK";
+
+/// The child process: Parquet entity table in, the whole training set as Arrow out (on the
+/// Spark cluster of `$QUIVER_BENCH_SPARK` when set).
 fn run_quiver(data: &Path, out: &Path) -> Result<()> {
     let config = RepoConfig::load(data)?;
     let sources = config.sources(data);
@@ -288,7 +305,14 @@ fn run_quiver(data: &Path, out: &Path) -> Result<()> {
     let start = Instant::now();
     let entities = read_parquet(&data.join("entities.parquet"))?;
     let join = PointInTimeJoin::new(&defs, &sources, features, JoinOptions::default())?;
-    let set = join.run(entities, &|_| {})?;
+    let set = match std::env::var(SPARK_ENV) {
+        Ok(connect) => quiver_spark::SparkEngine::new(quiver_core::SparkSettings {
+            connect,
+            conf: Default::default(),
+        })?
+        .training_set(&join, entities, None)?,
+        Err(_) => join.run(entities, &|_| {})?,
+    };
     let schema = set.schema();
     let batches = set.collect::<quiver_offline::Result<Vec<_>>>()?;
     let seconds = start.elapsed().as_secs_f64();
@@ -492,6 +516,76 @@ fn s3_dataset(
     Ok((dir, prefix))
 }
 
+/// Quiver native, Quiver on a loopback Spark cluster and Feast's Spark offline store on it.
+fn run_spark(args: &Args) -> Result<()> {
+    eprintln!("starting a Spark cluster...");
+    let cluster = quiver_testkit::spark::SparkCluster::start();
+    let python = quiver_testkit::s3::venv().join("bin/python");
+    let me = std::env::current_exe()?;
+    let quiver = |data: &Path, out: &Path, spark: bool| -> Result<Measured> {
+        let mut command = Command::new(&me);
+        command.arg("--run-quiver").arg(data).arg(out);
+        if spark {
+            command.env(SPARK_ENV, cluster.url());
+        }
+        measured(&command.output()?, "quiver")
+    };
+    println!(
+        "| entity rows | view rows | Quiver native s | Quiver on Spark s | Feast on Spark s | Feast / Quiver on Spark | Quiver on Spark / native | Quiver on Spark rows/s | Feast rows/s | Spark = native | Feast = native |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, &rows) in args.entity_rows.iter().enumerate() {
+        let data = dataset(args, rows)?;
+        let native_out = data.join("quiver-result.parquet");
+        let spark_out = data.join("quiver-spark-result.parquet");
+        if i == 0 {
+            // A fresh cluster's first queries pay for its warm-up (JIT, class loading); Feast's
+            // run after Quiver's would not.
+            quiver(&data, &spark_out, true)?;
+        }
+        let native = quiver(&data, &native_out, false)?;
+        let on_spark = quiver(&data, &spark_out, true)?;
+        let same = |a: &Path| match compare(a, &native_out) {
+            Ok(()) => "yes".to_owned(),
+            Err(e) => format!("NO: {e}"),
+        };
+        let feast = if args.no_feast {
+            None
+        } else {
+            let feast_out = data.join("feast-spark-result.parquet");
+            let f = measured(
+                &Command::new(&python)
+                    .arg(
+                        Path::new(env!("CARGO_MANIFEST_DIR"))
+                            .join("python/feast_spark_training_set.py"),
+                    )
+                    .arg(&data)
+                    .arg(&feast_out)
+                    .arg(cluster.url())
+                    .output()?,
+                "feast (spark)",
+            )?;
+            Some((f, same(&feast_out)))
+        };
+        let feast_cell =
+            |f: &dyn Fn(&Measured) -> String| feast.as_ref().map_or("-".to_owned(), |(m, _)| f(m));
+        println!(
+            "| {rows} | {} | {:.2} | {:.2} | {} | {} | {:.2}× | {:.0} | {} | {} | {} |",
+            args.view_rows,
+            native.seconds,
+            on_spark.seconds,
+            feast_cell(&|m| format!("{:.2}", m.seconds)),
+            feast_cell(&|m| format!("{:.2}×", m.seconds / on_spark.seconds)),
+            on_spark.seconds / native.seconds,
+            on_spark.rows as f64 / on_spark.seconds,
+            feast_cell(&|m| format!("{:.0}", m.rows as f64 / m.seconds)),
+            same(&spark_out),
+            feast.as_ref().map_or("-", |(_, s)| s.as_str()),
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let [data, out] = args.run_quiver.as_slice() {
@@ -499,6 +593,9 @@ fn main() -> Result<()> {
     }
     if args.s3 {
         return run_s3(&args);
+    }
+    if args.spark {
+        return run_spark(&args);
     }
     let venv = if args.no_duckdb {
         None

@@ -987,6 +987,7 @@ fn permissions_decide_every_action() {
                     views: vec!["driver_hourly_stats".into()],
                     end_nanos: quiver_e2e::now_micros() * 1_000,
                     lookback_nanos: 0,
+                    ..Default::default()
                 },
                 Some(&bearer("alice")),
             ))

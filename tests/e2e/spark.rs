@@ -1,10 +1,15 @@
-//! Training sets on a real Spark cluster (standalone master, two workers, Spark Connect)
-//! through the real binary: `quiver training-set` and `quiver serve`'s Flight service give
-//! exactly the native engine's table, and a cluster that cannot be reached is a clear error.
+//! Training sets and materialization on a real Spark cluster (standalone master, two
+//! workers, Spark Connect) through the real binary: `quiver training-set` and `quiver
+//! serve`'s Flight service give exactly the native engine's table, `quiver materialize` the
+//! native engine's online store (in process and through the server), and a cluster that
+//! cannot be reached is a clear error.
 
 use std::path::Path;
 
-use quiver_e2e::{Server, example_repo, quiver, quiver_ok, read_parquet, write_parquet};
+use quiver_e2e::{
+    Server, example_repo, quiver, quiver_ok, read_parquet, sample_driver_stats,
+    write_big_driver_stats, write_parquet,
+};
 use tonic::Code;
 
 use crate::flight::{FEATURES, client, entities, exchange};
@@ -119,4 +124,69 @@ fn an_unreachable_or_unconfigured_cluster_is_a_clear_error() {
         r.stderr
     );
     assert!(!repo.join("b.parquet").exists(), "nothing written");
+    let r = quiver(repo, &["materialize-incremental", "now"]);
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&format!("127.0.0.1:{port}")) && r.stderr.contains("unreachable"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn spark_materializes_the_native_store_in_process_and_through_the_server() {
+    const DRIVERS: i64 = 3_000;
+    let end = "2024-03-01T00:00:00Z";
+    let (spark, native) = (example_repo(), example_repo());
+    for dir in [&spark, &native] {
+        write_big_driver_stats(dir.path(), DRIVERS, 24, 1_709_251_200_000_000);
+        quiver_ok(dir.path(), &["apply"]);
+    }
+    use_spark(spark.path(), &quiver_testkit::spark::shared_cluster().url());
+    let args = ["--json", "materialize-incremental", end];
+    // offline_engine: spark is the default.
+    let on_spark = quiver_ok(spark.path(), &args).json();
+    let natively = quiver_ok(native.path(), &args).json();
+    let written = |report: &serde_json::Value| -> Vec<(String, u64)> {
+        report["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let view = v["view"].as_str().unwrap().to_owned();
+                (view, v["rows_written"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(written(&on_spark), written(&natively));
+    // The example's other views have no rows before 2024-03-01.
+    assert!(
+        written(&on_spark).contains(&("driver_hourly_stats".to_owned(), DRIVERS as u64)),
+        "{on_spark}"
+    );
+    assert_eq!(
+        sample_driver_stats(spark.path(), DRIVERS, 97),
+        sample_driver_stats(native.path(), DRIVERS, 97)
+    );
+
+    // With a server holding the store the CLI goes through it, and --engine with it.
+    let server = Server::start(spark.path());
+    for engine in ["spark", "native"] {
+        let run = quiver_ok(
+            spark.path(),
+            &[
+                "--json",
+                "materialize",
+                "2024-02-29",
+                end,
+                "--views",
+                "driver_hourly_stats",
+                "--engine",
+                engine,
+            ],
+        )
+        .json();
+        assert_eq!(run["views"][0]["rows_written"], DRIVERS, "{engine}: {run}");
+    }
+    assert!(server.stop(), "the server exits cleanly on SIGTERM");
 }

@@ -112,6 +112,10 @@ enum Command {
         /// Only these feature views (default: every online view).
         #[arg(long, value_delimiter = ',')]
         views: Vec<String>,
+        /// Where the newest rows are computed: native or spark (quiver.yaml's offline_engine
+        /// by default).
+        #[arg(long)]
+        engine: Option<quiver_core::EngineKind>,
     },
     /// Materialize from each view's watermark (the previous END) up to END, then advance it.
     ///
@@ -126,6 +130,10 @@ enum Command {
         /// Re-read this far before the watermark, for late data (e.g. 2h).
         #[arg(long)]
         lookback: Option<String>,
+        /// Where the newest rows are computed: native or spark (quiver.yaml's offline_engine
+        /// by default).
+        #[arg(long)]
+        engine: Option<quiver_core::EngineKind>,
     },
     /// Build a point-in-time-correct training set from an entity table, in-process.
     ///
@@ -752,6 +760,7 @@ fn run(cli: &Cli) -> Result<()> {
             start,
             end,
             views,
+            engine,
         } => match command {
             Some(MaterializeCommand::Status { view, limit }) => online::materialize_status(
                 &cli.repo,
@@ -765,16 +774,31 @@ fn run(cli: &Cli) -> Result<()> {
                     anyhow::bail!("give START and END (or `materialize status`)");
                 };
                 let window = online::range_window(start, end)?;
-                online::run_materialize(&cli.repo, cli.server.as_deref(), views, window, cli.json)
+                online::run_materialize(
+                    &cli.repo,
+                    cli.server.as_deref(),
+                    views,
+                    window,
+                    *engine,
+                    cli.json,
+                )
             }
         },
         Command::MaterializeIncremental {
             end,
             views,
             lookback,
+            engine,
         } => {
             let window = online::incremental_window(end, lookback.as_deref())?;
-            online::run_materialize(&cli.repo, cli.server.as_deref(), views, window, cli.json)
+            online::run_materialize(
+                &cli.repo,
+                cli.server.as_deref(),
+                views,
+                window,
+                *engine,
+                cli.json,
+            )
         }
         Command::Permissions {
             command:

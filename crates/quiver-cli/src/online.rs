@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use quiver_core::{KeyType, format_nanos, parse_duration, parse_time_nanos};
+use quiver_core::{EngineKind, KeyType, format_nanos, parse_duration, parse_time_nanos};
 use quiver_online::{
     Cell, FeatureValue, FieldStatus, Progress, RocksDbStore, RunRecord, ViewReport, Window,
 };
@@ -67,6 +67,7 @@ pub fn run_materialize(
     server: Option<&str>,
     views: &[String],
     window: Window,
+    engine: Option<EngineKind>,
     as_json: bool,
 ) -> Result<()> {
     let bar = output::progress_bar(
@@ -85,13 +86,16 @@ pub fn run_materialize(
     let reports = match Access::open(&runtime, repo, server)? {
         Access::Local(store) => store.materialize(
             &quiver_ops::Caller::Trusted,
-            &MaterializeRequest::manual(views.to_vec(), window),
+            &MaterializeRequest {
+                engine,
+                ..MaterializeRequest::manual(views.to_vec(), window)
+            },
             &progress,
             None,
         )?,
-        Access::Remote(server) => {
-            runtime.block_on(remote_materialize(&server, views, window, &progress))?
-        }
+        Access::Remote(server) => runtime.block_on(remote_materialize(
+            &server, views, window, engine, &progress,
+        ))?,
     };
     bar.finish_and_clear();
     if as_json {
@@ -115,8 +119,10 @@ async fn remote_materialize(
     server: &Server,
     views: &[String],
     window: Window,
+    engine: Option<EngineKind>,
     progress: &dyn Fn(Progress<'_>),
 ) -> Result<Vec<ViewReport>> {
+    let engine = engine.map(|e| e.to_string()).unwrap_or_default();
     let mut client = pb::materialization_service_client::MaterializationServiceClient::new(
         server.channel.clone(),
     );
@@ -127,6 +133,7 @@ async fn remote_materialize(
                     views: views.to_vec(),
                     start_nanos: start,
                     end_nanos: end,
+                    engine,
                 })
                 .await
         }
@@ -136,6 +143,7 @@ async fn remote_materialize(
                     views: views.to_vec(),
                     end_nanos: end,
                     lookback_nanos: i64::try_from(lookback.as_nanos()).unwrap_or(i64::MAX),
+                    engine,
                 })
                 .await
         }

@@ -35,7 +35,8 @@ pub mod store;
 pub use error::{OnlineError, Result};
 pub use lease::LocalLeases;
 pub use materialize::{
-    MaterializeOptions, Progress, ViewReport, ViewTarget, Window, materialize_view, resolve_window,
+    ComputedRun, MaterializeOptions, Progress, ScanFacts, ViewReport, ViewTarget, Window,
+    materialize_view, resolve_window,
 };
 pub use read::{
     Cell, FieldStatus, FoundRows, OnlineFeatures, ReadPlan, StatusCounts, read_online_features,

@@ -23,7 +23,8 @@ use arrow::array::{
 use arrow::datatypes::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use quiver_core::{Feature, FeatureView, JoinKey, ScalarType, Source, ValueType, format_nanos};
 use quiver_source::{
-    NewestVersions, SourceScan, Sources, Task, in_parallel, merge_version, winners_by_task,
+    NewestVersions, SourceScan, Sources, Task, VersionedRows, in_parallel, merge_version,
+    winners_by_task,
 };
 
 use crate::error::{OnlineError, Result};
@@ -191,13 +192,7 @@ pub fn materialize_view(
 ) -> Result<ViewReport> {
     let started = Instant::now();
     let view = target.view;
-    if !view.online {
-        return Err(OnlineError::FailedPrecondition(format!(
-            "feature view '{}' is not online (online: false)",
-            view.name
-        )));
-    }
-    let (start, end) = resolve_window(store, target, window)?;
+    let (start, end) = online_window(store, target, window)?;
     let features: Vec<&Feature> = view.features.iter().collect();
     let scan = sources.scan(target.source, target.keys.clone(), &features)?;
     let plan = ViewPlan {
@@ -247,30 +242,172 @@ pub fn materialize_view(
         Ok::<_, OnlineError>(())
     })?;
     plan.check_cancel()?;
+    commit(store, target, window, end)?;
+    Ok(counters.report(
+        view,
+        (start, end),
+        (plan.scan.file_count(), plan.tasks.len()),
+        started,
+    ))
+}
+
+/// The window of a run of `target`, which must be online.
+fn online_window(
+    store: &dyn OnlineStore,
+    target: &ViewTarget<'_>,
+    window: Window,
+) -> Result<(i64, i64)> {
+    if !target.view.online {
+        return Err(OnlineError::FailedPrecondition(format!(
+            "feature view '{}' is not online (online: false)",
+            target.view.name
+        )));
+    }
+    resolve_window(store, target, window)
+}
+
+/// Ends a run whose rows are all written: an incremental run advances the watermark to `end`
+/// (never back) once the rows are durable; a range run makes them durable.
+fn commit(
+    store: &dyn OnlineStore,
+    target: &ViewTarget<'_>,
+    window: Window,
+    end: i64,
+) -> Result<()> {
     match window {
         Window::Incremental { .. } => {
             let previous = store.watermark(&target.id)?.unwrap_or(i64::MIN);
-            store.commit_watermark(&target.id, end.max(previous))?;
+            store.commit_watermark(&target.id, end.max(previous))
         }
-        Window::Range { .. } => store.flush()?,
+        Window::Range { .. } => store.flush(),
     }
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    Ok(ViewReport {
-        view: view.name.clone(),
-        start,
-        end,
-        files: plan.scan.file_count(),
-        row_groups_read: plan.tasks.len(),
-        rows_scanned: load(&counters.scanned),
-        rows_in_window: load(&counters.in_window),
-        rows_written: load(&counters.written),
-        newest_event_ts: (load(&counters.in_window) > 0)
-            .then(|| counters.newest_event.load(Ordering::Relaxed)),
-        bytes_written: load(&counters.bytes),
-        skipped_null_key: load(&counters.null_key),
-        skipped_null_timestamp: load(&counters.null_ts),
-        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
+}
+
+/// What a scan elsewhere (a Spark cluster) read for a [`ComputedRun`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanFacts {
+    /// Parquet files of the source.
+    pub files: usize,
+    /// Row groups whose event times overlap the window.
+    pub row_groups_read: usize,
+    /// Rows of those row groups.
+    pub rows_scanned: u64,
+    /// Rows inside the window.
+    pub rows_in_window: u64,
+    /// Rows in the window skipped because a join key was null.
+    pub skipped_null_key: u64,
+    /// Rows skipped because the event timestamp was null.
+    pub skipped_null_timestamp: u64,
+}
+
+/// A materialization whose newest row per key is computed away from this process (on a
+/// Spark cluster) and written here exactly as [`materialize_view`] writes its own: the same
+/// row encoding, the store's newest-wins merge, and the watermark moved only after every row
+/// is durable.
+#[derive(Debug)]
+pub struct ComputedRun<'a> {
+    target: &'a ViewTarget<'a>,
+    window: Window,
+    start: i64,
+    end: i64,
+    fingerprint: u32,
+    counters: Counters,
+    started: Instant,
+}
+
+impl<'a> ComputedRun<'a> {
+    /// Starts a run of `target` (which must be online) over `window`.
+    pub fn start(
+        store: &dyn OnlineStore,
+        target: &'a ViewTarget<'a>,
+        window: Window,
+    ) -> Result<Self> {
+        let started = Instant::now();
+        let (start, end) = online_window(store, target, window)?;
+        Ok(Self {
+            target,
+            window,
+            start,
+            end,
+            fingerprint: layout_fingerprint(&target.view.features),
+            counters: Counters::default(),
+            started,
+        })
+    }
+
+    /// The resolved window: start and end (ns, inclusive).
+    pub fn window(&self) -> (i64, i64) {
+        (self.start, self.end)
+    }
+
+    /// Writes `rows` (each key's newest row in the window, features in the view's order and
+    /// declared types), in key order.
+    pub fn write(&self, store: &dyn OnlineStore, rows: &VersionedRows) -> Result<()> {
+        let view = self.target.view;
+        if rows.features.len() != view.features.len() {
+            return Err(OnlineError::InvalidRequest(format!(
+                "feature view '{}': {} feature columns computed for {} features",
+                view.name,
+                rows.features.len(),
+                view.features.len()
+            )));
+        }
+        let features: Vec<Col<'_>> = view
+            .features
+            .iter()
+            .zip(&rows.features)
+            .map(|(f, a)| Col::new(f.value_type, a))
+            .collect();
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(rows.versions.len());
+        let mut newest = i64::MIN;
+        for (i, version) in rows.versions.iter().enumerate() {
+            let mut key = Vec::new();
+            if !rows.keys.encode(i, &mut key) {
+                continue;
+            }
+            newest = newest.max(version.0);
+            let mut row = RowWriter::new(self.fingerprint, *version, features.len());
+            for col in &features {
+                col.write(i, &mut row);
+            }
+            out.push((key, row.finish()));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        store.write(
+            &[ViewRows {
+                view: &self.target.id,
+                rows: &out,
+            }],
+            false,
+        )?;
+        let bytes: usize = out.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let c = &self.counters;
+        c.written.fetch_add(out.len() as u64, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        c.newest_event.fetch_max(newest, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ends the run once every row is written: the watermark advances (incremental runs) or
+    /// the rows are made durable (ranges).
+    pub fn finish(self, store: &dyn OnlineStore, facts: ScanFacts) -> Result<ViewReport> {
+        commit(store, self.target, self.window, self.end)?;
+        let c = &self.counters;
+        c.scanned.store(facts.rows_scanned, Ordering::Relaxed);
+        c.in_window.store(facts.rows_in_window, Ordering::Relaxed);
+        c.null_key.store(facts.skipped_null_key, Ordering::Relaxed);
+        c.null_ts
+            .store(facts.skipped_null_timestamp, Ordering::Relaxed);
+        Ok(c.report(
+            self.target.view,
+            (self.start, self.end),
+            (facts.files, facts.row_groups_read),
+            self.started,
+        ))
+    }
 }
 
 fn fmt_nanos(ns: i64) -> String {
@@ -281,6 +418,7 @@ fn fmt_nanos(ns: i64) -> String {
     }
 }
 
+#[derive(Debug)]
 struct Counters {
     scanned: AtomicU64,
     in_window: AtomicU64,
@@ -290,6 +428,36 @@ struct Counters {
     bytes: AtomicU64,
     null_key: AtomicU64,
     null_ts: AtomicU64,
+}
+
+impl Counters {
+    /// The report of a run of `view` over `window` that read `files` files and `row_groups`
+    /// row groups.
+    fn report(
+        &self,
+        view: &FeatureView,
+        (start, end): (i64, i64),
+        (files, row_groups): (usize, usize),
+        started: Instant,
+    ) -> ViewReport {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ViewReport {
+            view: view.name.clone(),
+            start,
+            end,
+            files,
+            row_groups_read: row_groups,
+            rows_scanned: load(&self.scanned),
+            rows_in_window: load(&self.in_window),
+            rows_written: load(&self.written),
+            newest_event_ts: (load(&self.in_window) > 0)
+                .then(|| self.newest_event.load(Ordering::Relaxed)),
+            bytes_written: load(&self.bytes),
+            skipped_null_key: load(&self.null_key),
+            skipped_null_timestamp: load(&self.null_ts),
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 impl Default for Counters {

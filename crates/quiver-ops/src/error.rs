@@ -36,6 +36,9 @@ pub enum OpsError {
     /// A training set failed.
     #[error(transparent)]
     Offline(#[from] quiver_offline::OfflineError),
+    /// Work on the Spark cluster failed.
+    #[error(transparent)]
+    Spark(#[from] quiver_spark::SparkError),
     /// A source's files could not be read or written.
     #[error(transparent)]
     Source(#[from] quiver_source::SourceError),
@@ -73,6 +76,7 @@ impl HasKind for OpsError {
             Self::Registry(e) => e.kind(),
             Self::Online(e) => e.kind(),
             Self::Offline(e) => e.kind(),
+            Self::Spark(e) => e.kind(),
             Self::Source(e) => e.kind(),
             Self::Core(e) => e.kind(),
             Self::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {

@@ -57,7 +57,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use quiver_core::{Action, ObjectKind, now_nanos};
+use quiver_core::{Action, EngineKind, ObjectKind, now_nanos};
 use quiver_online::{
     LiveView, OnlineFeatures, OnlineStore, RocksDbOptions, RocksDbStore, RunOutcome, StoreStats,
     ViewId, read_online_features,
@@ -65,6 +65,7 @@ use quiver_online::{
 use quiver_redis::{RedisOptions, RedisStore, TlsOptions};
 use quiver_registry::{OnlineStoreConfig, Registry, RepoConfig, Secret};
 use quiver_source::Sources;
+use quiver_spark::SparkEngine;
 
 pub use apply::{ApplyOutcome, ApplyRequest, BaseVersion, Committed, commit, views_leaving};
 pub use audit::AuditLog;
@@ -216,6 +217,8 @@ pub struct FeatureStore {
     audit: Arc<AuditLog>,
     metrics: Metrics,
     feature_log: FeatureLog,
+    /// The Spark cluster of `offline_engine`, made on first use.
+    spark: Mutex<Option<Arc<SparkEngine>>>,
 }
 
 impl std::fmt::Debug for FeatureStore {
@@ -283,6 +286,7 @@ impl FeatureStore {
                 version: 0,
                 deleted: Vec::new(),
             },
+            spark: Mutex::new(None),
         };
         let snapshot = this.snapshot();
         this.opened = Activation {
@@ -309,6 +313,22 @@ impl FeatureStore {
     /// The repository's settings.
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// The Spark cluster when `requested` (or else `offline_engine`) is Spark; `None` for the
+    /// native engine. Spark asked for but not configured is an error.
+    pub fn spark(&self, requested: Option<EngineKind>) -> Result<Option<Arc<SparkEngine>>> {
+        let Some(settings) = self.config.offline_engine.select(requested)? else {
+            return Ok(None);
+        };
+        let mut spark = self
+            .spark
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spark.is_none() {
+            *spark = Some(Arc::new(SparkEngine::new(settings.clone())?));
+        }
+        Ok(spark.clone())
     }
 
     /// The registry.

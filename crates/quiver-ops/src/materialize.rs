@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use quiver_core::{Action, FeatureView, ObjectKind, now_nanos};
+use quiver_core::{Action, EngineKind, Feature, FeatureView, ObjectKind, now_nanos};
 use quiver_online::{
-    MaterializeOptions, OnlineError, Progress, RunOutcome, RunRecord, RunTrigger, ViewReport,
-    ViewTarget, Window, materialize_view, resolve_window,
+    ComputedRun, MaterializeOptions, OnlineError, Progress, RunOutcome, RunRecord, RunTrigger,
+    ScanFacts, ViewReport, ViewTarget, Window, materialize_view, resolve_window,
 };
+use quiver_spark::{SparkEngine, SparkError};
 
 use crate::FeatureStore;
 use crate::auth::Caller;
@@ -28,6 +29,8 @@ pub struct MaterializeRequest {
     pub trigger: RunTrigger,
     /// 1 for a first try; more for retries of a failed scheduled run.
     pub attempt: u32,
+    /// Where the newest rows are computed (`offline_engine` when `None`).
+    pub engine: Option<EngineKind>,
 }
 
 impl MaterializeRequest {
@@ -38,6 +41,7 @@ impl MaterializeRequest {
             window,
             trigger: RunTrigger::Manual,
             attempt: 1,
+            engine: None,
         }
     }
 }
@@ -105,6 +109,7 @@ impl FeatureStore {
         progress: &(dyn Fn(Progress<'_>) + Sync),
         cancel: Option<&AtomicBool>,
     ) -> Result<ViewReport> {
+        let spark = self.spark(request.engine)?;
         let lock = self.runs.of(&view.name);
         let _one_run_per_view = lock
             .lock()
@@ -130,30 +135,36 @@ impl FeatureStore {
             &self.holder,
             lease::RUN_LEASE,
             cancel,
-            |stop| {
-                let options = MaterializeOptions {
-                    threads: self.options.materialize_threads,
-                    cancel: Some(stop),
-                    background: self.options.materialize_in_background,
-                };
-                materialize_view(
-                    store,
-                    &self.sources,
-                    &target,
-                    request.window,
-                    options,
-                    progress,
-                )
+            |stop| match &spark {
+                Some(spark) => {
+                    self.materialize_on_spark(spark, &target, request.window, stop, progress)
+                }
+                None => {
+                    let options = MaterializeOptions {
+                        threads: self.options.materialize_threads,
+                        cancel: Some(stop),
+                        background: self.options.materialize_in_background,
+                    };
+                    Ok(materialize_view(
+                        store,
+                        &self.sources,
+                        &target,
+                        request.window,
+                        options,
+                        progress,
+                    )?)
+                }
             },
         );
         let result = match result {
-            Err(OnlineError::Cancelled) if lost => Err(OnlineError::Unavailable {
+            Err(e) if lost && cancelled(&e) => Err(OnlineError::Unavailable {
                 store: store.location(),
                 message: format!(
                     "the run of feature view '{}' lost its lease to another process; its watermark did not move",
                     view.name
                 ),
-            }),
+            }
+            .into()),
             other => other,
         };
         run.finished_at = Some(now_nanos());
@@ -164,7 +175,7 @@ impl FeatureStore {
                 run.rows_written = report.rows_written;
                 run.newest_event_ts = report.newest_event_ts;
             }
-            Err(OnlineError::Cancelled) => run.outcome = RunOutcome::Cancelled,
+            Err(e) if cancelled(e) => run.outcome = RunOutcome::Cancelled,
             Err(e) => {
                 run.outcome = RunOutcome::Failed;
                 run.error = Some(e.to_string());
@@ -180,6 +191,50 @@ impl FeatureStore {
         let report = result?;
         recorded?;
         Ok(report)
+    }
+
+    /// One run of `target` whose newest rows per key are computed on the Spark cluster and
+    /// written here, with the native run's newest-wins and watermark rules.
+    fn materialize_on_spark(
+        &self,
+        spark: &SparkEngine,
+        target: &ViewTarget<'_>,
+        window: Window,
+        stop: &AtomicBool,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) -> Result<ViewReport> {
+        let store = self.store.as_ref();
+        let run = ComputedRun::start(store, target, window)?;
+        let (start, end) = run.window();
+        let features: Vec<&Feature> = target.view.features.iter().collect();
+        let scan = self
+            .sources
+            .scan(target.source, target.keys.clone(), &features)?;
+        let tasks = scan.tasks(start, end);
+        let rows_scanned = tasks.iter().map(|t| t.rows).sum();
+        progress(Progress::ViewStarted {
+            view: &target.view.name,
+            rows: rows_scanned,
+        });
+        let mut newest =
+            spark.newest_rows(&scan, target.view, &features, (start, end), Some(stop))?;
+        for rows in &mut newest {
+            run.write(store, &rows?)?;
+        }
+        let counts = newest.counts();
+        drop(newest);
+        progress(Progress::Rows(rows_scanned));
+        Ok(run.finish(
+            store,
+            ScanFacts {
+                files: scan.file_count(),
+                row_groups_read: tasks.len(),
+                rows_scanned,
+                rows_in_window: counts.rows_in_window,
+                skipped_null_key: counts.skipped_null_key,
+                skipped_null_timestamp: counts.skipped_null_timestamp,
+            },
+        )?)
     }
 
     /// Resolves the run's target and window and records it as running.
@@ -233,6 +288,14 @@ impl FeatureStore {
         }
         Ok(self.store.runs(&self.config.project, view, limit)?)
     }
+}
+
+/// Whether a run ended because it was cancelled (or lost its lease).
+fn cancelled(e: &OpsError) -> bool {
+    matches!(
+        e,
+        OpsError::Online(OnlineError::Cancelled) | OpsError::Spark(SparkError::Cancelled)
+    )
 }
 
 /// The views a request names (every online view when none), each known and online.

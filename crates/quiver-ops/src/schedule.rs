@@ -265,6 +265,7 @@ fn start(store: &Arc<FeatureStore>, name: &str, view: &Scheduled) -> Running {
         },
         trigger: RunTrigger::Schedule,
         attempt: view.failures + 1,
+        engine: None,
     };
     let (store, flag) = (Arc::clone(store), Arc::clone(&cancel));
     let handle = tokio::task::spawn_blocking(move || {

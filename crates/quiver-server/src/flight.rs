@@ -45,7 +45,6 @@ use quiver_offline::{
     read_entity_file,
 };
 use quiver_ops::{Caller, FeatureStore, Snapshot};
-use quiver_spark::SparkEngine;
 use serde::Deserialize;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -284,8 +283,6 @@ enum EntityRows {
 /// The Flight service.
 pub struct TrainingSetService {
     store: Arc<FeatureStore>,
-    /// The Spark cluster of `offline_engine`, if one is configured (or why it cannot be used).
-    spark: Option<Result<Arc<SparkEngine>, String>>,
     options: JoinOptions,
     uploads: UploadLimits,
     /// Entity tables uploaded by Feast's `DoPut`, by command.
@@ -295,14 +292,8 @@ pub struct TrainingSetService {
 impl TrainingSetService {
     /// A service answering from `store`'s snapshot and sources.
     pub fn new(store: Arc<FeatureStore>, options: JoinOptions, uploads: UploadLimits) -> Self {
-        let spark = store.config().offline_engine.spark().map(|settings| {
-            SparkEngine::new(settings.clone())
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        });
         Self {
             store,
-            spark,
             options,
             uploads,
             pending: Mutex::new(HashMap::new()),
@@ -372,7 +363,7 @@ impl TrainingSetService {
             as_of_created,
             ..self.options.clone()
         };
-        let spark = self.engine(engine)?;
+        let spark = self.store.spark(engine).map_err(|e| status(&e))?;
         let entities = match rows {
             EntityRows::Range { start, end } => {
                 if engine == Some(EngineKind::Spark) {
@@ -424,23 +415,6 @@ impl TrainingSetService {
 
     fn snapshot(&self) -> Arc<Snapshot> {
         self.store.snapshot()
-    }
-
-    /// The Spark engine when the request (or else `offline_engine`) asks for Spark; `None` for
-    /// the native engine.
-    fn engine(&self, requested: Option<EngineKind>) -> Result<Option<Arc<SparkEngine>>, Status> {
-        let selected = self
-            .store
-            .config()
-            .offline_engine
-            .select(requested)
-            .map_err(|e| status(&e))?;
-        match (selected, &self.spark) {
-            (None, _) => Ok(None),
-            (Some(_), Some(Ok(spark))) => Ok(Some(Arc::clone(spark))),
-            (Some(_), Some(Err(e))) => Err(Status::failed_precondition(e.clone())),
-            (Some(_), None) => Err(Status::internal("the Spark engine was not started")),
-        }
     }
 
     /// Answers a Feast command with the entity table it came with (`DoExchange`) or that was

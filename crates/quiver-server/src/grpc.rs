@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use quiver_core::{Action, Definitions, ObjectKind as Kind, TimestampUnit};
+use quiver_core::{Action, Definitions, EngineKind, ObjectKind as Kind, TimestampUnit};
 use quiver_online::{Cell, FeatureValue, FieldStatus as Status_, Progress, Window};
 use quiver_ops::{
     ApplyRequest, BaseVersion, Caller, FeatureSpec, FeatureStore, InputValue, MaterializeRequest,
@@ -498,6 +498,14 @@ impl MaterializationGrpc {
     }
 }
 
+/// A request's `engine` (empty: `offline_engine`'s).
+fn engine(name: &str) -> Result<Option<EngineKind>, Status> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    name.parse().map(Some).map_err(|e| status(&e))
+}
+
 fn views(list: Vec<String>) -> Vec<String> {
     list.into_iter().filter(|v| !v.is_empty()).collect()
 }
@@ -516,15 +524,19 @@ impl pb::materialization_service_server::MaterializationService for Materializat
         if r.start_nanos > r.end_nanos {
             return Err(Status::invalid_argument("start_nanos is after end_nanos"));
         }
+        let engine = engine(&r.engine)?;
         Ok(Response::new(self.run(
             caller,
-            MaterializeRequest::manual(
-                views(r.views),
-                Window::Range {
-                    start: r.start_nanos,
-                    end: r.end_nanos,
-                },
-            ),
+            MaterializeRequest {
+                engine,
+                ..MaterializeRequest::manual(
+                    views(r.views),
+                    Window::Range {
+                        start: r.start_nanos,
+                        end: r.end_nanos,
+                    },
+                )
+            },
         )))
     }
 
@@ -536,15 +548,19 @@ impl pb::materialization_service_server::MaterializationService for Materializat
         let r = request.into_inner();
         let lookback = u64::try_from(r.lookback_nanos)
             .map_err(|_| Status::invalid_argument("lookback_nanos is negative"))?;
+        let engine = engine(&r.engine)?;
         Ok(Response::new(self.run(
             caller,
-            MaterializeRequest::manual(
-                views(r.views),
-                Window::Incremental {
-                    end: r.end_nanos,
-                    lookback: Duration::from_nanos(lookback),
-                },
-            ),
+            MaterializeRequest {
+                engine,
+                ..MaterializeRequest::manual(
+                    views(r.views),
+                    Window::Incremental {
+                        end: r.end_nanos,
+                        lookback: Duration::from_nanos(lookback),
+                    },
+                )
+            },
         )))
     }
 

@@ -47,7 +47,7 @@ use quiver_storage::{ObjectFile, ObjectStorage, ObjectUrl};
 pub use append::{AppendTarget, Compaction, PUSH_PREFIX, TEMPORARY_PREFIX, sweep_temporary_files};
 pub use error::{Result, SourceError};
 pub use files::source_files;
-pub use newest::{NewestVersions, RowVersion, merge_version, winners_by_task};
+pub use newest::{NewestVersions, RowVersion, VersionedRows, merge_version, winners_by_task};
 pub use scan::{BATCH_ROWS, KeyAndTimes, ROW_BITS, SourceScan, Task, in_parallel};
 pub use schema::{SourceSchema, check_view_columns};
 pub use time::nanos;

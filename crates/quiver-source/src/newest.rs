@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 
+use arrow::array::ArrayRef;
+use quiver_core::KeyColumns;
+
 use crate::scan::{ROW_BITS, Task};
 
 /// Orders two versions of a key for newest-wins: event time, then created time, then
@@ -12,6 +15,18 @@ pub type RowVersion = (i64, i64, u64);
 /// The newest version of every key of a window, by canonical key bytes (about 100 bytes per
 /// key; foldhash: SipHash dominated this pass).
 pub type NewestVersions = HashMap<Vec<u8>, RowVersion, foldhash::fast::RandomState>;
+
+/// Newest rows per key computed away from a scan (on a Spark cluster), for materialization
+/// to write: keys, versions and features in a view's declared types.
+#[derive(Debug)]
+pub struct VersionedRows {
+    /// Canonical keys, none null.
+    pub keys: KeyColumns,
+    /// Each row's version.
+    pub versions: Vec<RowVersion>,
+    /// The view's feature columns, in its order and declared types.
+    pub features: Vec<ArrayRef>,
+}
 
 /// Keeps `version` for `key` if it is newer than the one held.
 pub fn merge_version(map: &mut NewestVersions, key: &[u8], version: RowVersion) {

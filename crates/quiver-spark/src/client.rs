@@ -166,15 +166,7 @@ impl Session {
         operation_id: &str,
         view: Option<&str>,
     ) -> Result<Vec<RecordBatch>> {
-        let plan = pb::Plan {
-            op_type: Some(pb::plan::OpType::Root(relation(
-                pb::relation::RelType::Sql(pb::Sql {
-                    query,
-                    ..Default::default()
-                }),
-            ))),
-        };
-        self.execute(plan, operation_id, view).await
+        self.execute(sql_plan(query), operation_id, view).await
     }
 
     /// Registers `batches` (of `schema`) as the session's temporary view `name`: inline in
@@ -303,6 +295,44 @@ impl Session {
         operation_id: &str,
         view: Option<&str>,
     ) -> Result<Vec<RecordBatch>> {
+        let mut stream = self.start(plan, operation_id, view).await?;
+        let mut batches = Vec::new();
+        while let Some(response) = stream.next().await {
+            batches.extend(arrow_batches(response.map_err(|s| self.failed(view, &s))?)?);
+        }
+        Ok(batches)
+    }
+
+    /// Runs a SQL query as operation `operation_id`, sending its record batches to `to` as
+    /// they arrive (a slow receiver holds the cluster's stream back); stops early when the
+    /// receiver is gone.
+    pub(crate) async fn sql_to(
+        &self,
+        query: String,
+        operation_id: &str,
+        view: &str,
+        to: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let plan = sql_plan(query);
+        let mut stream = self.start(plan, operation_id, Some(view)).await?;
+        while let Some(response) = stream.next().await {
+            let response = response.map_err(|s| self.failed(Some(view), &s))?;
+            for batch in arrow_batches(response)? {
+                if to.send(Ok(batch)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts executing a plan; its stream of responses.
+    async fn start(
+        &self,
+        plan: pb::Plan,
+        operation_id: &str,
+        view: Option<&str>,
+    ) -> Result<tonic::Streaming<pb::ExecutePlanResponse>> {
         let request = pb::ExecutePlanRequest {
             session_id: self.id.clone(),
             user_context: Some(self.user.clone()),
@@ -311,25 +341,13 @@ impl Session {
             client_type: Some(CLIENT_TYPE.into()),
             ..Default::default()
         };
-        let mut stream = self
+        Ok(self
             .client
             .clone()
             .execute_plan(request)
             .await
             .map_err(|s| self.failed(view, &s))?
-            .into_inner();
-        let mut batches = Vec::new();
-        while let Some(response) = stream.next().await {
-            let response = response.map_err(|s| self.failed(view, &s))?;
-            if let Some(pb::execute_plan_response::ResponseType::ArrowBatch(b)) =
-                response.response_type
-            {
-                for batch in StreamReader::try_new(Cursor::new(b.data), None)? {
-                    batches.push(batch?);
-                }
-            }
-        }
-        Ok(batches)
+            .into_inner())
     }
 
     /// Interrupts every operation of the session.
@@ -373,6 +391,29 @@ impl Session {
                 message,
             },
         }
+    }
+}
+
+/// The plan of a SQL query.
+fn sql_plan(query: String) -> pb::Plan {
+    pb::Plan {
+        op_type: Some(pb::plan::OpType::Root(relation(
+            pb::relation::RelType::Sql(pb::Sql {
+                query,
+                ..Default::default()
+            }),
+        ))),
+    }
+}
+
+/// The record batches of one response (none unless it carries Arrow data).
+fn arrow_batches(response: pb::ExecutePlanResponse) -> Result<Vec<RecordBatch>> {
+    match response.response_type {
+        Some(pb::execute_plan_response::ResponseType::ArrowBatch(b)) => {
+            Ok(StreamReader::try_new(Cursor::new(b.data), None)?
+                .collect::<arrow::error::Result<_>>()?)
+        }
+        _ => Ok(Vec::new()),
     }
 }
 

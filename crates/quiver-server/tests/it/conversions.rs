@@ -140,6 +140,7 @@ fn materialize_streams_progress_then_a_report_per_view_and_is_recorded() {
                 views: vec!["stats".into()],
                 start_nanos: i64::MIN,
                 end_nanos: i64::MAX,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -177,6 +178,7 @@ fn materialize_streams_progress_then_a_report_per_view_and_is_recorded() {
                 views: vec!["nope".into()],
                 start_nanos: 0,
                 end_nanos: 1,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -191,10 +193,31 @@ fn materialize_streams_progress_then_a_report_per_view_and_is_recorded() {
                 views: Vec::new(),
                 start_nanos: 2,
                 end_nanos: 1,
+                ..Default::default()
             })
             .await
             .unwrap_err();
         assert_eq!(backwards.code(), Code::InvalidArgument);
+        let engine = |name: &str| pb::MaterializeRequest {
+            views: Vec::new(),
+            start_nanos: 0,
+            end_nanos: 1,
+            engine: name.to_owned(),
+        };
+        let unknown = client.materialize(engine("hive")).await.unwrap_err();
+        assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
+        assert!(unknown.message().contains("hive"), "{unknown:?}");
+        // No offline_engine: Spark is not configured.
+        let spark = client
+            .materialize(engine("spark"))
+            .await
+            .unwrap()
+            .into_inner()
+            .next()
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(spark.code(), Code::FailedPrecondition, "{spark:?}");
     });
 }
 
