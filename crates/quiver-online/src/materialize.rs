@@ -10,7 +10,8 @@
 //! way, so windows may be re-run or run out of order. Rows with a null key or event time are
 //! skipped and counted. Versions are `(event ns, created ns, file and row)`, exactly the
 //! point-in-time join's order. Incremental runs advance the view's watermark only after all
-//! its rows are durable.
+//! its rows are durable. [`ComputedRun`] writes newest rows computed elsewhere (a Spark
+//! cluster) by the same rules.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

@@ -6,8 +6,9 @@
 //! source rows and entity rows of a key are put in one partition, ordered by the time from
 //! which a row may be used (its event time, or the later of event and created time under
 //! `as_of_created`), source rows before entity rows at equal times, and a running
-//! `max_by(row, (event_ts, created_ts, file, row in file))` gives every entity row the winner
-//! among all source rows usable at its time. The ttl is checked on that winner: it has the
+//! `max((event_ts, created_ts, file, row in file))` gives every entity row the winner among
+//! all source rows usable at its time. Only keys and versions are sorted: the winners' features
+//! are then read by `(file, row)` in a second scan of the source, the winners broadcast to it. The ttl is checked on that winner: it has the
 //! greatest event time, so if it is too old every candidate is. Times are compared as
 //! nanosecond integers (Parquet nanosecond columns read as their raw values, the others
 //! scaled from Spark's microseconds), so nothing is rounded. The last tie-break is the
@@ -19,6 +20,8 @@
 //! `quiver-offline` exactly as the native engine's is.
 
 use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, concat, take};
@@ -33,6 +36,9 @@ use crate::source::{SourceRows, literal, not_null};
 
 /// The temporary view of a session's entity rows.
 const ENTITIES: &str = "quiver_entities";
+
+/// Up to this many entity rows, a training set's views are queried at once.
+const CONCURRENT_ENTITY_ROWS: usize = 250_000;
 
 /// Joins `join`'s features onto `entities` on the cluster of `session`.
 pub(crate) async fn training_set(
@@ -75,8 +81,8 @@ pub(crate) async fn training_set(
         .iter()
         .flatten()
         .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
-    // Every view's source opened first, then the queries run at once: the cluster overlaps
-    // their stages and fixed costs.
+    // Every view's source opened first, then the queries run at once (up to
+    // CONCURRENT_ENTITY_ROWS entity rows): the cluster overlaps their stages and fixed costs.
     let mut opened = Vec::new();
     for (view, features) in join.views() {
         let features: Vec<&Feature> = features.iter().map(|(_, f)| *f).collect();
@@ -114,13 +120,23 @@ pub(crate) async fn training_set(
             window: (lo, hi),
         })
         .collect();
-    let answers = futures::future::try_join_all(plans.iter().map(|plan| async move {
-        let query = plan.query()?;
-        let view = &plan.rows.view.name;
-        tracing::debug!(%view, %query, "training set on Spark");
-        session.sql(query, &uuid(), Some(view)).await
-    }))
-    .await?;
+    // A large entity table is planned into every query (the driver holds it and broadcasts
+    // its keys), so its views run one at a time to bound the driver's memory.
+    let at_once = if n <= CONCURRENT_ENTITY_ROWS {
+        plans.len().max(1)
+    } else {
+        1
+    };
+    let answers: Vec<Vec<RecordBatch>> =
+        futures::stream::iter(plans.iter().map(|plan| async move {
+            let query = plan.query()?;
+            let view = &plan.rows.view.name;
+            tracing::debug!(%view, %query, "training set on Spark");
+            session.sql(query, &uuid(), Some(view)).await
+        }))
+        .buffered(at_once)
+        .try_collect()
+        .await?;
     let joined = plans
         .iter()
         .zip(&answers)
@@ -144,7 +160,6 @@ impl ViewPlan<'_> {
     pub(crate) fn query(&self) -> Result<String> {
         let keys = self.rows.key_names();
         let key_list = keys.join(", ");
-        let features = self.rows.features.len();
         let (lo, hi) = self.window;
         let lo = self.rows.ttl().map_or(i64::MIN, |l| lo.saturating_sub(l));
         let available = if self.as_of_created {
@@ -152,8 +167,6 @@ impl ViewPlan<'_> {
         } else {
             "ev"
         };
-        let value = format!("named_struct({})", self.rows.feature_fields("'ev', ev"));
-        let source = self.rows.sql()?;
         let entity_keys: Vec<String> = self
             .entity_keys
             .iter()
@@ -163,23 +176,49 @@ impl ViewPlan<'_> {
         let ttl = self.rows.ttl().map_or(String::new(), |l| {
             format!(" AND w.ev >= t - {}", literal(l))
         });
-        let out: String = (0..features).map(|i| format!(", w.f{i} AS f{i}")).collect();
+        // Phase 1 sorts only keys and versions, of the source rows whose key some entity row
+        // has (a semi join with the entity keys, broadcast); phase 2 reads the winners'
+        // features by (file, row), the winners broadcast to the source's scan (no shuffle of
+        // features).
+        let features = self.rows.features.len();
+        let answer = if features == 0 {
+            "SELECT row FROM win".to_owned()
+        } else {
+            let out: String = (0..features)
+                .map(|i| format!(", src.f{i} AS f{i}"))
+                .collect();
+            format!(
+                "SELECT /*+ BROADCAST(win) */ win.row{out} FROM win \
+                 JOIN src ON src.f = win.f AND src.r = win.r"
+            )
+        };
         Ok(format!(
-            "SELECT row{out} FROM (\
-               SELECT row, side, t, max_by(val, ord) OVER (PARTITION BY {key_list} ORDER BY a, side \
-                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS w FROM (\
-                 SELECT {key_list}, {available} AS a, 0 AS side, {value} AS val, \
-                   named_struct('ev', ev, 'cr', cr, 'f', f, 'r', r) AS ord, \
-                   CAST(NULL AS BIGINT) AS row, CAST(NULL AS BIGINT) AS t \
-                 FROM ({source}) WHERE ev IS NOT NULL AND {src_keys} AND ev >= {lo} AND {available} <= {hi} \
-                 UNION ALL \
-                 SELECT {entity_keys}, t AS a, 1 AS side, NULL, NULL, row, t FROM {ENTITIES} \
-                 WHERE t IS NOT NULL AND {ent_keys}\
-               )\
-             ) WHERE side = 1 AND w IS NOT NULL{ttl}",
+            "WITH src AS ({source}), win AS (\
+               SELECT row, w.f AS f, w.r AS r FROM (\
+                 SELECT row, side, t, max(ord) OVER (PARTITION BY {key_list} ORDER BY a, side \
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS w FROM (\
+                   SELECT /*+ BROADCAST(e) */ {key_list}, {available} AS a, 0 AS side, \
+                     named_struct('ev', ev, 'cr', cr, 'f', f, 'r', r) AS ord, \
+                     CAST(NULL AS BIGINT) AS row, CAST(NULL AS BIGINT) AS t \
+                   FROM src LEFT SEMI JOIN (\
+                     SELECT DISTINCT {entity_keys} FROM {ENTITIES} WHERE t IS NOT NULL AND {ent_keys}\
+                   ) e ON {same_keys} \
+                   WHERE ev IS NOT NULL AND {src_keys} AND ev >= {lo} AND {available} <= {hi} \
+                   UNION ALL \
+                   SELECT {entity_keys}, t AS a, 1 AS side, NULL, row, t FROM {ENTITIES} \
+                   WHERE t IS NOT NULL AND {ent_keys}\
+                 )\
+               ) WHERE side = 1 AND w IS NOT NULL{ttl}\
+             ) {answer}",
+            source = self.rows.sql()?,
             src_keys = not_null(keys.iter().cloned()),
             ent_keys = not_null(self.entity_keys.iter().map(|e| format!("k{e}"))),
             entity_keys = entity_keys.join(", "),
+            same_keys = keys
+                .iter()
+                .map(|k| format!("src.{k} = e.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND "),
             lo = literal(lo),
             hi = literal(hi),
         ))

@@ -7,8 +7,9 @@
 //! streams back as Arrow and is assembled into the same [`TrainingSet`] the native engine
 //! gives. [`SparkEngine::newest_rows`] computes a materialization's newest row per key of a
 //! window on the cluster (`newest`: one grouped query per view, the native materializer's
-//! order and tie-break) and streams it back for the online store. The client is a thin one of the Spark Connect protocol (`proto/spark/connect`,
-//! Apache Spark's definitions) on tonic: no Java on Quiver's side.
+//! order and tie-break) and streams it back for the online store. The client is a thin one
+//! of the Spark Connect protocol (`proto/spark/connect`, Apache Spark's definitions) on
+//! tonic: no Java on Quiver's side.
 
 mod client;
 mod error;
@@ -110,9 +111,7 @@ impl SparkEngine {
             result
         })
     }
-}
 
-impl SparkEngine {
     /// The newest row per key of `view`'s source (opened as `scan`, with `features`, the
     /// view's) among the rows with `start <= event_ts <= end`, computed on the cluster and
     /// streamed back batch by batch. Once `cancel` is set, or the stream is dropped, the

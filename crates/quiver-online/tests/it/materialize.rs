@@ -1,8 +1,12 @@
 //! Materialization: windows, newest-wins across runs, watermarks, late data, bad input.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_online::{FieldStatus, Window};
+use arrow::array::{ArrayRef, Float64Array, Int64Array};
+use quiver_core::KeyColumns;
+use quiver_online::{ComputedRun, FieldStatus, ScanFacts, ViewTarget, Window};
+use quiver_source::VersionedRows;
 
 use crate::support::{HOUR, MINUTE, On, Place, Repo, StatRow, T0, stat, write_stats};
 
@@ -225,7 +229,7 @@ fn bad_source_data_fails_clearly_and_keeps_the_watermark(on: &On) {
 
     // A file whose `rate` column is a string.
     let bad = repo.stats_file(1);
-    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("driver_id", arrow::datatypes::DataType::Int64, false),
         arrow::datatypes::Field::new(
             "event_timestamp",
@@ -243,15 +247,15 @@ fn bad_source_data_fails_clearly_and_keeps_the_watermark(on: &On) {
     let batch = arrow::array::RecordBatch::try_new(
         schema.clone(),
         vec![
-            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])),
-            std::sync::Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
                 T0 + 20 * HOUR,
             ])),
-            std::sync::Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+            Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
                 T0 + 20 * HOUR,
             ])),
-            std::sync::Arc::new(arrow::array::StringArray::from(vec!["high"])),
-            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])),
+            Arc::new(arrow::array::StringArray::from(vec!["high"])),
+            Arc::new(Int64Array::from(vec![1])),
         ],
     )
     .unwrap();
@@ -343,7 +347,74 @@ fn concurrent_readers_never_see_a_torn_row(on: &On) {
     assert_eq!(repo.rates(&[DRIVERS], T0)[0].0, Some(DRIVERS as f64 + 0.19));
 }
 
+/// Rows computed elsewhere (a Spark cluster): written newest-wins whatever order they arrive
+/// in, the watermark moved only when the run finishes.
+fn computed_rows_are_written_newest_wins_and_commit_at_finish(on: &On) {
+    let repo = Repo::new(on, &hourly());
+    let store = repo.store.as_ref();
+    let view = repo.defs.view("driver_stats").unwrap();
+    let target = ViewTarget {
+        view,
+        source: &repo.defs.sources[&view.source],
+        keys: repo.defs.join_keys(view).unwrap(),
+        id: repo.id("driver_stats"),
+    };
+    let rows = |drivers: Vec<i64>, events: Vec<i64>, rates: Vec<f64>| {
+        let keys: ArrayRef = Arc::new(Int64Array::from(drivers));
+        let trips: ArrayRef = Arc::new(Int64Array::from(vec![7; rates.len()]));
+        VersionedRows {
+            keys: KeyColumns::new(&target.keys, &[&keys]).unwrap(),
+            versions: events.into_iter().map(|e| (e, 0, 0)).collect(),
+            features: vec![Arc::new(Float64Array::from(rates)), trips],
+        }
+    };
+    let window = Window::Incremental {
+        end: T0 + 4 * HOUR,
+        lookback: Duration::ZERO,
+    };
+    let run = ComputedRun::start(store, &target, window).unwrap();
+    run.write(
+        store,
+        &rows(
+            vec![2, 1],
+            vec![T0 + 3 * HOUR, T0 + 2 * HOUR],
+            vec![2.5, 1.5],
+        ),
+    )
+    .unwrap();
+    // An older row of driver 1 arriving later does not replace the newer one.
+    run.write(store, &rows(vec![1], vec![T0 + HOUR], vec![9.9]))
+        .unwrap();
+    let mut short = rows(vec![3], vec![T0], vec![3.5]);
+    short.features.pop();
+    let err = run.write(store, &short).unwrap_err();
+    assert!(err.to_string().contains("driver_stats"), "{err}");
+    assert_eq!(store.watermark(&target.id).unwrap(), None);
+    let facts = ScanFacts {
+        files: 2,
+        row_groups_read: 3,
+        rows_scanned: 30,
+        rows_in_window: 12,
+        skipped_null_key: 1,
+        skipped_null_timestamp: 2,
+    };
+    let report = run.finish(store, facts).unwrap();
+    assert_eq!(
+        (
+            report.rows_written,
+            report.rows_in_window,
+            report.skipped_null_key
+        ),
+        (3, 12, 1)
+    );
+    assert_eq!(report.newest_event_ts, Some(T0 + 3 * HOUR));
+    assert_eq!(store.watermark(&target.id).unwrap(), Some(T0 + 4 * HOUR));
+    let got = repo.rates(&[1, 2], T0 + 3 * HOUR);
+    assert_eq!((got[0].0, got[1].0), (Some(1.5), Some(2.5)));
+}
+
 on_every_backend_and_s3_sources!(
+    computed_rows_are_written_newest_wins_and_commit_at_finish,
     latest_row_per_key_within_the_window,
     out_of_order_and_repeated_windows_give_the_same_store,
     ties_go_to_the_greater_created_time_then_to_the_later_row,
