@@ -309,6 +309,8 @@ fn run_quiver(data: &Path, out: &Path) -> Result<()> {
         Ok(connect) => quiver_spark::SparkEngine::new(quiver_core::SparkSettings {
             connect,
             conf: Default::default(),
+            // The cluster runs on this machine: it reads the staged entity table in place.
+            staging: Some(data.join("spark-staging")),
         })?
         .training_set(&join, entities, None)?,
         Err(_) => join.run(entities, &|_| {})?,

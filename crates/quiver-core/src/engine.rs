@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,12 @@ pub struct SparkSettings {
     /// Spark SQL settings for every session Quiver opens (`spark.sql.shuffle.partitions`…).
     #[serde(default)]
     pub conf: BTreeMap<String, String>,
+    /// A folder the cluster reads at the same path (a shared filesystem, as for local
+    /// sources) where entity tables beyond 16 MiB are written as Parquet for it to read.
+    /// Without one they are uploaded as cached chunks, which the driver holds and plans into
+    /// every task that scans them.
+    #[serde(default)]
+    pub staging: Option<PathBuf>,
 }
 
 /// The engine one request asks for (`--engine`, the Flight command's `engine`).

@@ -20,7 +20,7 @@ use pb::spark_connect_service_client::SparkConnectServiceClient;
 const DEFAULT_PORT: u16 = 15002;
 /// Entity tables up to this size go inline in the plan; larger ones are uploaded first, in
 /// chunks (the server's default message limit is 128 MiB).
-const INLINE_BYTES: usize = 16 << 20;
+pub(crate) const INLINE_BYTES: usize = 16 << 20;
 /// Bytes per uploaded chunk, about.
 const ARTIFACT_CHUNK: usize = 4 << 20;
 /// Chunks per upload message (well under the server's 128 MiB message limit).

@@ -43,6 +43,14 @@ pub enum SparkError {
         /// Why.
         message: String,
     },
+    /// The entity rows could not be staged for the cluster (`offline_engine.staging`).
+    #[error("staging the entity rows in {}: {message}", path.display())]
+    Staging {
+        /// The file being written.
+        path: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The request was cancelled; its Spark jobs were interrupted.
     #[error("cancelled")]
     Cancelled,
@@ -60,7 +68,9 @@ pub enum SparkError {
 impl HasKind for SparkError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Settings { .. } | Self::Unsupported { .. } => ErrorKind::FailedPrecondition,
+            Self::Settings { .. } | Self::Unsupported { .. } | Self::Staging { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             Self::Unreachable { .. } => ErrorKind::Unavailable,
             Self::Failed { .. } => ErrorKind::FailedPrecondition,
             Self::Cancelled => ErrorKind::Cancelled,

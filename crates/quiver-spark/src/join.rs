@@ -19,6 +19,7 @@
 //! into input order and converted to the declared types, and the training set is assembled by
 //! `quiver-offline` exactly as the native engine's is.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -30,9 +31,9 @@ use quiver_core::Feature;
 use quiver_offline::{PointInTimeJoin, TrainingSet, event_timestamp_column};
 use quiver_source::nanos;
 
-use crate::client::{Session, uuid};
-use crate::error::Result;
-use crate::source::{SourceRows, literal, not_null};
+use crate::client::{INLINE_BYTES, Session, uuid};
+use crate::error::{Result, SparkError};
+use crate::source::{SourceRows, ident, literal, not_null};
 
 /// The temporary view of a session's entity rows.
 const ENTITIES: &str = "quiver_entities";
@@ -40,11 +41,13 @@ const ENTITIES: &str = "quiver_entities";
 /// Up to this many entity rows, a training set's views are queried at once.
 const CONCURRENT_ENTITY_ROWS: usize = 250_000;
 
-/// Joins `join`'s features onto `entities` on the cluster of `session`.
+/// Joins `join`'s features onto `entities` on the cluster of `session`; a large entity table
+/// is written to `staging` for the cluster to read, when there is one.
 pub(crate) async fn training_set(
     session: &Session,
     join: &PointInTimeJoin<'_>,
     entities: RecordBatch,
+    staging: Option<&Path>,
 ) -> Result<TrainingSet> {
     join.output_schema(entities.schema_ref())?;
     let keys = join.join_keys()?;
@@ -75,7 +78,15 @@ pub(crate) async fn training_set(
     columns.push(Arc::new(times.clone()));
     let schema = Arc::new(Schema::new(fields));
     let upload = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-    session.create_view(ENTITIES, &schema, &[upload]).await?;
+    let _staged = match staging {
+        Some(dir) if upload.get_array_memory_size() > INLINE_BYTES => {
+            Some(stage(session, dir, &upload).await?)
+        }
+        _ => {
+            session.create_view(ENTITIES, &schema, &[upload]).await?;
+            None
+        }
+    };
 
     let (lo, hi) = times
         .iter()
@@ -143,6 +154,45 @@ pub(crate) async fn training_set(
         .map(|(plan, batches)| scatter(plan, n, batches))
         .collect::<Result<_>>()?;
     Ok(join.assemble(entities, joined)?)
+}
+
+/// A staged entity table, removed when dropped (after the queries that read it).
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes `entities` as a Parquet file in `dir` and makes it the session's entity view.
+async fn stage(session: &Session, dir: &Path, entities: &RecordBatch) -> Result<Staged> {
+    let path = dir.join(format!("quiver-entities-{}.parquet", uuid()));
+    let failed = |message: String| SparkError::Staging {
+        path: path.clone(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+    let file = std::fs::File::create(&path).map_err(|e| failed(e.to_string()))?;
+    let staged = Staged(path.clone());
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, entities.schema(), None)
+        .map_err(|e| failed(e.to_string()))?;
+    writer
+        .write(entities)
+        .and_then(|()| writer.close().map(drop))
+        .map_err(|e| failed(e.to_string()))?;
+    let location = format!("file://{}", path.display());
+    session
+        .sql(
+            format!(
+                "CREATE OR REPLACE TEMPORARY VIEW {ENTITIES} AS SELECT * FROM parquet.{}",
+                ident(&location)
+            ),
+            &uuid(),
+            None,
+        )
+        .await?;
+    Ok(staged)
 }
 
 /// The query of one view.

@@ -101,7 +101,7 @@ impl SparkEngine {
         runtime.block_on(async {
             let session = Session::open(&self.settings).await?;
             let result = tokio::select! {
-                r = join::training_set(&session, join, entities) => r,
+                r = join::training_set(&session, join, entities, self.settings.staging.as_deref()) => r,
                 () = cancelled(cancel) => {
                     session.interrupt().await;
                     Err(SparkError::Cancelled)

@@ -154,7 +154,7 @@ pub(crate) fn not_null(columns: impl Iterator<Item = String>) -> String {
 }
 
 /// A Spark SQL identifier, quoted.
-fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 

@@ -368,6 +368,42 @@ fn a_large_entity_table_gives_the_same_answer(setup: Setup) {
 }
 
 #[test]
+fn a_large_entity_table_staged_for_spark_gives_the_native_answer() {
+    let rows: Vec<Row> = (0..300).map(|i| row(i % 50, i % 90, i % 3, i)).collect();
+    let c = case(Setup::Spark, 30, &rows, &[]);
+    let (defs, sources) = c.dir.open(&c.defs);
+    let join = PointInTimeJoin::new(
+        &defs,
+        &sources,
+        resolve(&defs, &["stats:value"], false),
+        JoinOptions::default(),
+    )
+    .unwrap();
+    let entities: Vec<EntityRow> = (0..1_000_000).map(|i| at(i % 53, i % 100)).collect();
+    let staging = tempfile::tempdir().unwrap();
+    let spark = quiver_spark::SparkEngine::new(quiver_core::SparkSettings {
+        connect: quiver_testkit::spark::shared_cluster().url(),
+        conf: Default::default(),
+        staging: Some(staging.path().join("entities")),
+    })
+    .unwrap();
+    let all = |set: quiver_offline::TrainingSet| {
+        let schema = set.schema();
+        let batches: Vec<RecordBatch> = set.map(Result::unwrap).collect();
+        arrow::compute::concat_batches(&schema, &batches).unwrap()
+    };
+    let staged = all(spark
+        .training_set(&join, entity_table(&entities), None)
+        .unwrap());
+    let native = all(join.run(entity_table(&entities), &|_| {}).unwrap());
+    assert_eq!(staged, native);
+    let left: Vec<_> = std::fs::read_dir(staging.path().join("entities"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "the staged file is removed: {left:?}");
+}
+
+#[test]
 fn a_cancelled_spark_join_stops_promptly() {
     let rows: Vec<Row> = (0..300).map(|i| row(i % 50, i % 90, i % 3, i)).collect();
     let c = case(Setup::Spark, 30, &rows, &[]);

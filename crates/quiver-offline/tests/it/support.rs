@@ -311,6 +311,7 @@ pub fn spark() -> &'static quiver_spark::SparkEngine {
         quiver_spark::SparkEngine::new(quiver_core::SparkSettings {
             connect: cluster.url(),
             conf: Default::default(),
+            staging: None,
         })
         .unwrap()
     })
