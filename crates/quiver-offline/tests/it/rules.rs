@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use quiver_core::Definitions;
 use quiver_offline::{JoinOptions, PointInTimeJoin};
+use quiver_source::Sources;
 
 use crate::support::*;
 
 struct Case {
     dir: Data,
-    defs: quiver_core::Definitions,
+    defs: Definitions,
 }
 
 /// `stats` rows in one file (a second file when `later` is given), zones empty.
@@ -367,18 +369,28 @@ fn a_large_entity_table_gives_the_same_answer(setup: Setup) {
     assert!(got.iter().filter(|v| v.is_some()).count() > entities.len() / 2);
 }
 
-#[test]
-fn a_large_entity_table_staged_for_spark_gives_the_native_answer() {
+/// 300 rows over 50 keys, on Spark.
+fn spark_case() -> Case {
     let rows: Vec<Row> = (0..300).map(|i| row(i % 50, i % 90, i % 3, i)).collect();
-    let c = case(Setup::Spark, 30, &rows, &[]);
-    let (defs, sources) = c.dir.open(&c.defs);
-    let join = PointInTimeJoin::new(
-        &defs,
-        &sources,
-        resolve(&defs, &["stats:value"], false),
+    case(Setup::Spark, 30, &rows, &[])
+}
+
+/// The join of `stats:value`.
+fn value_join<'a>(defs: &'a Definitions, sources: &'a Sources) -> PointInTimeJoin<'a> {
+    PointInTimeJoin::new(
+        defs,
+        sources,
+        resolve(defs, &["stats:value"], false),
         JoinOptions::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_large_entity_table_staged_for_spark_gives_the_native_answer() {
+    let c = spark_case();
+    let (defs, sources) = c.dir.open(&c.defs);
+    let join = value_join(&defs, &sources);
     let entities: Vec<EntityRow> = (0..1_000_000).map(|i| at(i % 53, i % 100)).collect();
     let staging = tempfile::tempdir().unwrap();
     let spark = quiver_spark::SparkEngine::new(quiver_core::SparkSettings {
@@ -405,16 +417,9 @@ fn a_large_entity_table_staged_for_spark_gives_the_native_answer() {
 
 #[test]
 fn a_cancelled_spark_join_stops_promptly() {
-    let rows: Vec<Row> = (0..300).map(|i| row(i % 50, i % 90, i % 3, i)).collect();
-    let c = case(Setup::Spark, 30, &rows, &[]);
+    let c = spark_case();
     let (defs, sources) = c.dir.open(&c.defs);
-    let join = PointInTimeJoin::new(
-        &defs,
-        &sources,
-        resolve(&defs, &["stats:value"], false),
-        JoinOptions::default(),
-    )
-    .unwrap();
+    let join = value_join(&defs, &sources);
     let entities: Vec<EntityRow> = (0..2_000_000).map(|i| at(i % 53, i % 100)).collect();
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let spark = spark();
