@@ -102,12 +102,17 @@ impl SparkEngine {
             let session = Session::open(&self.settings).await?;
             let result = tokio::select! {
                 r = join::training_set(&session, join, entities, self.settings.staging.as_deref()) => r,
-                () = cancelled(cancel) => {
-                    session.interrupt().await;
-                    Err(SparkError::Cancelled)
-                }
+                () = cancelled(cancel) => Err(SparkError::Cancelled),
             };
-            session.release().await;
+            if matches!(result, Err(SparkError::Cancelled)) {
+                // The caller returns at once; a busy cluster acknowledges in the background.
+                tokio::spawn(async move {
+                    session.interrupt().await;
+                    session.release().await;
+                });
+            } else {
+                session.release().await;
+            }
             result
         })
     }
