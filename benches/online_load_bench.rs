@@ -28,12 +28,14 @@
 //! of SQLite), each materializing the three views first (rows/s of each, wall time of the
 //! whole command or of Feast's `materialize` call).
 
-use quiver_benches::{feature_column, feature_definitions, feature_fields};
+use quiver_benches::{
+    Guard, Served, feature_column, feature_definitions, feature_fields, quiver_bin,
+};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -731,66 +733,12 @@ async fn open_loop(
     }
 }
 
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn quiver_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe.with_file_name("quiver"))
-}
-
 fn run_ok(cmd: &mut Command, what: &str) -> Result<()> {
     let out = cmd.output()?;
     if !out.status.success() {
         bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
-}
-
-/// Starts `quiver serve`; returns the guard, the gRPC address and the HTTP host.
-fn start_quiver(repo: &Path) -> Result<(Guard, String, String)> {
-    use std::io::{BufRead, BufReader as StdBufReader};
-    let mut child = Command::new(quiver_bin()?)
-        .arg("--repo")
-        .arg(repo)
-        .args([
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--flight-port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut lines = StdBufReader::new(stdout).lines();
-    let (mut grpc, mut http) = (String::new(), String::new());
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(a) = line.strip_prefix("Online gRPC: ") {
-            grpc = a.to_owned();
-        }
-        if let Some(a) = line.strip_prefix("HTTP: http://") {
-            http = a.to_owned();
-        }
-        if line.starts_with("Arrow Flight") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Ok((Guard(child), grpc, http))
 }
 
 /// Starts `feast serve` on Feast's SQLite online store, or its Redis online store on the
@@ -1096,7 +1044,12 @@ fn new_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Serves `repo` and measures Quiver's gRPC and HTTP targets under the names `grpc_name` and
 /// `http_name`, then (on RocksDB) reads during materialization.
 fn measure_quiver(args: &Args, repo: &Path, names: [&str; 2], big: bool) -> Result<()> {
-    let (_guard, grpc, http) = start_quiver(repo)?;
+    let Served {
+        guard: _guard,
+        grpc,
+        http,
+        ..
+    } = Served::start(repo)?;
     // Dropped before the server: its connections close, so the server can drain and exit.
     let runtime = new_runtime()?;
     runtime.block_on(async {
@@ -1173,7 +1126,11 @@ fn measure_secure(args: &Args, repo: &Path) -> Result<()> {
         authorization: format!("Bearer {}", created["token"].as_str().context("token")?).parse()?,
     };
     let result = (|| {
-        let (_guard, grpc, _) = start_quiver(repo)?;
+        let Served {
+            guard: _guard,
+            grpc,
+            ..
+        } = Served::start(repo)?;
         new_runtime()?.block_on(async {
             let target = Target::grpc(&grpc, args.grpc_connections, Some(&credentials)).await?;
             measure(

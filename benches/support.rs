@@ -180,3 +180,80 @@ pub fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> Result<serde_json
     let stdout = String::from_utf8(out.stdout)?;
     Ok(serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?)
 }
+
+/// A child process (and its process group's leader) sent `SIGTERM` and awaited on drop.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `quiver` binary beside the running harness (the same build profile).
+pub fn quiver_bin() -> Result<std::path::PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name("quiver"))
+}
+
+/// A `quiver serve` the harness started on free loopback ports.
+pub struct Served {
+    /// Stops the server when dropped.
+    pub guard: Guard,
+    /// The online gRPC address (`host:port`).
+    pub grpc: String,
+    /// The HTTP address (`host:port`).
+    pub http: String,
+    /// The Arrow Flight location (`grpc://host:port`, or `grpc+tls://`).
+    pub flight: String,
+}
+
+impl Served {
+    /// Starts [`quiver_bin`] serving `repo` and returns once it says where it listens.
+    pub fn start(repo: &Path) -> Result<Self> {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(quiver_bin()?)
+            .arg("--repo")
+            .arg(repo)
+            .args([
+                "serve",
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+                "--flight-port",
+                "0",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let guard = Guard(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut grpc, mut http, mut flight) = (String::new(), String::new(), String::new());
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(a) = line.strip_prefix("Online gRPC: ") {
+                grpc = a.to_owned();
+            }
+            if let Some(a) = line.strip_prefix("HTTP: http://") {
+                http = a.to_owned();
+            }
+            if let Some(a) = line.strip_prefix("Arrow Flight") {
+                flight = a.rsplit(' ').next().unwrap_or_default().to_owned();
+                break;
+            }
+        }
+        anyhow::ensure!(!flight.is_empty(), "quiver serve exited before it listened");
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            guard,
+            grpc,
+            http,
+            flight,
+        })
+    }
+}

@@ -20,6 +20,12 @@
 //! cluster (`python/feast_spark_training_set.py`, a Spark Connect session) build the same
 //! training sets (after one untimed warm-up run on the fresh cluster):
 //! `$CARGO_TARGET_DIR/debug/training-set-bench --spark`.
+//!
+//! With `--flight`, `quiver serve` (the binary beside this one: build both in release to
+//! measure the deployed server) serves each training set over Arrow Flight to a pyarrow
+//! client, next to a pyarrow Flight server streaming the same table from memory to the same
+//! client, the physical reference (`python/flight_throughput.py`):
+//! `$CARGO_TARGET_DIR/release/training-set-bench --flight --entity-rows 1000000`.
 
 use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::fs::File;
@@ -72,6 +78,13 @@ struct Args {
     /// With --spark: skip Feast.
     #[arg(long)]
     no_feast: bool,
+    /// Measure the Arrow Flight stream of each training set from `quiver serve` to a pyarrow
+    /// client, next to a pyarrow Flight server streaming the same table from memory.
+    #[arg(long)]
+    flight: bool,
+    /// With --flight: streams per server (the medians are reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
     /// Internal: run Quiver's join on DATA, writing OUT (used in a child process).
     #[arg(long, hide = true, num_args = 2, value_names = ["DATA", "OUT"])]
     run_quiver: Vec<PathBuf>,
@@ -588,6 +601,58 @@ fn run_spark(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The Flight stream rate of each training set: `quiver serve` and the pyarrow reference
+/// (`python/flight_throughput.py`), medians of `--runs` streams each.
+fn run_flight(args: &Args) -> Result<()> {
+    println!(
+        "| entity rows | columns | MB | Quiver GB/s (median) | pyarrow reference GB/s (median) | reference / Quiver | Quiver runs | reference runs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for &rows in &args.entity_rows {
+        let data = dataset(args, rows)?;
+        let applied = Command::new(quiver_benches::quiver_bin()?)
+            .arg("--repo")
+            .arg(&data)
+            .arg("apply")
+            .output()?;
+        anyhow::ensure!(
+            applied.status.success(),
+            "quiver apply failed: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        let served = quiver_benches::Served::start(&data)?;
+        let runs = args.runs.to_string();
+        let out = quiver_benches::python_json(
+            "flight_throughput.py",
+            &[served.flight.as_ref(), data.as_os_str(), runs.as_ref()],
+        )?;
+        drop(served);
+        let number = |k: &str| out[k].as_f64().unwrap_or(f64::NAN);
+        let list = |k: &str| {
+            out[k]
+                .as_array()
+                .map(|v| {
+                    v.iter()
+                        .filter_map(serde_json::Value::as_f64)
+                        .map(|x| format!("{x:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let (quiver, reference) = (number("quiver_median"), number("reference_median"));
+        println!(
+            "| {rows} | {} | {:.0} | {quiver:.2} | {reference:.2} | {:.2}× | {} | {} |",
+            out["columns"],
+            number("bytes") / 1e6,
+            reference / quiver,
+            list("quiver_gb_per_s"),
+            list("reference_gb_per_s"),
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if let [data, out] = args.run_quiver.as_slice() {
@@ -598,6 +663,9 @@ fn main() -> Result<()> {
     }
     if args.spark {
         return run_spark(&args);
+    }
+    if args.flight {
+        return run_flight(&args);
     }
     let venv = if args.no_duckdb {
         None
