@@ -25,7 +25,8 @@
 //! measure the deployed server) serves each training set over Arrow Flight to a pyarrow
 //! client, next to a pyarrow Flight server streaming the same table from memory to the same
 //! client, the physical reference (`python/flight_throughput.py`):
-//! `$CARGO_TARGET_DIR/release/training-set-bench --flight --entity-rows 1000000`.
+//! `$CARGO_TARGET_DIR/debug/training-set-bench --flight --entity-rows 1000000 --view-rows
+//! 2000000` (the dev build, as measured in benches/README).
 
 use quiver_benches::{feature_column, feature_definitions, feature_fields};
 use std::fs::File;
