@@ -40,6 +40,12 @@ where
 #[derive(Debug)]
 pub struct Decoder<U>(ProstDecoder<U>);
 
+impl<U: Message + Default + Send + 'static> Default for Decoder<U> {
+    fn default() -> Self {
+        Self(tonic::codec::Codec::decoder(&mut ProstCodec::<(), U>::default()))
+    }
+}
+
 impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
     type Item = U;
     type Error = Status;

@@ -11,16 +11,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use quiver_core::{Action, Definitions, EngineKind, ObjectKind as Kind, TimestampUnit};
-use quiver_online::{Cell, FeatureValue, FieldStatus as Status_, Progress, Window};
+use quiver_online::{Progress, Window};
 use quiver_ops::{
-    ApplyRequest, BaseVersion, Caller, FeatureSpec, FeatureStore, InputValue, MaterializeRequest,
+    ApplyRequest, BaseVersion, Caller, FeatureStore, InputValue, MaterializeRequest,
     PushRequest, PushTarget, Snapshot,
 };
 use quiver_registry::Change as RegistryChange;
 use tonic::{Request, Response, Status};
 
 use crate::error::{join_status, status};
-use crate::gate::{caller_of, request_id_of};
+use crate::gate::caller_of;
 use crate::messages::{run_message, view_report_message};
 use crate::proto::quiver::v1 as pb;
 use crate::registry_files::validate_files;
@@ -62,25 +62,6 @@ fn input(v: &pb::Value) -> InputValue {
     }
 }
 
-fn value(v: &FeatureValue<'_>) -> pb::Value {
-    use pb::value::Kind as K;
-    let kind = match v {
-        FeatureValue::Null => None,
-        FeatureValue::Bool(b) => Some(K::BoolValue(*b)),
-        FeatureValue::Int32(i) => Some(K::Int32Value(*i)),
-        FeatureValue::Int64(i) => Some(K::Int64Value(*i)),
-        FeatureValue::Float32(f) => Some(K::FloatValue(*f)),
-        FeatureValue::Float64(f) => Some(K::DoubleValue(*f)),
-        FeatureValue::String(s) => Some(K::StringValue((*s).to_owned())),
-        FeatureValue::Bytes(b) => Some(K::BytesValue(b.to_vec())),
-        FeatureValue::Timestamp(t) => Some(K::TimestampMicros(*t)),
-        FeatureValue::List(items) => Some(K::ListValue(pb::ValueList {
-            values: items.iter().map(value).collect(),
-        })),
-    };
-    pb::Value { kind }
-}
-
 /// A protobuf timestamp of ns since the epoch.
 pub(crate) fn timestamp(ns: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -89,18 +70,9 @@ pub(crate) fn timestamp(ns: i64) -> prost_types::Timestamp {
     }
 }
 
-fn field_status(s: Status_) -> pb::FieldStatus {
-    match s {
-        Status_::Present => pb::FieldStatus::Present,
-        Status_::NullValue => pb::FieldStatus::NullValue,
-        Status_::NotFound => pb::FieldStatus::NotFound,
-        Status_::OutsideMaxAge => pb::FieldStatus::OutsideMaxAge,
-    }
-}
-
 /// Protocol-neutral columns of a request, once every column's length is within the row
 /// limit.
-fn columns(
+pub(crate) fn columns(
     store: &FeatureStore,
     list: &[pb::Column],
 ) -> Result<Vec<(String, Vec<InputValue>)>, Status> {
@@ -127,69 +99,20 @@ fn timestamp_unit(unit: i32) -> Option<TimestampUnit> {
 
 #[tonic::async_trait]
 impl pb::online_service_server::OnlineService for OnlineGrpc {
+    /// The server answers this route with [`crate::OnlineService`], which encodes the
+    /// response without building it; this is the same answer as a message, for callers of
+    /// the trait.
     async fn get_online_features(
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
-        let caller = caller_of(request.extensions());
-        let request_id = request_id_of(request.extensions());
-        let r = request.into_inner();
-        let spec = match r.features {
-            Some(pb::get_online_features_request::Features::FeatureRefs(l)) => {
-                FeatureSpec::Refs(l.refs)
-            }
-            Some(pb::get_online_features_request::Features::FeatureService(s)) => {
-                FeatureSpec::Service(s)
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "set feature_refs or feature_service",
-                ));
-            }
-        };
-        let entities = columns(&self.store, &r.entities)?;
-        let response = self
-            .store
-            .read_online(
-                &caller,
-                &request_id,
-                spec,
-                r.full_feature_names,
-                &entities,
-                |snapshot, read| {
-                    let rows = read.num_rows();
-                    let mut features = Vec::with_capacity(read.features().len());
-                    for (col, f) in read.features().iter().enumerate() {
-                        let mut column = pb::FeatureColumn {
-                            name: f.output_name.clone(),
-                            values: Vec::with_capacity(rows),
-                            statuses: Vec::with_capacity(rows),
-                            event_timestamps_micros: Vec::with_capacity(rows),
-                        };
-                        for row in 0..rows {
-                            let Cell {
-                                value: v,
-                                status: s,
-                                event_ts,
-                            } = read.cell(col, row)?;
-                            column.values.push(value(&v));
-                            column.statuses.push(field_status(s) as i32);
-                            column
-                                .event_timestamps_micros
-                                .push(event_ts.map_or(0, |t| t.div_euclid(1_000)));
-                        }
-                        features.push(column);
-                    }
-                    Ok(pb::GetOnlineFeaturesResponse {
-                        registry_version: snapshot.version,
-                        row_count: u32::try_from(rows).unwrap_or(u32::MAX),
-                        features,
-                    })
-                },
-            )
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(response))
+        use prost::Message;
+        let encoded = crate::online_wire::get_online_features(&self.store, request)
+            .await?
+            .into_inner();
+        pb::GetOnlineFeaturesResponse::decode(encoded.0.as_slice())
+            .map(Response::new)
+            .map_err(|e| Status::internal(format!("cannot decode an encoded response: {e}")))
     }
 
     async fn push_features(

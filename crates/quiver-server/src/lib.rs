@@ -20,6 +20,7 @@ mod grpc;
 mod jwks;
 pub mod messages;
 mod metrics;
+mod online_wire;
 pub mod proto;
 mod registry_files;
 mod server;
@@ -30,6 +31,7 @@ pub use feast::{FeastServing, http_router};
 pub use feast_registry::FeastRegistry;
 pub use flight::{TrainingSetService, UploadLimits};
 pub use grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
+pub use online_wire::OnlineService;
 pub use server::{
     BoundAddresses, DEFAULT_FLIGHT_PORT, DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, ServeOptions, serve,
     shutdown_signal,

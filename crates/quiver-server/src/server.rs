@@ -16,13 +16,13 @@ use crate::feast::{FeastServing, http_router};
 use crate::feast_registry::FeastRegistry;
 use crate::flight::{TrainingSetService, UploadLimits};
 use crate::gate::{Gate, Protocol};
-use crate::grpc::{MaterializationGrpc, OnlineGrpc, OnlineStoreGrpc, RegistryGrpc};
+use crate::grpc::{MaterializationGrpc, OnlineStoreGrpc, RegistryGrpc};
 use crate::jwks::KeyFetcher;
 use crate::metrics::{Metrics, metrics_router};
+use crate::online_wire::OnlineService;
 use crate::proto::feast::registry::registry_server_server::RegistryServerServer;
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::materialization_service_server::MaterializationServiceServer;
-use crate::proto::quiver::v1::online_service_server::OnlineServiceServer;
 use crate::proto::quiver::v1::online_store_service_server::OnlineStoreServiceServer;
 use crate::proto::quiver::v1::registry_service_server::RegistryServiceServer;
 
@@ -189,7 +189,7 @@ pub async fn serve(
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<OnlineServiceServer<OnlineGrpc>>()
+        .set_serving::<OnlineService>()
         .await;
     health_reporter
         .set_serving::<ServingServiceServer<FeastServing>>()
@@ -299,10 +299,7 @@ pub async fn serve(
     let grpc_server = tonic::transport::Server::builder()
         .timeout(options.request_timeout)
         .layer(gate(Protocol::Grpc))
-        .add_service(
-            OnlineServiceServer::new(OnlineGrpc::new(Arc::clone(&store)))
-                .max_decoding_message_size(max_request_bytes),
-        )
+        .add_service(OnlineService::new(Arc::clone(&store), max_request_bytes))
         .add_service(
             ServingServiceServer::new(FeastServing::new(Arc::clone(&store)))
                 .max_decoding_message_size(max_request_bytes),
