@@ -42,7 +42,9 @@ pub struct Decoder<U>(ProstDecoder<U>);
 
 impl<U: Message + Default + Send + 'static> Default for Decoder<U> {
     fn default() -> Self {
-        Self(tonic::codec::Codec::decoder(&mut ProstCodec::<(), U>::default()))
+        Self(tonic::codec::Codec::decoder(
+            &mut ProstCodec::<(), U>::default(),
+        ))
     }
 }
 

@@ -13,8 +13,8 @@ use futures::stream::BoxStream;
 use quiver_core::{Action, Definitions, EngineKind, ObjectKind as Kind, TimestampUnit};
 use quiver_online::{Progress, Window};
 use quiver_ops::{
-    ApplyRequest, BaseVersion, Caller, FeatureStore, InputValue, MaterializeRequest,
-    PushRequest, PushTarget, Snapshot,
+    ApplyRequest, BaseVersion, Caller, FeatureStore, InputValue, MaterializeRequest, PushRequest,
+    PushTarget, Snapshot,
 };
 use quiver_registry::Change as RegistryChange;
 use tonic::{Request, Response, Status};

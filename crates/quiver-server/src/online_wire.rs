@@ -225,7 +225,10 @@ fn encode_column(name: &str, cells: &[Cell<'_>], out: &mut Vec<u8>) {
         .iter()
         .map(|c| encoded_len_varint(event_micros(c) as u64))
         .sum();
-    let values: usize = cells.iter().map(|c| delimited_len(value_len(&c.value))).sum();
+    let values: usize = cells
+        .iter()
+        .map(|c| delimited_len(value_len(&c.value)))
+        .sum();
     let len = bytes_field_len(name.len()) + values + packed_len(statuses) + packed_len(times);
     encode_varint(len as u64, out);
     if !name.is_empty() {
@@ -341,7 +344,9 @@ fn encode_value(v: &FeatureValue<'_>, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use prost::Message;
-    use quiver_core::{Definitions, FeatureRef, KeyValue, ScalarType, ValueType, encode_entity_key};
+    use quiver_core::{
+        Definitions, FeatureRef, KeyValue, ScalarType, ValueType, encode_entity_key,
+    };
     use quiver_online::{
         OnlineStore, ReadPlan, RocksDbOptions, RocksDbStore, ViewId, ViewRows, encode_row,
         read_online_features,
@@ -355,7 +360,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(col, f)| {
-                let cells: Vec<Cell<'_>> = (0..rows).map(|row| read.cell(col, row).unwrap()).collect();
+                let cells: Vec<Cell<'_>> =
+                    (0..rows).map(|row| read.cell(col, row).unwrap()).collect();
                 pb::FeatureColumn {
                     name: f.output_name.clone(),
                     values: cells.iter().map(|c| value(&c.value)).collect(),
@@ -498,7 +504,13 @@ mod tests {
             rows.push((key, row));
         }
         store
-            .write(&[ViewRows { view: &id, rows: &rows }], false)
+            .write(
+                &[ViewRows {
+                    view: &id,
+                    rows: &rows,
+                }],
+                false,
+            )
             .unwrap();
         let generations = [("v".to_owned(), 1)].into();
         let refs: Vec<FeatureRef> = view
@@ -506,17 +518,27 @@ mod tests {
             .iter()
             .map(|f| FeatureRef::parse(&format!("v:{}", f.name)).unwrap())
             .collect();
-        for (n, full_names, version) in [(0, false, 1), (1, false, 0), (7, true, 42), (200, false, u64::MAX)] {
+        for (n, full_names, version) in [
+            (0, false, 1),
+            (1, false, 0),
+            (7, true, 42),
+            (200, false, u64::MAX),
+        ] {
             let features = defs.resolve(&refs, full_names).unwrap();
             let plan = ReadPlan::new(&defs, &generations, features).unwrap();
-            let drivers = (0..n).map(|_| KeyValue::Int(rng.below(220) as i64)).collect();
+            let drivers = (0..n)
+                .map(|_| KeyValue::Int(rng.below(220) as i64))
+                .collect();
             let entities = [("driver_id".to_owned(), drivers)];
-            let read = futures::executor::block_on(read_online_features(&store, &plan, &entities, now))
-                .unwrap();
+            let read =
+                futures::executor::block_on(read_online_features(&store, &plan, &entities, now))
+                    .unwrap();
             let ours = encode_response(version, &read).unwrap();
             let reference = message(version, &read);
             assert_eq!(ours, reference.encode_to_vec(), "{n} rows");
-            assert_eq!(pb::GetOnlineFeaturesResponse::decode(ours.as_slice()).unwrap(), reference);
+            // Decodes to the same message (compared re-encoded: NaN is not equal to itself).
+            let decoded = pb::GetOnlineFeaturesResponse::decode(ours.as_slice()).unwrap();
+            assert_eq!(decoded.encode_to_vec(), ours);
             if n == 200 {
                 let statuses: std::collections::BTreeSet<i32> = reference
                     .features

@@ -188,9 +188,7 @@ pub async fn serve(
     let max_request_bytes = store.options().limits.max_request_bytes();
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<OnlineService>()
-        .await;
+    health_reporter.set_serving::<OnlineService>().await;
     health_reporter
         .set_serving::<ServingServiceServer<FeastServing>>()
         .await;
