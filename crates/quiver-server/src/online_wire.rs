@@ -17,7 +17,7 @@ use quiver_online::{Cell, FeatureValue, FieldStatus, OnlineFeatures};
 use quiver_ops::{FeatureSpec, FeatureStore};
 use tonic::Status;
 use tonic::body::Body;
-use tonic::codec::{BufferSettings, EncodeBuf};
+use tonic::codec::EncodeBuf;
 use tonic::codegen::{BoxFuture, StdError};
 use tonic::server::NamedService;
 
@@ -148,10 +148,6 @@ impl tonic::codec::Encoder for EncodedEncoder {
         dst.put_slice(&item.0);
         Ok(())
     }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
 }
 
 impl tonic::codec::Codec for EncodedCodec {
@@ -170,7 +166,7 @@ impl tonic::codec::Codec for EncodedCodec {
 }
 
 /// The status's number in `quiver.v1.FieldStatus`.
-pub(crate) fn status_number(s: FieldStatus) -> i32 {
+fn status_number(s: FieldStatus) -> i32 {
     (match s {
         FieldStatus::Present => pb::FieldStatus::Present,
         FieldStatus::NullValue => pb::FieldStatus::NullValue,
@@ -180,7 +176,7 @@ pub(crate) fn status_number(s: FieldStatus) -> i32 {
 }
 
 /// The event time of a cell as sent: µs, 0 when no row was found.
-pub(crate) fn event_micros(cell: &Cell<'_>) -> i64 {
+fn event_micros(cell: &Cell<'_>) -> i64 {
     cell.event_ts.map_or(0, |t| t.div_euclid(1_000))
 }
 
@@ -229,7 +225,10 @@ fn encode_column(name: &str, cells: &[Cell<'_>], out: &mut Vec<u8>) {
         .iter()
         .map(|c| delimited_len(value_len(&c.value)))
         .sum();
-    let len = bytes_field_len(name.len()) + values + packed_len(statuses) + packed_len(times);
+    let len = omitted_if_empty_len(name.len())
+        + values
+        + omitted_if_empty_len(statuses)
+        + omitted_if_empty_len(times);
     encode_varint(len as u64, out);
     if !name.is_empty() {
         encode_key(1, WireType::LengthDelimited, out);
@@ -259,13 +258,9 @@ fn delimited_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
-/// A proto3 string or bytes field (one-byte key), absent when empty.
-fn bytes_field_len(len: usize) -> usize {
-    if len == 0 { 0 } else { delimited_len(len) }
-}
-
-/// A packed repeated field (one-byte key) of `len` bytes, absent when empty.
-fn packed_len(len: usize) -> usize {
+/// A proto3 string field or packed repeated field (one-byte key) of `len` bytes: absent when
+/// empty.
+fn omitted_if_empty_len(len: usize) -> usize {
     if len == 0 { 0 } else { delimited_len(len) }
 }
 
