@@ -29,7 +29,7 @@
 //! whole command or of Feast's `materialize` call).
 
 use quiver_benches::{
-    Guard, Served, feature_column, feature_definitions, feature_fields, quiver_bin,
+    Guard, Served, cpu_seconds, feature_column, feature_definitions, feature_fields, quiver_bin,
 };
 use std::collections::VecDeque;
 use std::fs::File;
@@ -598,6 +598,8 @@ struct Measured {
     /// Open loop: how late the generator itself started each request (µs after it was due),
     /// part of `latency`; a large value means the machine, not the server, was busy.
     lag: Option<Histogram<u64>>,
+    /// CPU seconds the server process used during the measurement, when it is known.
+    server_cpu: Option<f64>,
 }
 
 impl Measured {
@@ -654,6 +656,7 @@ async fn closed_loop(
         seconds: start.elapsed().as_secs_f64(),
         latency,
         lag: None,
+        server_cpu: None,
     }
 }
 
@@ -730,6 +733,7 @@ async fn open_loop(
         seconds: start.elapsed().as_secs_f64(),
         latency,
         lag: Some(snapshot(&lag)),
+        server_cpu: None,
     }
 }
 
@@ -826,8 +830,16 @@ fn row(target: &str, case: Case, mode: &str, runs: &[Measured]) {
     } else {
         "-".into()
     };
+    let cpu = if runs.iter().all(|m| m.server_cpu.is_some()) {
+        format!(
+            "{:.1}",
+            median(&|m| m.server_cpu.unwrap_or(0.0) * 1e6 / m.requests.max(1) as f64)
+        )
+    } else {
+        "-".into()
+    };
     println!(
-        "| {target} | {} | {mode} | {:.0} | {:.3} | {:.3} | {:.3} | {lag} | {} |",
+        "| {target} | {} | {mode} | {:.0} | {:.3} | {:.3} | {:.3} | {cpu} | {lag} | {} |",
         case.name(),
         median(&|m| m.requests as f64 / m.seconds),
         median(&|m| m.p(0.5)),
@@ -838,13 +850,21 @@ fn row(target: &str, case: Case, mode: &str, runs: &[Measured]) {
 }
 
 /// Runs every selected case against `target`: a check of one answer, a warm-up, then
-/// `--runs` times the closed loop and the open loop at each of `rates(case)`.
+/// `--runs` times the closed loop and the open loop at each of `rates(case)`. With the
+/// `server`'s process id, each measurement also reports the server's CPU time per request
+/// (user + system, all threads), which the load generator sharing the machine disturbs far
+/// less than it disturbs the rates.
 async fn measure(
     name: &str,
     target: &Target,
+    server: Option<u32>,
     args: &Args,
     rates: impl Fn(Case) -> Vec<u64>,
 ) -> Result<()> {
+    let timed = |measurement: Measured, before: Option<f64>| Measured {
+        server_cpu: before.zip(server.and_then(cpu_seconds)).map(|(b, a)| a - b),
+        ..measurement
+    };
     let duration = Duration::from_secs(args.seconds);
     for case in CASES {
         // Feature logging is Quiver's own (Feast's server logs through its Go path only).
@@ -863,9 +883,14 @@ async fn measure(
         let mut closed = Vec::new();
         let mut open: Vec<Vec<Measured>> = rates.iter().map(|_| Vec::new()).collect();
         for _ in 0..args.runs.max(1) {
-            closed.push(closed_loop(target, &payload, args.keys, args.connections, duration).await);
+            let before = server.and_then(cpu_seconds);
+            let measured =
+                closed_loop(target, &payload, args.keys, args.connections, duration).await;
+            closed.push(timed(measured, before));
             for (rate, runs) in rates.iter().zip(&mut open) {
-                runs.push(open_loop(target, &payload, args.keys, *rate, duration).await);
+                let before = server.and_then(cpu_seconds);
+                let measured = open_loop(target, &payload, args.keys, *rate, duration).await;
+                runs.push(timed(measured, before));
             }
         }
         row(
@@ -1045,11 +1070,9 @@ fn new_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// `http_name`, then (on RocksDB) reads during materialization.
 fn measure_quiver(args: &Args, repo: &Path, names: [&str; 2], big: bool) -> Result<()> {
     let Served {
-        guard: _guard,
-        grpc,
-        http,
-        ..
+        guard, grpc, http, ..
     } = Served::start(repo)?;
+    let server = Some(guard.0.id());
     // Dropped before the server: its connections close, so the server can drain and exit.
     let runtime = new_runtime()?;
     runtime.block_on(async {
@@ -1061,7 +1084,7 @@ fn measure_quiver(args: &Args, repo: &Path, names: [&str; 2], big: bool) -> Resu
             (names[1], Target::http(&http)),
         ];
         for (name, target) in &targets {
-            measure(name, target, args, |case| {
+            measure(name, target, server, args, |case| {
                 if case == Case::Batch {
                     args.batch_rates.clone()
                 } else {
@@ -1126,16 +1149,13 @@ fn measure_secure(args: &Args, repo: &Path) -> Result<()> {
         authorization: format!("Bearer {}", created["token"].as_str().context("token")?).parse()?,
     };
     let result = (|| {
-        let Served {
-            guard: _guard,
-            grpc,
-            ..
-        } = Served::start(repo)?;
+        let Served { guard, grpc, .. } = Served::start(repo)?;
         new_runtime()?.block_on(async {
             let target = Target::grpc(&grpc, args.grpc_connections, Some(&credentials)).await?;
             measure(
                 "Quiver gRPC, TLS + token + permission",
                 &target,
+                Some(guard.0.id()),
                 args,
                 |case| {
                     if case == Case::Batch {
@@ -1181,9 +1201,9 @@ fn main() -> Result<()> {
     let mut materialized = vec![("Quiver, RocksDB", apply_and_materialize(&repo)?)];
 
     println!(
-        "| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | generator lag p99 ms | errors |"
+        "| server | case | load | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | generator lag p99 ms | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     measure_quiver(&args, &repo, ["Quiver gRPC", "Quiver HTTP"], big)?;
     if args.metrics_off {
         std::fs::write(
@@ -1224,7 +1244,8 @@ fn main() -> Result<()> {
             None => ("Feast HTTP", "Feast, SQLite"),
         };
         materialized.push((store, rows));
-        new_runtime()?.block_on(measure(name, &Target::http(&host), &args, |_| {
+        // `feast serve` answers in gunicorn workers it forks, so its own CPU time is not shown.
+        new_runtime()?.block_on(measure(name, &Target::http(&host), None, &args, |_| {
             vec![args.feast_rate]
         }))?;
     }

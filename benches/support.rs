@@ -181,6 +181,27 @@ pub fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> Result<serde_json
     Ok(serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?)
 }
 
+/// CPU time (user + system, seconds) process `pid` and all its threads have used so far,
+/// from `/proc/<pid>/stat`; `None` when it cannot be read (the process is gone, or no procfs).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS_PER_SECOND.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (the state);
+    // utime and stime are fields 14 and 15.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / ticks)
+}
+
 /// A child process (and its process group's leader) sent `SIGTERM` and awaited on drop.
 pub struct Guard(pub std::process::Child);
 
