@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BufMut;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encoded_len_varint};
 use quiver_online::{Cell, FeatureValue, FieldStatus, OnlineFeatures};
 use quiver_ops::{FeatureSpec, FeatureStore};
 use tonic::Status;
@@ -191,13 +191,13 @@ pub(crate) fn encode_response(
     // A first guess: names plus about a dozen bytes per cell.
     let mut out = Vec::with_capacity(16 + features.len() * (24 + 16 * rows));
     if registry_version != 0 {
-        encode_key(1, WireType::Varint, &mut out);
-        encode_varint(registry_version, &mut out);
+        key(1, WireType::Varint, &mut out);
+        varint(registry_version, &mut out);
     }
     let row_count = u32::try_from(rows).unwrap_or(u32::MAX);
     if row_count != 0 {
-        encode_key(2, WireType::Varint, &mut out);
-        encode_varint(u64::from(row_count), &mut out);
+        key(2, WireType::Varint, &mut out);
+        varint(u64::from(row_count), &mut out);
     }
     let mut cells = Vec::with_capacity(rows);
     for (col, feature) in features.iter().enumerate() {
@@ -205,7 +205,7 @@ pub(crate) fn encode_response(
         for row in 0..rows {
             cells.push(read.cell(col, row)?);
         }
-        encode_key(3, WireType::LengthDelimited, &mut out);
+        key(3, WireType::LengthDelimited, &mut out);
         encode_column(&feature.output_name, &cells, &mut out);
     }
     Ok(out)
@@ -229,27 +229,44 @@ fn encode_column(name: &str, cells: &[Cell<'_>], out: &mut Vec<u8>) {
         + values
         + omitted_if_empty_len(statuses)
         + omitted_if_empty_len(times);
-    encode_varint(len as u64, out);
+    varint(len as u64, out);
     if !name.is_empty() {
-        encode_key(1, WireType::LengthDelimited, out);
-        encode_varint(name.len() as u64, out);
+        key(1, WireType::LengthDelimited, out);
+        varint(name.len() as u64, out);
         out.put_slice(name.as_bytes());
     }
     for c in cells {
-        encode_key(2, WireType::LengthDelimited, out);
+        key(2, WireType::LengthDelimited, out);
         encode_value(&c.value, out);
     }
     if !cells.is_empty() {
-        encode_key(3, WireType::LengthDelimited, out);
-        encode_varint(statuses as u64, out);
+        key(3, WireType::LengthDelimited, out);
+        varint(statuses as u64, out);
         for c in cells {
-            encode_varint(status_number(c.status) as u64, out);
+            varint(status_number(c.status) as u64, out);
         }
-        encode_key(5, WireType::LengthDelimited, out);
-        encode_varint(times as u64, out);
+        key(5, WireType::LengthDelimited, out);
+        varint(times as u64, out);
         for c in cells {
-            encode_varint(event_micros(c) as u64, out);
+            varint(event_micros(c) as u64, out);
         }
+    }
+}
+
+/// The key of field `tag` (below 16 in these messages: one byte).
+#[inline]
+fn key(tag: u8, wire_type: WireType, out: &mut Vec<u8>) {
+    debug_assert!(tag < 16, "field {tag} needs a longer key");
+    out.push((tag << 3) | wire_type as u8);
+}
+
+/// A varint; most values written here (lengths, statuses) take one byte.
+#[inline]
+fn varint(v: u64, out: &mut Vec<u8>) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else {
+        prost::encoding::encode_varint(v, out);
     }
 }
 
@@ -287,48 +304,48 @@ fn list_len(items: &[FeatureValue<'_>]) -> usize {
 
 /// A length-delimited `Value` (length prefix included).
 fn encode_value(v: &FeatureValue<'_>, out: &mut Vec<u8>) {
-    encode_varint(value_len(v) as u64, out);
+    varint(value_len(v) as u64, out);
     match v {
         FeatureValue::Null => {}
         FeatureValue::Bool(b) => {
-            encode_key(1, WireType::Varint, out);
+            key(1, WireType::Varint, out);
             out.put_u8(u8::from(*b));
         }
         FeatureValue::Int32(i) => {
-            encode_key(2, WireType::Varint, out);
-            encode_varint(i64::from(*i) as u64, out);
+            key(2, WireType::Varint, out);
+            varint(i64::from(*i) as u64, out);
         }
         FeatureValue::Int64(i) => {
-            encode_key(3, WireType::Varint, out);
-            encode_varint(*i as u64, out);
+            key(3, WireType::Varint, out);
+            varint(*i as u64, out);
         }
         FeatureValue::Float32(f) => {
-            encode_key(4, WireType::ThirtyTwoBit, out);
+            key(4, WireType::ThirtyTwoBit, out);
             out.put_f32_le(*f);
         }
         FeatureValue::Float64(f) => {
-            encode_key(5, WireType::SixtyFourBit, out);
+            key(5, WireType::SixtyFourBit, out);
             out.put_f64_le(*f);
         }
         FeatureValue::String(s) => {
-            encode_key(6, WireType::LengthDelimited, out);
-            encode_varint(s.len() as u64, out);
+            key(6, WireType::LengthDelimited, out);
+            varint(s.len() as u64, out);
             out.put_slice(s.as_bytes());
         }
         FeatureValue::Bytes(b) => {
-            encode_key(7, WireType::LengthDelimited, out);
-            encode_varint(b.len() as u64, out);
+            key(7, WireType::LengthDelimited, out);
+            varint(b.len() as u64, out);
             out.put_slice(b);
         }
         FeatureValue::Timestamp(t) => {
-            encode_key(8, WireType::Varint, out);
-            encode_varint(*t as u64, out);
+            key(8, WireType::Varint, out);
+            varint(*t as u64, out);
         }
         FeatureValue::List(items) => {
-            encode_key(9, WireType::LengthDelimited, out);
-            encode_varint(list_len(items) as u64, out);
+            key(9, WireType::LengthDelimited, out);
+            varint(list_len(items) as u64, out);
             for item in items {
-                encode_key(1, WireType::LengthDelimited, out);
+                key(1, WireType::LengthDelimited, out);
                 encode_value(item, out);
             }
         }
