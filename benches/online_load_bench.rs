@@ -12,7 +12,8 @@
 //! `--seconds`, the saturation throughput) and open loops at fixed rates (latency percentiles
 //! with coordinated-omission correction: latency is measured from when a request was due, not
 //! when it was sent; a pacing thread sleeps to each due instant; the "generator lag" column
-//! says how late the generator itself was). The load generator runs on one thread (plus the
+//! says how late the generator itself was; "server CPU µs/req" is the server process's user +
+//! system time over the requests it answered). The load generator runs on one thread (plus the
 //! pacer) of the same 2-core machine. Feast comes from PyPI into a venv
 //! (benches/python/venv.sh).
 //!
@@ -852,8 +853,8 @@ fn row(target: &str, case: Case, mode: &str, runs: &[Measured]) {
 /// Runs every selected case against `target`: a check of one answer, a warm-up, then
 /// `--runs` times the closed loop and the open loop at each of `rates(case)`. With the
 /// `server`'s process id, each measurement also reports the server's CPU time per request
-/// (user + system, all threads), which the load generator sharing the machine disturbs far
-/// less than it disturbs the rates.
+/// (user + system, all threads): the server's cost apart from how fast the load generator,
+/// which shares the machine, could send.
 async fn measure(
     name: &str,
     target: &Target,
