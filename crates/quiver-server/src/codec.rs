@@ -32,7 +32,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        Decoder(self.0.decoder())
+        Decoder::default()
     }
 }
 
