@@ -88,9 +88,6 @@ pub struct PointInTimeJoin<'a> {
     options: JoinOptions,
 }
 
-/// Whether an encoded key belongs to the partition being joined.
-type KeyFilter<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
-
 /// The version of a source row: `(event_ts, created_ts, sequence)`, compared as a tuple.
 type Version = (i64, i64, u64);
 const NO_VERSION: Version = (i64::MIN, i64::MIN, 0);
@@ -473,8 +470,8 @@ impl<'a> PointInTimeJoin<'a> {
         let view = request.view;
         let features: Vec<&Feature> = request.features.iter().map(|(_, f)| *f).collect();
         let scan = self.open_scan(view, &features)?;
-        let keys: Vec<JoinKey> = scan.keys().cloned().collect();
-        let key_columns: Vec<&ArrayRef> = keys
+        let join_keys: Vec<JoinKey> = scan.keys().cloned().collect();
+        let key_columns: Vec<&ArrayRef> = join_keys
             .iter()
             .map(|k| {
                 entities.column_by_name(&k.name).ok_or_else(|| {
@@ -482,39 +479,23 @@ impl<'a> PointInTimeJoin<'a> {
                 })
             })
             .collect::<Result<_>>()?;
-        let key_columns = KeyColumns::new(&keys, &key_columns)?;
+        let key_columns = KeyColumns::new(&join_keys, &key_columns)?;
 
-        // Every entity row's canonical key, encoded once.
+        // Every entity row's key group, each distinct canonical key stored once.
         let n = entities.num_rows();
-        let mut key_bytes = Vec::with_capacity(n * 9);
-        let mut key_ends: Vec<Option<usize>> = Vec::with_capacity(n);
-        for i in 0..n {
-            let ok = times.is_valid(i) && key_columns.encode(i, &mut key_bytes);
-            key_ends.push(ok.then_some(key_bytes.len()));
-        }
-        let starts = key_starts(&key_ends);
-        let key_at = |i: usize| key_ends[i].map(|end| &key_bytes[starts[i]..end]);
-
+        let keys = EntityKeys::build(n, &key_columns, times);
         let int_of = |i: usize| key_columns.int(i);
         let int_key_at: Option<&dyn Fn(usize) -> Option<i64>> =
-            is_single_int(&keys).then_some(&int_of);
-        let partitions = self.partitions(n, key_bytes.len(), &features);
-        let hasher = FixedState::with_seed(0x5155_4956_4552);
-        let partition_of = |key: &[u8]| {
-            if partitions == 1 {
-                0
-            } else {
-                (hasher.hash_one(key) % partitions as u64) as usize
-            }
-        };
+            is_single_int(&join_keys).then_some(&int_of);
+        let partitions = self.partitions(n, keys.index.bytes(), &features);
         let ttl = view
             .ttl
             .limit()
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
 
         if partitions == 1 {
-            let side = EntitySide::build(n, &key_at, int_key_at, times, |_| true);
-            let winners = self.find_winners(&scan, &side, ttl, None, progress)?;
+            let side = EntitySide::build(&keys, int_key_at, times, |_| true);
+            let winners = self.find_winners(&scan, &side, ttl, progress)?;
             let rows: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
             let columns = self.fetch(&scan, &features, &side, &winners, &rows)?;
             return Ok(ViewColumns::Memory(columns));
@@ -524,16 +505,22 @@ impl<'a> PointInTimeJoin<'a> {
             .spill_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
+        // A key's rows all go to the partition of its hash; rows without a key to the first.
+        let hasher = FixedState::with_seed(0x5155_4956_4552);
+        let partition_of_group: Vec<u32> = (0..keys.index.len())
+            .map(|g| (hasher.hash_one(keys.index.key(g as u32)) % partitions as u64) as u32)
+            .collect();
+        let partition_of_row: Vec<u32> = keys
+            .group
+            .iter()
+            .map(|&g| partition_of_group.get(g as usize).copied().unwrap_or(0))
+            .collect();
+        drop(partition_of_group);
         let mut spilled = Vec::with_capacity(partitions);
-        let mut partition_of_row = Vec::with_capacity(n);
-        for i in 0..n {
-            partition_of_row.push(key_at(i).map_or(0, |k| partition_of(k) as u32));
-        }
         for p in 0..partitions {
             let mine = |i: usize| partition_of_row[i] as usize == p;
-            let side = EntitySide::build(n, &key_at, int_key_at, times, mine);
-            let in_partition = |key: &[u8]| partition_of(key) == p;
-            let winners = self.find_winners(&scan, &side, ttl, Some(&in_partition), progress)?;
+            let side = EntitySide::build(&keys, int_key_at, times, mine);
+            let winners = self.find_winners(&scan, &side, ttl, progress)?;
             let rows: Vec<u32> = (0..n)
                 .filter(|&i| mine(i))
                 .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
@@ -560,8 +547,8 @@ impl<'a> PointInTimeJoin<'a> {
             .sum();
         // Sorted entity state, one version per worker, winner, take index; the result and the
         // decoded winning rows.
-        let per_row = 48 + 32 * self.options.threads.max(1) + 2 * width;
-        let total = rows * per_row + 2 * key_bytes;
+        let per_row = 48 + 24 * self.options.threads.max(1) + 2 * width;
+        let total = rows * per_row + key_bytes;
         total.div_ceil(self.options.memory_limit.max(1)).max(1)
     }
 
@@ -570,9 +557,8 @@ impl<'a> PointInTimeJoin<'a> {
     fn find_winners(
         &self,
         scan: &SourceScan,
-        side: &EntitySide,
+        side: &EntitySide<'_>,
         ttl: Option<i64>,
-        in_partition: Option<&KeyFilter<'_>>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<Option<u64>>> {
         if side.rows.is_empty() {
@@ -584,13 +570,12 @@ impl<'a> PointInTimeJoin<'a> {
         progress(Progress::Planned(tasks.iter().map(|t| t.rows).sum()));
         let columns = scan.key_and_time_columns();
         let as_of_created = self.options.as_of_created;
-        // Each worker's copy of the entity times with the best version offered to each row:
-        // a probe touches one hash-table slot and one run of this array.
-        let slots: Vec<(i64, Version)> = side.times.iter().map(|&t| (t, NO_VERSION)).collect();
+        // Each worker's best version offered to each position; a probe searches the key's run
+        // of the shared entity times and updates one slot.
         let states = in_parallel(
             tasks.len(),
             self.options.threads,
-            || slots.clone(),
+            || vec![NO_VERSION; side.times.len()],
             |t, best| {
                 let task = &tasks[t];
                 let mut row = 0u64;
@@ -607,18 +592,12 @@ impl<'a> PointInTimeJoin<'a> {
                         if event < lo || event > hi || event == i64::MIN {
                             continue;
                         }
-                        if let Some(keep) = in_partition {
-                            key.clear();
-                            if !keys.encode(i, &mut key) || !keep(&key) {
-                                continue;
-                            }
-                        }
                         let found = match &side.int_groups {
                             Some(map) => keys.int(i).and_then(|k| map.get(&k).copied()),
                             None => {
                                 key.clear();
                                 if keys.encode(i, &mut key) {
-                                    side.groups.get(&key).map(|g| side.group(g))
+                                    side.index.get(&key).map(|g| side.group(g))
                                 } else {
                                     None
                                 }
@@ -629,13 +608,11 @@ impl<'a> PointInTimeJoin<'a> {
                         };
                         let c = times.created_at(i);
                         let effective = if as_of_created { event.max(c) } else { event };
-                        let run = &mut best[from as usize..to as usize];
-                        let at = run.partition_point(|s| s.0 < effective);
+                        let (from, to) = (from as usize, to as usize);
+                        let at = from + side.times[from..to].partition_point(|&t| t < effective);
                         let version = (event, c, task.sequence(row + i as u64));
-                        if let Some(slot) = run.get_mut(at)
-                            && slot.1 < version
-                        {
-                            slot.1 = version;
+                        if at < to && best[at] < version {
+                            best[at] = version;
                         }
                     }
                     row += batch.num_rows() as u64;
@@ -644,14 +621,11 @@ impl<'a> PointInTimeJoin<'a> {
                 Ok::<_, OfflineError>(())
             },
         )?;
-        drop(slots);
+        // Every worker's best offer to each position, merged into the first worker's.
         let mut states = states.into_iter();
-        let mut best: Vec<Version> = states
-            .next()
-            .map(|s| s.into_iter().map(|(_, v)| v).collect())
-            .unwrap_or_default();
+        let mut best = states.next().unwrap_or_default();
         for other in states {
-            for (b, (_, o)) in best.iter_mut().zip(other) {
+            for (b, o) in best.iter_mut().zip(other) {
                 if *b < o {
                     *b = o;
                 }
@@ -679,7 +653,7 @@ impl<'a> PointInTimeJoin<'a> {
         &self,
         scan: &SourceScan,
         features: &[&Feature],
-        side: &EntitySide,
+        side: &EntitySide<'_>,
         winners: &[Option<u64>],
         rows: &[u32],
     ) -> Result<Vec<ArrayRef>> {
@@ -778,32 +752,57 @@ impl<'a> PointInTimeJoin<'a> {
         let mut parts: Vec<(usize, Vec<ArrayRef>)> = parts.into_iter().flatten().collect();
         // Tasks are in sequence order; a task's batches were pushed in order (stable sort).
         parts.sort_by_key(|(t, _)| *t);
-        (0..features.len())
-            .map(|f| {
-                let arrays: Vec<&dyn Array> = parts.iter().map(|(_, a)| a[f].as_ref()).collect();
+        let mut by_feature: Vec<Vec<ArrayRef>> =
+            vec![Vec::with_capacity(parts.len()); features.len()];
+        for (_, arrays) in parts {
+            for (column, array) in by_feature.iter_mut().zip(arrays) {
+                column.push(array);
+            }
+        }
+        // Each feature's parts are freed as soon as they are concatenated.
+        by_feature
+            .into_iter()
+            .map(|column| {
+                let arrays: Vec<&dyn Array> = column.iter().map(AsRef::as_ref).collect();
                 Ok(Some(concat(&arrays)?))
             })
             .collect()
     }
 }
 
-/// Start offset of each row's key in the key buffer.
-fn key_starts(ends: &[Option<usize>]) -> Vec<usize> {
-    let mut starts = Vec::with_capacity(ends.len());
-    let mut last = 0;
-    for e in ends {
-        starts.push(last);
-        if let Some(e) = e {
-            last = *e;
-        }
+/// No group: the row's key or event time is null, so it matches nothing.
+const NO_GROUP: u32 = u32::MAX;
+
+/// The entity table's keys for one view: each distinct canonical key once, and each row's.
+struct EntityKeys {
+    /// Canonical key → group number.
+    index: KeyIndex,
+    /// The group of each entity row ([`NO_GROUP`] without a key).
+    group: Vec<u32>,
+}
+
+impl EntityKeys {
+    fn build(n: usize, key_columns: &KeyColumns, times: &Int64Array) -> Self {
+        let mut index = KeyIndex::new();
+        let mut key = Vec::with_capacity(64);
+        let group = (0..n)
+            .map(|i| {
+                key.clear();
+                if times.is_valid(i) && key_columns.encode(i, &mut key) {
+                    index.insert(&key)
+                } else {
+                    NO_GROUP
+                }
+            })
+            .collect();
+        Self { index, group }
     }
-    starts
 }
 
 /// The entity rows of one view (and partition), grouped by key and sorted by time.
-struct EntitySide {
-    /// Canonical key → group number.
-    groups: KeyIndex,
+struct EntitySide<'k> {
+    /// Canonical key → group number (groups of other partitions have no positions).
+    index: &'k KeyIndex,
     /// For views keyed by one integer: key → its group's positions, probed by value.
     int_groups: Option<HashMap<i64, (u32, u32), FixedState>>,
     /// Group `g` is positions `group_start[g]..group_start[g + 1]`.
@@ -816,48 +815,49 @@ struct EntitySide {
     max_t: i64,
 }
 
-impl EntitySide {
-    fn build<'k>(
-        n: usize,
-        key_at: &dyn Fn(usize) -> Option<&'k [u8]>,
+impl<'k> EntitySide<'k> {
+    fn build(
+        keys: &'k EntityKeys,
         int_key_at: Option<&dyn Fn(usize) -> Option<i64>>,
         times: &Int64Array,
         mine: impl Fn(usize) -> bool,
     ) -> Self {
-        let mut groups = KeyIndex::new();
-        let mut entries: Vec<(u32, i64, u32)> = Vec::new();
-        for i in 0..n {
-            let Some(key) = key_at(i) else { continue };
-            if !mine(i) {
-                continue;
+        let count = (0..keys.group.len())
+            .filter(|&i| keys.group[i] != NO_GROUP && mine(i))
+            .count();
+        let mut entries: Vec<(u32, i64, u32)> = Vec::with_capacity(count);
+        for (i, &g) in keys.group.iter().enumerate() {
+            if g != NO_GROUP && mine(i) {
+                entries.push((g, times.value(i), u32::try_from(i).unwrap_or(u32::MAX)));
             }
-            let g = groups.insert(key);
-            entries.push((g, times.value(i), u32::try_from(i).unwrap_or(u32::MAX)));
         }
         entries.sort_unstable();
-        let mut group_start = vec![0u32; groups.len() + 1];
+        let groups = keys.index.len();
+        let mut group_start = vec![0u32; groups + 1];
         for (g, _, _) in &entries {
             group_start[*g as usize + 1] += 1;
         }
-        for g in 0..groups.len() {
+        for g in 0..groups {
             group_start[g + 1] += group_start[g];
         }
         let (min_t, max_t) = entries.iter().fold((i64::MAX, i64::MIN), |(lo, hi), e| {
             (lo.min(e.1), hi.max(e.1))
         });
-        // One entry per group: its first row's integer key.
+        // One entry per group with rows here: its first row's integer key.
         let int_groups = int_key_at.map(|int_of| {
-            let mut map = HashMap::with_capacity_and_hasher(groups.len(), FixedState::default());
-            for g in 0..groups.len() {
-                let first = entries[group_start[g] as usize].2 as usize;
-                if let Some(k) = int_of(first) {
-                    map.insert(k, (group_start[g], group_start[g + 1]));
+            let mut map = HashMap::with_capacity_and_hasher(groups, FixedState::default());
+            for g in 0..groups {
+                let (from, to) = (group_start[g], group_start[g + 1]);
+                if from < to
+                    && let Some(k) = int_of(entries[from as usize].2 as usize)
+                {
+                    map.insert(k, (from, to));
                 }
             }
             map
         });
         Self {
-            groups,
+            index: &keys.index,
             int_groups,
             group_start,
             rows: entries.iter().map(|e| e.2).collect(),

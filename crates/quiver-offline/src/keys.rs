@@ -1,57 +1,35 @@
 //! Canonical entity keys → dense group numbers, for probing source rows against entity rows.
 
-/// Canonical keys → dense group numbers, built once per join side and probed once per source
-/// row. Keys live in one arena and the table maps a 64-bit hash to a group, so a probe is one
-/// hash, one table slot and one comparison against the arena (no pointer per key). Distinct
-/// keys with equal hashes go to a small fallback map.
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+
+/// Canonical keys → dense group numbers, built once per view and probed once per source row.
+/// Keys live in one arena and the table holds only group numbers (4 bytes a slot), found by
+/// their key's hash and checked against the arena: a probe is one hash, one table slot and
+/// one comparison, with no pointer per key.
 pub(crate) struct KeyIndex {
-    hasher: foldhash::fast::FixedState,
-    by_hash: std::collections::HashMap<u64, u32, IdentityHash>,
-    /// Keys whose hash is shared by another key.
-    collided: std::collections::HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
+    hasher: FixedState,
+    table: HashTable<u32>,
     arena: Vec<u8>,
     /// Group `g`'s key is `arena[ends[g - 1]..ends[g]]`.
     ends: Vec<usize>,
 }
 
-/// The hash map's own hasher for keys that are already hashes.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdentityHash;
-
-impl std::hash::BuildHasher for IdentityHash {
-    type Hasher = IdentityHasher;
-    fn build_hasher(&self) -> IdentityHasher {
-        IdentityHasher(0)
-    }
+/// The key of group `g` in `arena`, whose keys end at `ends`.
+fn key_in<'a>(arena: &'a [u8], ends: &[usize], g: u32) -> &'a [u8] {
+    let g = g as usize;
+    let start = if g == 0 { 0 } else { ends[g - 1] };
+    &arena[start..ends[g]]
 }
-
-/// See [`IdentityHash`].
-#[derive(Default)]
-pub(crate) struct IdentityHasher(u64);
-
-impl std::hash::Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-/// Marks a hash shared by several keys (look in `collided`).
-const SHARED: u32 = u32::MAX;
 
 impl KeyIndex {
     pub(crate) fn new() -> Self {
         Self {
-            hasher: foldhash::fast::FixedState::with_seed(0x5155_4956),
-            by_hash: std::collections::HashMap::default(),
-            collided: std::collections::HashMap::default(),
+            hasher: FixedState::with_seed(0x5155_4956),
+            table: HashTable::new(),
             arena: Vec::new(),
             ends: Vec::new(),
         }
@@ -62,49 +40,73 @@ impl KeyIndex {
         self.ends.len()
     }
 
-    fn key(&self, g: u32) -> &[u8] {
-        let g = g as usize;
-        let start = if g == 0 { 0 } else { self.ends[g - 1] };
-        &self.arena[start..self.ends[g]]
+    /// The key of group `g`.
+    pub(crate) fn key(&self, g: u32) -> &[u8] {
+        key_in(&self.arena, &self.ends, g)
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(key)
+    /// Bytes held for the keys: the arena, its offsets and the table's slots.
+    pub(crate) fn bytes(&self) -> usize {
+        self.arena.len() + self.ends.len() * 8 + self.table.capacity() * 5
     }
 
     /// The group of `key`, adding it if it is new.
     pub(crate) fn insert(&mut self, key: &[u8]) -> u32 {
-        if let Some(g) = self.get(key) {
-            return g;
+        let Self {
+            hasher,
+            table,
+            arena,
+            ends,
+        } = self;
+        let hash = hasher.hash_one(key);
+        let entry = table.entry(
+            hash,
+            |&g| key_in(arena, ends, g) == key,
+            |&g| hasher.hash_one(key_in(arena, ends, g)),
+        );
+        match entry {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let g = u32::try_from(ends.len()).unwrap_or(u32::MAX);
+                e.insert(g);
+                arena.extend_from_slice(key);
+                ends.push(arena.len());
+                g
+            }
         }
-        let g = u32::try_from(self.ends.len()).unwrap_or(SHARED - 1);
-        self.arena.extend_from_slice(key);
-        self.ends.push(self.arena.len());
-        let h = self.hash(key);
-        match self.by_hash.get(&h).copied() {
-            None => {
-                self.by_hash.insert(h, g);
-            }
-            Some(SHARED) => {
-                self.collided.insert(key.into(), g);
-            }
-            Some(other) => {
-                let other_key: Box<[u8]> = self.key(other).into();
-                self.collided.insert(other_key, other);
-                self.collided.insert(key.into(), g);
-                self.by_hash.insert(h, SHARED);
-            }
-        }
-        g
     }
 
     /// The group of `key`, if it was inserted.
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<u32> {
-        match *self.by_hash.get(&self.hash(key))? {
-            SHARED => self.collided.get(key).copied(),
-            g => (self.key(g) == key).then_some(g),
+        self.table
+            .find(self.hasher.hash_one(key), |&g| self.key(g) == key)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_dense_and_found_again_after_the_table_grows() {
+        let mut index = KeyIndex::new();
+        let keys: Vec<Vec<u8>> = (0u32..50_000)
+            .map(|i| i.to_le_bytes()[..(i % 4 + 1) as usize].to_vec())
+            .collect();
+        let mut distinct = std::collections::HashMap::new();
+        for key in &keys {
+            let next = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
+            let expected = *distinct.entry(key.clone()).or_insert(next);
+            assert_eq!(index.insert(key), expected);
         }
+        assert_eq!(index.len(), distinct.len());
+        for (key, &g) in &distinct {
+            assert_eq!(index.get(key), Some(g));
+            assert_eq!(index.key(g), key.as_slice());
+        }
+        assert_eq!(index.get(&[0xff; 5]), None);
+        assert_eq!(index.get(&[]), None);
     }
 }
