@@ -513,7 +513,13 @@ impl<'a> PointInTimeJoin<'a> {
         let partition_of_row: Vec<u32> = keys
             .group
             .iter()
-            .map(|&g| partition_of_group.get(g as usize).copied().unwrap_or(0))
+            .map(|&g| {
+                if g == NO_GROUP {
+                    0
+                } else {
+                    partition_of_group[g as usize]
+                }
+            })
             .collect();
         drop(partition_of_group);
         let mut spilled = Vec::with_capacity(partitions);
@@ -845,7 +851,8 @@ impl<'k> EntitySide<'k> {
         });
         // One entry per group with rows here: its first row's integer key.
         let int_groups = int_key_at.map(|int_of| {
-            let mut map = HashMap::with_capacity_and_hasher(groups, FixedState::default());
+            let here = group_start.windows(2).filter(|w| w[0] < w[1]).count();
+            let mut map = HashMap::with_capacity_and_hasher(here, FixedState::default());
             for g in 0..groups {
                 let (from, to) = (group_start[g], group_start[g + 1]);
                 if from < to
