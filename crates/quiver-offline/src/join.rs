@@ -31,7 +31,7 @@ use quiver_core::{Definitions, Feature, FeatureView, JoinKey, ResolvedFeature};
 use crate::entities::{EVENT_TIMESTAMP, event_timestamp_column};
 use crate::error::{OfflineError, Result};
 use quiver_core::{KeyColumns, canonical_order, column_fits_key, is_single_int};
-use quiver_source::{SourceScan, Sources, Task, in_parallel, nanos};
+use quiver_source::{KeyAndTimes, SourceScan, Sources, Task, in_parallel, nanos};
 
 use crate::keys::KeyIndex;
 use crate::spill::{SpillWriter, SpilledColumns};
@@ -585,40 +585,39 @@ impl<'a> PointInTimeJoin<'a> {
             |t, best| {
                 let task = &tasks[t];
                 let mut row = 0u64;
-                let mut key = Vec::with_capacity(64);
+                let mut probe = Probe::default();
                 for batch in scan.reader(task, &columns, None)? {
                     let batch = batch.map_err(|e| scan.error(task.file, e.to_string()))?;
                     let times = scan.key_and_times(&batch, task.file)?;
-                    let (keys, ts) = (&times.keys, &times.event);
-                    for i in 0..batch.num_rows() {
-                        if ts.is_null(i) {
-                            continue;
-                        }
+                    let ts = &times.event;
+                    probe.find_runs(side, &times, lo, hi);
+                    // Each source row's position: the first of its key's entity rows not
+                    // before it.
+                    probe.offers.clear();
+                    for &(i, from, to) in &probe.runs {
+                        let i = i as usize;
                         let event = ts.value(i);
-                        if event < lo || event > hi || event == i64::MIN {
-                            continue;
-                        }
-                        let found = match &side.int_groups {
-                            Some(map) => keys.int(i).and_then(|k| map.get(&k).copied()),
-                            None => {
-                                key.clear();
-                                if keys.encode(i, &mut key) {
-                                    side.index.get(&key).map(|g| side.group(g))
-                                } else {
-                                    None
-                                }
-                            }
+                        let effective = if as_of_created {
+                            event.max(times.created_at(i))
+                        } else {
+                            event
                         };
-                        let Some((from, to)) = found else {
-                            continue;
-                        };
-                        let c = times.created_at(i);
-                        let effective = if as_of_created { event.max(c) } else { event };
                         let (from, to) = (from as usize, to as usize);
                         let at = from + side.times[from..to].partition_point(|&t| t < effective);
-                        let version = (event, c, task.sequence(row + i as u64));
-                        if at < to && best[at] < version {
-                            best[at] = version;
+                        if at < to {
+                            probe.offers.push((at as u32, i as u32));
+                        }
+                    }
+                    for &(at, i) in &probe.offers {
+                        let i = i as usize;
+                        let version = (
+                            ts.value(i),
+                            times.created_at(i),
+                            task.sequence(row + i as u64),
+                        );
+                        let slot = &mut best[at as usize];
+                        if *slot < version {
+                            *slot = version;
                         }
                     }
                     row += batch.num_rows() as u64;
@@ -773,6 +772,80 @@ impl<'a> PointInTimeJoin<'a> {
                 Ok(Some(concat(&arrays)?))
             })
             .collect()
+    }
+}
+
+/// One worker's buffers for probing a source batch against an [`EntitySide`] in stages.
+/// Each stage is a loop of independent steps over the batch, so the cache misses of many rows
+/// (hash table, key arena, group runs, entity times, best versions) are in flight at once
+/// instead of one row's chain of them at a time.
+#[derive(Default)]
+struct Probe {
+    /// Encoded keys of the batch's candidate rows, back to back; row `rows[j]`'s key ends at
+    /// `key_ends[j]`.
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
+    hashes: Vec<u64>,
+    /// Candidate rows (key and time in the window), then their groups.
+    rows: Vec<u32>,
+    groups: Vec<(u32, u32)>,
+    /// (row, first position, end position) of each candidate row whose key has entity rows.
+    runs: Vec<(u32, u32, u32)>,
+    /// (position, row): the position each row is offered to.
+    offers: Vec<(u32, u32)>,
+}
+
+impl Probe {
+    /// Fills `runs` with the batch rows whose event time is in `[lo, hi]` and whose key has
+    /// entity rows in `side`.
+    fn find_runs(&mut self, side: &EntitySide<'_>, times: &KeyAndTimes, lo: i64, hi: i64) {
+        let (keys, ts) = (&times.keys, &times.event);
+        let in_window = |i: usize| {
+            ts.is_valid(i) && {
+                let event = ts.value(i);
+                event >= lo && event <= hi && event != i64::MIN
+            }
+        };
+        self.runs.clear();
+        let n = u32::try_from(ts.len()).unwrap_or(u32::MAX);
+        if let Some(map) = &side.int_groups {
+            for i in 0..n {
+                if in_window(i as usize)
+                    && let Some(&(from, to)) = keys.int(i as usize).and_then(|k| map.get(&k))
+                {
+                    self.runs.push((i, from, to));
+                }
+            }
+            return;
+        }
+        self.keys.clear();
+        self.key_ends.clear();
+        self.rows.clear();
+        for i in 0..n {
+            if in_window(i as usize) && keys.encode(i as usize, &mut self.keys) {
+                self.key_ends.push(self.keys.len());
+                self.rows.push(i);
+            }
+        }
+        let key = |j: usize| {
+            let start = if j == 0 { 0 } else { self.key_ends[j - 1] };
+            &self.keys[start..self.key_ends[j]]
+        };
+        self.hashes.clear();
+        self.hashes
+            .extend((0..self.rows.len()).map(|j| side.index.hash(key(j))));
+        self.groups.clear();
+        for (j, &hash) in self.hashes.iter().enumerate() {
+            if let Some(g) = side.index.get_hashed(hash, key(j)) {
+                self.groups.push((self.rows[j], g));
+            }
+        }
+        for &(i, g) in &self.groups {
+            let (from, to) = side.group(g);
+            if from < to {
+                self.runs.push((i, from, to));
+            }
+        }
     }
 }
 

@@ -76,12 +76,22 @@ impl KeyIndex {
         }
     }
 
-    /// The group of `key`, if it was inserted.
+    /// The hash `key` is found by.
     #[inline]
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The group of `key`, if it was inserted.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &[u8]) -> Option<u32> {
-        self.table
-            .find(self.hasher.hash_one(key), |&g| self.key(g) == key)
-            .copied()
+        self.get_hashed(self.hash(key), key)
+    }
+
+    /// The group of `key` whose [`hash`](Self::hash) is `hash`, if it was inserted.
+    #[inline]
+    pub(crate) fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.table.find(hash, |&g| self.key(g) == key).copied()
     }
 }
 
