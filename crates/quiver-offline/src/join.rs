@@ -861,19 +861,32 @@ struct EntityKeys {
 }
 
 impl EntityKeys {
+    /// Rows are keyed a chunk at a time: every key of the chunk is encoded and hashed before
+    /// any is inserted, so the table's cache misses of consecutive rows overlap.
     fn build(n: usize, key_columns: &KeyColumns, times: &Int64Array) -> Self {
+        const CHUNK: usize = 16 * 1024;
         let mut index = KeyIndex::new();
-        let mut key = Vec::with_capacity(64);
-        let group = (0..n)
-            .map(|i| {
-                key.clear();
-                if times.is_valid(i) && key_columns.encode(i, &mut key) {
-                    index.insert(&key)
-                } else {
-                    NO_GROUP
-                }
-            })
-            .collect();
+        let mut group = Vec::with_capacity(n);
+        let (mut keys, mut spans, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        for start in (0..n).step_by(CHUNK) {
+            keys.clear();
+            // Each row's key as a range of `keys` (`None` without a key).
+            spans.clear();
+            for i in start..(start + CHUNK).min(n) {
+                let from = keys.len();
+                let keyed = times.is_valid(i) && key_columns.encode(i, &mut keys);
+                spans.push(keyed.then_some(from..keys.len()));
+            }
+            hashes.clear();
+            hashes.extend(spans.iter().map(|s| match s {
+                Some(r) => index.hash(&keys[r.clone()]),
+                None => 0,
+            }));
+            group.extend(spans.iter().zip(&hashes).map(|(s, &hash)| match s {
+                Some(r) => index.insert_hashed(hash, &keys[r.clone()]),
+                None => NO_GROUP,
+            }));
+        }
         Self { index, group }
     }
 }

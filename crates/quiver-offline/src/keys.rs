@@ -51,14 +51,19 @@ impl KeyIndex {
     }
 
     /// The group of `key`, adding it if it is new.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, key: &[u8]) -> u32 {
+        self.insert_hashed(self.hash(key), key)
+    }
+
+    /// The group of `key` whose [`hash`](Self::hash) is `hash`, adding it if it is new.
+    pub(crate) fn insert_hashed(&mut self, hash: u64, key: &[u8]) -> u32 {
         let Self {
             hasher,
             table,
             arena,
             ends,
         } = self;
-        let hash = hasher.hash_one(key);
         let entry = table.entry(
             hash,
             |&g| key_in(arena, ends, g) == key,
