@@ -178,31 +178,35 @@ impl Session {
         batches: &[RecordBatch],
     ) -> Result<()> {
         let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        let input = if bytes <= INLINE_BYTES {
-            relation(pb::relation::RelType::LocalRelation(pb::LocalRelation {
-                data: Some(ipc_stream(schema, batches)?),
-                schema: None,
-            }))
-        } else {
-            let mut chunks = Vec::new();
-            for batch in batches {
-                let rows_per_chunk = (ARTIFACT_CHUNK * batch.num_rows().max(1)
-                    / batch.get_array_memory_size().max(1))
-                .max(1);
-                let mut offset = 0;
-                while offset < batch.num_rows() {
-                    let len = rows_per_chunk.min(batch.num_rows() - offset);
-                    chunks.push(ipc_stream(schema, &[batch.slice(offset, len)])?);
-                    offset += len;
-                }
+        // Encoding, hashing and checksumming a large table is CPU work: it runs on the
+        // blocking pool, so the caller's cancel is still seen while it runs.
+        let (schema, batches) = (SchemaRef::clone(schema), batches.to_vec());
+        let encoded = tokio::task::spawn_blocking(move || {
+            if bytes <= INLINE_BYTES {
+                ipc_stream(&schema, &batches).map(Encoded::Inline)
+            } else {
+                chunks(&schema, &batches).map(Encoded::Chunks)
             }
-            let hashes = self.cache(chunks).await?;
-            relation(pb::relation::RelType::ChunkedCachedLocalRelation(
+        })
+        .await
+        .map_err(|e| SparkError::Failed {
+            cluster: self.cluster.clone(),
+            view: None,
+            message: format!("encoding the entity table failed: {e}"),
+        })??;
+        let input = match encoded {
+            Encoded::Inline(data) => {
+                relation(pb::relation::RelType::LocalRelation(pb::LocalRelation {
+                    data: Some(data),
+                    schema: None,
+                }))
+            }
+            Encoded::Chunks(chunks) => relation(pb::relation::RelType::ChunkedCachedLocalRelation(
                 pb::ChunkedCachedLocalRelation {
-                    data_hashes: hashes,
+                    data_hashes: self.cache(chunks).await?,
                     schema_hash: None,
                 },
-            ))
+            )),
         };
         let plan = pb::Plan {
             op_type: Some(pb::plan::OpType::Command(pb::Command {
@@ -219,34 +223,22 @@ impl Session {
         self.execute(plan, &uuid(), None).await.map(drop)
     }
 
-    /// Uploads blobs as cached artifacts (`cache/<sha-256>`); their hashes, in order.
-    async fn cache(&self, blobs: Vec<Vec<u8>>) -> Result<Vec<String>> {
-        let hashes: Vec<String> = blobs
-            .iter()
-            .map(|b| {
-                ring::digest::digest(&ring::digest::SHA256, b)
-                    .as_ref()
-                    .iter()
-                    .map(|x| format!("{x:02x}"))
-                    .collect()
-            })
-            .collect();
+    /// Uploads chunks as cached artifacts (`cache/<sha-256>`); their hashes, in order.
+    async fn cache(&self, chunks: Vec<Chunk>) -> Result<Vec<String>> {
+        let hashes: Vec<String> = chunks.iter().map(|c| c.hash.clone()).collect();
         // Equal chunks are uploaded once (the server refuses a name twice in one upload);
         // several chunks per message, each whole (the server's single-chunk form).
         let mut seen = std::collections::HashSet::new();
-        let artifacts: Vec<pb::add_artifacts_request::SingleChunkArtifact> = blobs
+        let artifacts: Vec<pb::add_artifacts_request::SingleChunkArtifact> = chunks
             .into_iter()
-            .zip(&hashes)
-            .filter(|(_, hash)| seen.insert(hash.as_str()))
-            .map(
-                |(data, hash)| pb::add_artifacts_request::SingleChunkArtifact {
-                    name: format!("cache/{hash}"),
-                    data: Some(pb::add_artifacts_request::ArtifactChunk {
-                        crc: i64::from(crc32(&data)),
-                        data,
-                    }),
-                },
-            )
+            .filter(|c| seen.insert(c.hash.clone()))
+            .map(|c| pb::add_artifacts_request::SingleChunkArtifact {
+                name: format!("cache/{}", c.hash),
+                data: Some(pb::add_artifacts_request::ArtifactChunk {
+                    crc: i64::from(c.crc),
+                    data: c.data,
+                }),
+            })
             .collect();
         let mut requests = Vec::new();
         let mut artifacts = artifacts.into_iter().peekable();
@@ -435,14 +427,88 @@ fn ipc_stream(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
     Ok(writer.into_inner()?)
 }
 
-/// The CRC-32 (IEEE) Spark Connect checks uploads with.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+/// An entity table encoded for upload.
+enum Encoded {
+    /// One IPC stream, inline in the plan.
+    Inline(Vec<u8>),
+    /// IPC streams of about [`ARTIFACT_CHUNK`] bytes each, uploaded first.
+    Chunks(Vec<Chunk>),
+}
+
+/// One uploaded piece of a large entity table.
+struct Chunk {
+    data: Vec<u8>,
+    /// SHA-256, hex: the artifact's name.
+    hash: String,
+    crc: u32,
+}
+
+/// `batches` as IPC streams of about [`ARTIFACT_CHUNK`] bytes, hashed and checksummed.
+fn chunks(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<Chunk>> {
+    let mut chunks = Vec::new();
+    for batch in batches {
+        let rows_per_chunk = (ARTIFACT_CHUNK * batch.num_rows().max(1)
+            / batch.get_array_memory_size().max(1))
+        .max(1);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = rows_per_chunk.min(batch.num_rows() - offset);
+            let data = ipc_stream(schema, &[batch.slice(offset, len)])?;
+            let hash = ring::digest::digest(&ring::digest::SHA256, &data)
+                .as_ref()
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            let crc = crc32(&data);
+            chunks.push(Chunk { data, hash, crc });
+            offset += len;
         }
+    }
+    Ok(chunks)
+}
+
+/// The CRC-32 (IEEE) Spark Connect checks uploads with: slice-by-8, eight bytes per step.
+fn crc32(data: &[u8]) -> u32 {
+    const TABLES: [[u32; 256]; 8] = {
+        let mut tables = [[0u32; 256]; 8];
+        let mut i = 0;
+        while i < 256 {
+            let mut crc = i as u32;
+            let mut bit = 0;
+            while bit < 8 {
+                crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+                bit += 1;
+            }
+            tables[0][i] = crc;
+            i += 1;
+        }
+        let mut t = 1;
+        while t < 8 {
+            let mut i = 0;
+            while i < 256 {
+                let prev = tables[t - 1][i];
+                tables[t][i] = (prev >> 8) ^ tables[0][(prev & 0xFF) as usize];
+                i += 1;
+            }
+            t += 1;
+        }
+        tables
+    };
+    let mut crc = !0u32;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let lo = crc ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        crc = TABLES[7][(lo & 0xFF) as usize]
+            ^ TABLES[6][((lo >> 8) & 0xFF) as usize]
+            ^ TABLES[5][((lo >> 16) & 0xFF) as usize]
+            ^ TABLES[4][(lo >> 24) as usize]
+            ^ TABLES[3][usize::from(w[4])]
+            ^ TABLES[2][usize::from(w[5])]
+            ^ TABLES[1][usize::from(w[6])]
+            ^ TABLES[0][usize::from(w[7])];
+    }
+    for &b in words.remainder() {
+        crc = (crc >> 8) ^ TABLES[0][((crc ^ u32::from(b)) & 0xFF) as usize];
     }
     !crc
 }
@@ -476,6 +542,22 @@ mod tests {
     #[test]
     fn crc_and_uuid() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let bitwise = |data: &[u8]| {
+            let mut crc = !0u32;
+            for &b in data {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+                }
+            }
+            !crc
+        };
+        let data: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 100, 1000] {
+            assert_eq!(crc32(&data[..len]), bitwise(&data[..len]), "{len} bytes");
+        }
         let u = uuid();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");

@@ -175,12 +175,16 @@ async fn stage(session: &Session, dir: &Path, entities: &RecordBatch) -> Result<
     std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
     let file = std::fs::File::create(&path).map_err(|e| failed(e.to_string()))?;
     let staged = Staged(path.clone());
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, entities.schema(), None)
-        .map_err(|e| failed(e.to_string()))?;
-    writer
-        .write(entities)
-        .and_then(|()| writer.close().map(drop))
-        .map_err(|e| failed(e.to_string()))?;
+    // Writing is CPU and disk work: on the blocking pool, so a cancel is seen meanwhile.
+    let entities = entities.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, entities.schema(), None)?;
+        writer.write(&entities)?;
+        writer.close().map(drop)
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(|e| failed(e.to_string()))?;
     let location = format!("file://{}", path.display());
     session
         .sql(

@@ -99,7 +99,10 @@ impl SparkEngine {
             return Err(SparkError::Cancelled);
         };
         runtime.block_on(async {
-            let session = Session::open(&self.settings).await?;
+            let session = tokio::select! {
+                s = Session::open(&self.settings) => s?,
+                () = cancelled(cancel) => return Err(SparkError::Cancelled),
+            };
             let result = tokio::select! {
                 r = join::training_set(&session, join, entities, self.settings.staging.as_deref()) => r,
                 () = cancelled(cancel) => Err(SparkError::Cancelled),

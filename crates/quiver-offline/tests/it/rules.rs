@@ -421,10 +421,11 @@ fn a_cancelled_spark_join_stops_promptly() {
     let (defs, sources) = c.dir.open(&c.defs);
     let join = value_join(&defs, &sources);
     let entities: Vec<EntityRow> = (0..2_000_000).map(|i| at(i % 53, i % 100)).collect();
+    let entities = entity_table(&entities);
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let spark = spark();
     std::thread::scope(|s| {
-        let running = s.spawn(|| spark.training_set(&join, entity_table(&entities), Some(&cancel)));
+        let running = s.spawn(|| spark.training_set(&join, entities, Some(&cancel)));
         std::thread::sleep(std::time::Duration::from_secs(3));
         let asked = std::time::Instant::now();
         cancel.store(true, std::sync::atomic::Ordering::Relaxed);
