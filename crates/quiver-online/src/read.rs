@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use quiver_core::{Definitions, JoinKey, KeyValue, ResolvedFeature, encode_entity_key};
 
 use crate::error::{OnlineError, Result};
-use crate::row::{FeatureValue, Row, decode_value, layout_fingerprint};
+use crate::row::{Corrupt, FeatureValue, Row, decode, layout_fingerprint};
 use crate::store::{OnlineStore, ViewId, ViewKeys};
 
 /// The status of one returned value (Feast's `FieldStatus`).
@@ -183,6 +183,12 @@ impl<'p> OnlineFeatures<'p> {
 
     /// The cell of feature column `col` for entity row `row`.
     pub fn cell(&self, col: usize, row: usize) -> Result<Cell<'_>> {
+        Ok(self.decode_cell(col, row)?)
+    }
+
+    /// [`OnlineFeatures::cell`] with the small error, so a cell is decoded in registers.
+    #[inline]
+    fn decode_cell(&self, col: usize, row: usize) -> Result<Cell<'_>, Corrupt> {
         let feature = &self.plan.features[col];
         let rows = &self.views[self.plan.view_of[col]];
         let count = |status: FieldStatus| {
@@ -197,12 +203,9 @@ impl<'p> OnlineFeatures<'p> {
                 event_ts: None,
             });
         };
-        let stored = Row::parse(bytes)?;
-        let value = decode_value(
-            feature.feature.value_type,
-            stored.feature_bytes(feature.index)?,
-        )?;
-        let status = if value == FeatureValue::Null {
+        let stored = Row::check(bytes)?;
+        let value = decode(feature.feature.value_type, stored.field(feature.index)?)?;
+        let status = if matches!(value, FeatureValue::Null) {
             FieldStatus::NullValue
         } else if stored.event_ts() < rows.fresh_after {
             FieldStatus::OutsideMaxAge

@@ -22,6 +22,18 @@ use quiver_core::{Feature, ScalarType, ValueType};
 
 use crate::error::{OnlineError, Result};
 
+/// Why a stored row cannot be decoded: a small error, so the per-cell decoding path returns
+/// in registers; it becomes [`OnlineError::CorruptRow`] at the public functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Corrupt(pub(crate) &'static str);
+
+impl From<Corrupt> for OnlineError {
+    #[cold]
+    fn from(c: Corrupt) -> Self {
+        OnlineError::CorruptRow(c.0.to_owned())
+    }
+}
+
 /// The format version in byte 0 of every row.
 pub const FORMAT_VERSION: u8 = 2;
 const VERSION: u8 = FORMAT_VERSION;
@@ -125,12 +137,17 @@ pub struct Row<'a> {
 impl<'a> Row<'a> {
     /// Checks the header and wraps the bytes.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Ok(Self::check(bytes)?)
+    }
+
+    #[inline]
+    pub(crate) fn check(bytes: &'a [u8]) -> Result<Self, Corrupt> {
         if bytes.len() < HEADER || bytes[0] != VERSION {
-            return Err(OnlineError::CorruptRow("bad header".into()));
+            return Err(Corrupt("bad header"));
         }
         let n = usize::from(u16::from_le_bytes([bytes[29], bytes[30]]));
         if bytes.len() < HEADER + n.div_ceil(8) + 4 * (n + 1) {
-            return Err(OnlineError::CorruptRow("truncated offsets".into()));
+            return Err(Corrupt("truncated offsets"));
         }
         Ok(Self { bytes, n })
     }
@@ -173,8 +190,13 @@ impl<'a> Row<'a> {
 
     /// The raw bytes of feature `i`, or `None` if it is null.
     pub fn feature_bytes(&self, i: usize) -> Result<Option<&'a [u8]>> {
+        Ok(self.field(i)?)
+    }
+
+    #[inline]
+    pub(crate) fn field(&self, i: usize) -> Result<Option<&'a [u8]>, Corrupt> {
         if i >= self.n {
-            return Err(OnlineError::CorruptRow(format!("no feature {i}")));
+            return Err(Corrupt("feature index past the row's features"));
         }
         let bitmap = HEADER + self.n.div_ceil(8);
         if self.bytes[HEADER + i / 8] & (1 << (i % 8)) != 0 {
@@ -194,7 +216,7 @@ impl<'a> Row<'a> {
         self.bytes
             .get(start..end)
             .map(Some)
-            .ok_or_else(|| OnlineError::CorruptRow(format!("feature {i} out of bounds")))
+            .ok_or(Corrupt("feature bytes out of bounds"))
     }
 }
 
@@ -223,25 +245,30 @@ pub enum FeatureValue<'a> {
     List(Vec<FeatureValue<'a>>),
 }
 
-fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+#[inline]
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], Corrupt> {
     if bytes.len() < n {
-        return Err(OnlineError::CorruptRow("value truncated".into()));
+        return Err(Corrupt("value truncated"));
     }
     let (head, tail) = bytes.split_at(n);
     *bytes = tail;
     Ok(head)
 }
 
-fn take_u32(bytes: &mut &[u8]) -> Result<u32> {
+#[inline]
+fn take_u32(bytes: &mut &[u8]) -> Result<u32, Corrupt> {
     let b = take(bytes, 4)?;
     Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+// Always inlined: a call returns the value through memory, and reading it back right after
+// stalls the per-cell read path.
+#[inline(always)]
 fn decode_scalar<'a>(
     t: ScalarType,
     bytes: &mut &'a [u8],
     in_list: bool,
-) -> Result<FeatureValue<'a>> {
+) -> Result<FeatureValue<'a>, Corrupt> {
     let arr8 = |b: &[u8]| {
         let mut a = [0; 8];
         a.copy_from_slice(b);
@@ -264,7 +291,7 @@ fn decode_scalar<'a>(
             if t == ScalarType::String {
                 FeatureValue::String(
                     std::str::from_utf8(raw)
-                        .map_err(|_| OnlineError::CorruptRow("invalid UTF-8".into()))?,
+                        .map_err(|_| Corrupt("invalid UTF-8"))?,
                 )
             } else {
                 FeatureValue::Bytes(raw)
@@ -279,6 +306,11 @@ fn arr8_4(b: &[u8]) -> [u8; 4] {
 
 /// Decodes feature bytes (from [`Row::feature_bytes`]) of a feature of type `t`.
 pub fn decode_value(t: ValueType, bytes: Option<&[u8]>) -> Result<FeatureValue<'_>> {
+    Ok(decode(t, bytes)?)
+}
+
+#[inline]
+pub(crate) fn decode(t: ValueType, bytes: Option<&[u8]>) -> Result<FeatureValue<'_>, Corrupt> {
     let Some(mut bytes) = bytes else {
         return Ok(FeatureValue::Null);
     };
