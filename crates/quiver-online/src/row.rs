@@ -290,8 +290,7 @@ fn decode_scalar<'a>(
             let raw = take(bytes, len)?;
             if t == ScalarType::String {
                 FeatureValue::String(
-                    std::str::from_utf8(raw)
-                        .map_err(|_| Corrupt("invalid UTF-8"))?,
+                    std::str::from_utf8(raw).map_err(|_| Corrupt("invalid UTF-8"))?,
                 )
             } else {
                 FeatureValue::Bytes(raw)

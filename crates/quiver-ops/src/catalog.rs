@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use quiver_core::{Definitions, FeatureRef, FeatureView};
+use quiver_core::{Definitions, FeatureRef, FeatureView, ResolvedFeature};
 use quiver_online::{ReadPlan, ViewId};
 use quiver_registry::RegistryVersion;
 
@@ -17,8 +17,39 @@ use crate::metrics::{Metrics, ValueCounters};
 pub enum FeatureSpec {
     /// `view:feature` references.
     Refs(Vec<String>),
+    /// `view:feature` references as a protocol received them, still encoded.
+    EncodedRefs(EncodedRefs),
     /// A feature service.
     Service(String),
+}
+
+/// `view:feature` references still in the bytes a protocol received them as. Plans are kept
+/// by these bytes, so a repeated list is neither decoded nor resolved again: `decode` runs
+/// only the first time.
+#[derive(Debug, Clone)]
+pub struct EncodedRefs {
+    /// The encoding's name (e.g. `quiver.v1.FeatureList`): equal bytes of two encodings
+    /// are different lists.
+    pub encoding: &'static str,
+    /// The encoded list.
+    pub bytes: bytes::Bytes,
+    /// The references the bytes encode.
+    pub decode: fn(&[u8]) -> Result<Vec<String>>,
+}
+
+impl PartialEq for EncodedRefs {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoding == other.encoding && self.bytes == other.bytes
+    }
+}
+
+impl Eq for EncodedRefs {}
+
+impl std::hash::Hash for EncodedRefs {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.encoding.hash(state);
+        self.bytes.hash(state);
+    }
 }
 
 /// Read plans kept per snapshot; past this many distinct feature lists the cache starts over,
@@ -106,23 +137,15 @@ impl Snapshot {
             return Ok(plan);
         }
         let features = match &key.0 {
-            FeatureSpec::Refs(list) => {
-                if list.is_empty() {
-                    return Err(OpsError::invalid("no features requested"));
-                }
-                let refs = list
-                    .iter()
-                    .map(|r| r.parse::<FeatureRef>())
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.defs.resolve(&refs, full_names)
-            }
-            FeatureSpec::Service(name) => self.defs.resolve_service(name, full_names),
-        }?;
+            FeatureSpec::Refs(list) => self.resolve_refs(list, full_names)?,
+            FeatureSpec::EncodedRefs(e) => self.resolve_refs(&(e.decode)(&e.bytes)?, full_names)?,
+            FeatureSpec::Service(name) => self.defs.resolve_service(name, full_names)?,
+        };
         let plan = ReadPlan::new(&self.defs, &self.generations, features)?;
         let counters = metrics.value_counters(plan.view_names());
         let log = match &key.0 {
             FeatureSpec::Service(name) => LogTarget::of(&self.defs, name).map(Arc::new),
-            FeatureSpec::Refs(_) => None,
+            FeatureSpec::Refs(_) | FeatureSpec::EncodedRefs(_) => None,
         };
         let plan = Arc::new(PlannedRead {
             plan,
@@ -136,6 +159,17 @@ impl Snapshot {
             plans.insert(key, Arc::clone(&plan));
         }
         Ok(plan)
+    }
+
+    fn resolve_refs(&self, list: &[String], full_names: bool) -> Result<Vec<ResolvedFeature>> {
+        if list.is_empty() {
+            return Err(OpsError::invalid("no features requested"));
+        }
+        let refs = list
+            .iter()
+            .map(|r| r.parse::<FeatureRef>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.defs.resolve(&refs, full_names)?)
     }
 }
 
@@ -222,6 +256,49 @@ mod tests {
             .plan(refs(&["stats:f0", "stats:f2"]), true, &m)
             .expect("plan");
         assert_eq!(full.plan.features()[1].output_name, "stats__f2");
+    }
+
+    #[test]
+    fn encoded_lists_are_decoded_once_and_plan_like_their_references() {
+        fn comma_separated(bytes: &[u8]) -> Result<Vec<String>> {
+            DECODED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let text = std::str::from_utf8(bytes).map_err(|e| OpsError::invalid(e.to_string()))?;
+            Ok(text.split(',').map(str::to_owned).collect())
+        }
+        static DECODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let encoded = |text: &'static str| {
+            FeatureSpec::EncodedRefs(EncodedRefs {
+                encoding: "test.CommaSeparated",
+                bytes: bytes::Bytes::from_static(text.as_bytes()),
+                decode: comma_separated,
+            })
+        };
+        let s = snapshot(3);
+        let m = Metrics::default();
+        let a = s
+            .plan(encoded("stats:f2,stats:f0"), false, &m)
+            .expect("plan");
+        let b = s
+            .plan(encoded("stats:f2,stats:f0"), false, &m)
+            .expect("plan");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(DECODED.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let names = |p: &PlannedRead| -> Vec<String> {
+            p.plan
+                .features()
+                .iter()
+                .map(|f| f.output_name.clone())
+                .collect()
+        };
+        let decoded = s
+            .plan(refs(&["stats:f2", "stats:f0"]), false, &m)
+            .expect("plan");
+        assert_eq!(names(&a), names(&decoded));
+        let err = s
+            .plan(encoded("stats:f0,stats:nope"), false, &m)
+            .expect_err("unknown");
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 
     #[test]

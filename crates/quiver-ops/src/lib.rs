@@ -70,7 +70,7 @@ use quiver_spark::SparkEngine;
 pub use apply::{ApplyOutcome, ApplyRequest, BaseVersion, Committed, commit, views_leaving};
 pub use audit::AuditLog;
 pub use auth::{Authenticator, Authorizer, Caller, Grant, Principal, token_hash};
-pub use catalog::{FeatureSpec, PlannedRead, Snapshot};
+pub use catalog::{EncodedRefs, FeatureSpec, PlannedRead, Snapshot};
 pub use endpoint::Endpoint;
 pub use error::{OpsError, Result};
 pub use feature_log::FeatureLogOptions;

@@ -107,6 +107,9 @@ impl pb::online_service_server::OnlineService for OnlineGrpc {
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
         use prost::Message;
+        let (metadata, extensions, r) = request.into_parts();
+        let r = crate::online_wire::wire_request(&r)?;
+        let request = Request::from_parts(metadata, extensions, r);
         let encoded = crate::online_wire::get_online_features(&self.store, request)
             .await?
             .into_inner();

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BufMut;
+use prost::Message;
 use prost::encoding::{WireType, encoded_len_varint};
 use quiver_online::{Cell, FeatureValue, FieldStatus, OnlineFeatures};
-use quiver_ops::{FeatureSpec, FeatureStore};
+use quiver_ops::{EncodedRefs, FeatureSpec, FeatureStore, OpsError};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::EncodeBuf;
@@ -86,37 +87,95 @@ where
 /// The `GetOnlineFeatures` handler.
 struct Read(Arc<FeatureStore>);
 
-impl tonic::server::UnaryService<pb::GetOnlineFeaturesRequest> for Read {
+impl tonic::server::UnaryService<wire::GetOnlineFeaturesRequest> for Read {
     type Response = Encoded;
     type Future = BoxFuture<tonic::Response<Encoded>, Status>;
 
-    fn call(&mut self, request: tonic::Request<pb::GetOnlineFeaturesRequest>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<wire::GetOnlineFeaturesRequest>) -> Self::Future {
         let store = Arc::clone(&self.0);
         Box::pin(async move { get_online_features(&store, request).await })
+    }
+}
+
+/// `GetOnlineFeaturesRequest` with its `FeatureList` left encoded: a list's plan is found
+/// by its bytes ([`EncodedRefs`]), so the 50 names of a 50-feature read are not decoded into
+/// 50 strings on every request. Same tags and wire types as `quiver.v1`'s message (the
+/// `features` oneof as its two fields; the tests decode prost's encoding of it).
+pub(crate) mod wire {
+    use crate::proto::quiver::v1 as pb;
+
+    /// The request as decoded here.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(crate) struct GetOnlineFeaturesRequest {
+        /// The `FeatureList` message, each time it occurs (several merge into one list).
+        #[prost(bytes = "bytes", repeated, tag = "1")]
+        pub(crate) feature_refs: Vec<bytes::Bytes>,
+        /// A feature service.
+        #[prost(string, optional, tag = "2")]
+        pub(crate) feature_service: Option<String>,
+        /// Entity rows, column by column.
+        #[prost(message, repeated, tag = "3")]
+        pub(crate) entities: Vec<pb::Column>,
+        /// Name outputs `view__feature`.
+        #[prost(bool, tag = "4")]
+        pub(crate) full_feature_names: bool,
+    }
+}
+
+/// `r` as [`get_online_features`] takes it.
+pub(crate) fn wire_request(
+    r: &pb::GetOnlineFeaturesRequest,
+) -> Result<wire::GetOnlineFeaturesRequest, Status> {
+    wire::GetOnlineFeaturesRequest::decode(r.encode_to_vec().as_slice())
+        .map_err(|e| Status::internal(format!("cannot re-decode a request: {e}")))
+}
+
+/// The name of the encoding of [`FeatureSpec::EncodedRefs`] sent here.
+const FEATURE_LIST: &str = "quiver.v1.FeatureList";
+
+/// The references of an encoded `FeatureList`.
+fn decode_feature_list(bytes: &[u8]) -> quiver_ops::Result<Vec<String>> {
+    pb::FeatureList::decode(bytes)
+        .map(|l| l.refs)
+        .map_err(|e| OpsError::InvalidRequest(format!("malformed FeatureList message: {e}")))
+}
+
+/// The features `r` names.
+fn feature_spec(r: &mut wire::GetOnlineFeaturesRequest) -> Result<FeatureSpec, Status> {
+    let refs = std::mem::take(&mut r.feature_refs);
+    match (refs.len(), r.feature_service.take()) {
+        (0, Some(service)) => Ok(FeatureSpec::Service(service)),
+        (0, None) => Err(Status::invalid_argument(
+            "set feature_refs or feature_service",
+        )),
+        (_, Some(_)) => Err(Status::invalid_argument(
+            "set feature_refs or feature_service, not both",
+        )),
+        (n, None) => {
+            // A message field sent more than once is one message: the parts concatenated.
+            let bytes = if n == 1 {
+                refs.into_iter().next().unwrap_or_default()
+            } else {
+                refs.concat().into()
+            };
+            Ok(FeatureSpec::EncodedRefs(EncodedRefs {
+                encoding: FEATURE_LIST,
+                bytes,
+                decode: decode_feature_list,
+            }))
+        }
     }
 }
 
 /// Answers `request` as the encoded `GetOnlineFeaturesResponse`.
 pub(crate) async fn get_online_features(
     store: &FeatureStore,
-    request: tonic::Request<pb::GetOnlineFeaturesRequest>,
+    request: tonic::Request<wire::GetOnlineFeaturesRequest>,
 ) -> Result<tonic::Response<Encoded>, Status> {
     let caller = caller_of(request.extensions());
     let request_id = request_id_of(request.extensions());
-    let r = request.into_inner();
-    let spec = match r.features {
-        Some(pb::get_online_features_request::Features::FeatureRefs(l)) => {
-            FeatureSpec::Refs(l.refs)
-        }
-        Some(pb::get_online_features_request::Features::FeatureService(s)) => {
-            FeatureSpec::Service(s)
-        }
-        None => {
-            return Err(Status::invalid_argument(
-                "set feature_refs or feature_service",
-            ));
-        }
-    };
+    let mut r = request.into_inner();
+    let spec = feature_spec(&mut r)?;
     let entities = crate::grpc::columns(store, &r.entities)?;
     let bytes = store
         .read_online(
@@ -152,9 +211,9 @@ impl tonic::codec::Encoder for EncodedEncoder {
 
 impl tonic::codec::Codec for EncodedCodec {
     type Encode = Encoded;
-    type Decode = pb::GetOnlineFeaturesRequest;
+    type Decode = wire::GetOnlineFeaturesRequest;
     type Encoder = EncodedEncoder;
-    type Decoder = Decoder<pb::GetOnlineFeaturesRequest>;
+    type Decoder = Decoder<wire::GetOnlineFeaturesRequest>;
 
     fn encoder(&mut self) -> EncodedEncoder {
         EncodedEncoder
@@ -363,6 +422,94 @@ mod tests {
         OnlineStore, ReadPlan, RocksDbOptions, RocksDbStore, ViewId, ViewRows, encode_row,
         read_online_features,
     };
+
+    /// The features the handler reads for a request as prost encodes it.
+    fn spec_of(r: &pb::GetOnlineFeaturesRequest) -> Result<FeatureSpec, Status> {
+        let mut wire = wire::GetOnlineFeaturesRequest::decode(r.encode_to_vec().as_slice())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let decoded = (wire.entities.clone(), wire.full_feature_names);
+        assert_eq!(decoded, (r.entities.clone(), r.full_feature_names));
+        feature_spec(&mut wire)
+    }
+
+    fn decoded_refs(spec: &FeatureSpec) -> Vec<String> {
+        match spec {
+            FeatureSpec::EncodedRefs(e) => (e.decode)(&e.bytes).unwrap(),
+            other => panic!("not encoded references: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_decode_as_the_message_does() {
+        use pb::get_online_features_request::Features;
+        let refs = vec!["stats:f0".to_owned(), "stats:*".to_owned()];
+        let column = pb::Column {
+            name: "driver_id".into(),
+            values: vec![pb::Value {
+                kind: Some(pb::value::Kind::Int64Value(7)),
+            }],
+        };
+        let request = pb::GetOnlineFeaturesRequest {
+            features: Some(Features::FeatureRefs(pb::FeatureList {
+                refs: refs.clone(),
+            })),
+            entities: vec![column.clone(); 2],
+            full_feature_names: true,
+        };
+        let spec = spec_of(&request).unwrap();
+        assert_eq!(decoded_refs(&spec), refs);
+        // Equal lists are equal keys; another list is another key.
+        assert_eq!(spec, spec_of(&request).unwrap());
+        let other = pb::GetOnlineFeaturesRequest {
+            features: Some(Features::FeatureRefs(pb::FeatureList {
+                refs: vec!["stats:f0".into()],
+            })),
+            ..request.clone()
+        };
+        assert_ne!(spec, spec_of(&other).unwrap());
+
+        let service = pb::GetOnlineFeaturesRequest {
+            features: Some(Features::FeatureService("svc".into())),
+            ..request.clone()
+        };
+        assert_eq!(
+            spec_of(&service).unwrap(),
+            FeatureSpec::Service("svc".into())
+        );
+        let none = pb::GetOnlineFeaturesRequest {
+            features: None,
+            ..request.clone()
+        };
+        assert_eq!(
+            spec_of(&none).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+
+        // A message field sent twice is one merged message, as prost decodes it.
+        let mut twice = pb::FeatureList {
+            refs: vec!["a:x".into()],
+        }
+        .encode_to_vec();
+        twice.splice(0..0, [0x0a, u8::try_from(twice.len()).unwrap()]);
+        let once = twice.clone();
+        twice.extend_from_slice(&once);
+        let merged = pb::GetOnlineFeaturesRequest::decode(twice.as_slice()).unwrap();
+        let mut wire = wire::GetOnlineFeaturesRequest::decode(twice.as_slice()).unwrap();
+        let Some(Features::FeatureRefs(list)) = merged.features else {
+            panic!("refs");
+        };
+        assert_eq!(decoded_refs(&feature_spec(&mut wire).unwrap()), list.refs);
+        assert_eq!(list.refs.len(), 2);
+
+        // Malformed names are the caller's error, found when the list is first planned.
+        let bad = [0x0a, 0x03, 0x0a, 0x01, 0xff];
+        let mut wire = wire::GetOnlineFeaturesRequest::decode(bad.as_slice()).unwrap();
+        let FeatureSpec::EncodedRefs(e) = feature_spec(&mut wire).unwrap() else {
+            panic!("refs");
+        };
+        let err = (e.decode)(&e.bytes).unwrap_err();
+        assert!(matches!(err, OpsError::InvalidRequest(_)), "{err}");
+    }
 
     /// The response as the handler built it before it was encoded here: the reference.
     fn message(registry_version: u64, read: &OnlineFeatures<'_>) -> pb::GetOnlineFeaturesResponse {
