@@ -152,6 +152,17 @@ impl Snapshot {
             counters,
             log,
         });
+        // Encoded bytes are often a slice of the whole request: the key keeps a copy of its own.
+        let key = match key {
+            (FeatureSpec::EncodedRefs(e), full_names) => (
+                FeatureSpec::EncodedRefs(EncodedRefs {
+                    bytes: bytes::Bytes::copy_from_slice(&e.bytes),
+                    ..e
+                }),
+                full_names,
+            ),
+            key => key,
+        };
         if let Ok(mut plans) = self.plans.write() {
             if plans.len() >= MAX_PLANS {
                 plans.clear();
@@ -283,6 +294,23 @@ mod tests {
             .expect("plan");
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(DECODED.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // The kept key is a copy, not a slice of the request that sent it.
+        let request = bytes::Bytes::from(b"stats:f1,stats:f0 and the rest of a request".to_vec());
+        let list = request.slice(..17);
+        let spec = FeatureSpec::EncodedRefs(EncodedRefs {
+            encoding: "test.CommaSeparated",
+            bytes: list.clone(),
+            decode: comma_separated,
+        });
+        s.plan(spec.clone(), false, &m).expect("plan");
+        let plans = s.plans.read().expect("plans");
+        let (kept, _) = plans.get_key_value(&(spec, false)).expect("kept");
+        let FeatureSpec::EncodedRefs(kept) = &kept.0 else {
+            panic!("encoded key");
+        };
+        assert_eq!(kept.bytes, list);
+        assert_ne!(kept.bytes.as_ptr(), list.as_ptr());
+        drop(plans);
         let names = |p: &PlannedRead| -> Vec<String> {
             p.plan
                 .features()
