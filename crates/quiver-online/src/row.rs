@@ -140,6 +140,7 @@ impl<'a> Row<'a> {
         Ok(Self::check(bytes)?)
     }
 
+    /// [`Row::parse`] with the small error of the per-cell path.
     #[inline]
     pub(crate) fn check(bytes: &'a [u8]) -> Result<Self, Corrupt> {
         if bytes.len() < HEADER || bytes[0] != VERSION {
@@ -193,6 +194,7 @@ impl<'a> Row<'a> {
         Ok(self.field(i)?)
     }
 
+    /// [`Row::feature_bytes`] with the small error of the per-cell path.
     #[inline]
     pub(crate) fn field(&self, i: usize) -> Result<Option<&'a [u8]>, Corrupt> {
         if i >= self.n {
@@ -308,6 +310,7 @@ pub fn decode_value(t: ValueType, bytes: Option<&[u8]>) -> Result<FeatureValue<'
     Ok(decode(t, bytes)?)
 }
 
+/// [`decode_value`] with the small error of the per-cell path.
 #[inline]
 pub(crate) fn decode(t: ValueType, bytes: Option<&[u8]>) -> Result<FeatureValue<'_>, Corrupt> {
     let Some(mut bytes) = bytes else {
