@@ -325,15 +325,7 @@ fn feature_logging_records_what_was_served_as_a_valid_source() {
         200
     );
     let folder = repo.join("feature_logs/driver_activity");
-    let files = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(&folder)
-            .map(|d| {
-                d.map(|e| e.unwrap().path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let files = || quiver_e2e::parquet_files(&folder);
     quiver_e2e::wait_for("the feature log's file", 20, || !files().is_empty());
     let (scraped, _) = scrape(server.metrics.as_deref().unwrap(), None);
     assert_eq!(
@@ -469,9 +461,10 @@ fn skew_finds_exactly_the_keys_and_features_changed_behind_the_offline_data() {
         )
         .json()
     };
+    // The first published log file (a hidden temporary file is there before it is whole).
+    let logs = repo.join("feature_logs/driver_activity");
     quiver_e2e::wait_for("the first log file", 20, || {
-        std::fs::read_dir(repo.join("feature_logs/driver_activity"))
-            .is_ok_and(|mut d| d.next().is_some())
+        !quiver_e2e::parquet_files(&logs).is_empty()
     });
     // Served exactly what training sees.
     let report = skew(0);

@@ -412,6 +412,22 @@ pub fn read_parquet(path: &Path) -> arrow::array::RecordBatch {
     arrow::compute::concat_batches(&schema, &batches).expect("one schema")
 }
 
+/// The published Parquet files of `folder` (none when it is missing): writers' hidden
+/// temporary files, which are there before a file is whole, are left out.
+pub fn parquet_files(folder: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(folder)
+        .map(|d| {
+            d.map(|e| e.expect("readable folder entry").path())
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "parquet")
+                        && p.file_name()
+                            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Polls `done` every 50 ms until it holds; fails the test after `seconds`, naming `what`.
 #[track_caller]
 pub fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
