@@ -268,7 +268,9 @@ fn online_window(
 }
 
 /// Ends a run whose rows are all written: an incremental run advances the watermark to `end`
-/// (never back) once the rows are durable; a range run makes them durable.
+/// (never back) once the rows are durable; a range run makes them durable. A bulk load (a
+/// range run, or the first incremental run of a view) is then compacted, so reads find whole
+/// rows rather than merging every written row on each request.
 fn commit(
     store: &dyn OnlineStore,
     target: &ViewTarget<'_>,
@@ -277,10 +279,17 @@ fn commit(
 ) -> Result<()> {
     match window {
         Window::Incremental { .. } => {
-            let previous = store.watermark(&target.id)?.unwrap_or(i64::MIN);
-            store.commit_watermark(&target.id, end.max(previous))
+            let previous = store.watermark(&target.id)?;
+            store.commit_watermark(&target.id, end.max(previous.unwrap_or(i64::MIN)))?;
+            if previous.is_none() {
+                store.compact_view(&target.id)?;
+            }
+            Ok(())
         }
-        Window::Range { .. } => store.flush(),
+        Window::Range { .. } => {
+            store.flush()?;
+            store.compact_view(&target.id)
+        }
     }
 }
 
