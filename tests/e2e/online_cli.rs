@@ -181,8 +181,8 @@ fn sample(repo: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_killed_materialization_resumes_to_the_same_store() {
-    let end = "2024-03-01T00:00:00Z";
-    let end_us = 1_709_251_200_000_000;
+    let (end_us, end) = quiver_e2e::this_hour();
+    let end = end.as_str();
     let killed = example_repo();
     let clean = example_repo();
     for dir in [&killed, &clean] {

@@ -136,10 +136,11 @@ fn an_unreachable_or_unconfigured_cluster_is_a_clear_error() {
 #[test]
 fn spark_materializes_the_native_store_in_process_and_through_the_server() {
     const DRIVERS: i64 = 3_000;
-    let end = "2024-03-01T00:00:00Z";
+    let (end_us, end) = quiver_e2e::this_hour();
+    let end = end.as_str();
     let (spark, native) = (example_repo(), example_repo());
     for dir in [&spark, &native] {
-        write_big_driver_stats(dir.path(), DRIVERS, 24, 1_709_251_200_000_000);
+        write_big_driver_stats(dir.path(), DRIVERS, 24, end_us);
         quiver_ok(dir.path(), &["apply"]);
     }
     use_spark(spark.path(), &quiver_testkit::spark::shared_cluster().url());
@@ -159,7 +160,6 @@ fn spark_materializes_the_native_store_in_process_and_through_the_server() {
             .collect()
     };
     assert_eq!(written(&on_spark), written(&natively));
-    // The example's other views have no rows before 2024-03-01.
     assert!(
         written(&on_spark).contains(&("driver_hourly_stats".to_owned(), DRIVERS as u64)),
         "{on_spark}"
@@ -170,6 +170,9 @@ fn spark_materializes_the_native_store_in_process_and_through_the_server() {
     );
 
     // With a server holding the store the CLI goes through it, and --engine with it.
+    let day_before = chrono::DateTime::from_timestamp_micros(end_us - 86_400_000_000)
+        .expect("a time in range")
+        .to_rfc3339();
     let server = Server::start(spark.path());
     for engine in ["spark", "native"] {
         let run = quiver_ok(
@@ -177,7 +180,7 @@ fn spark_materializes_the_native_store_in_process_and_through_the_server() {
             &[
                 "--json",
                 "materialize",
-                "2024-02-29",
+                &day_before,
                 end,
                 "--views",
                 "driver_hourly_stats",
