@@ -188,9 +188,9 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// The view's materialization watermark (ns), if any.
     fn watermark(&self, view: &ViewId) -> Result<Option<i64>>;
 
-    /// Folds the view's newest-wins writes into whole rows, so reads no longer merge them
-    /// (RocksDB: a compaction of the view's key range, for after a bulk load). A store whose
-    /// reads never merge does nothing.
+    /// Folds the view's flushed newest-wins writes into whole rows, so reads no longer merge
+    /// them (RocksDB: a compaction of the view's key range, for after a bulk load). A store
+    /// whose reads never merge does nothing.
     fn compact_view(&self, view: &ViewId) -> Result<()> {
         let _ = view;
         Ok(())
