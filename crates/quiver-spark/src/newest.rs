@@ -12,10 +12,10 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::Int64Type;
 use quiver_core::{JoinKey, KeyColumns};
-use quiver_source::{ROW_BITS, VersionedRows};
+use quiver_source::VersionedRows;
 
 use crate::error::{Result, SparkError};
-use crate::source::{SourceRows, literal};
+use crate::source::{SourceRows, literal, sequence};
 
 /// What the cluster counted of a window's rows, beside the newest rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,9 +43,8 @@ impl NewestPlan<'_> {
         let keys = self.rows.key_names().join(", ");
         let value = format!(
             "named_struct({})",
-            self.rows.feature_fields(&format!(
-                "'ev', ev, 'cr', cr, 's', shiftleft(CAST(f AS BIGINT), {ROW_BITS}) | r"
-            ))
+            self.rows
+                .feature_fields(&format!("'ev', ev, 'cr', cr, 's', {}", sequence("f", "r")))
         );
         let out: String = (0..self.rows.features.len())
             .map(|i| format!(", w.f{i} AS f{i}"))

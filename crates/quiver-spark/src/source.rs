@@ -5,7 +5,7 @@ use arrow::array::{ArrayRef, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType};
 use quiver_core::{Feature, FeatureView, JoinKey};
-use quiver_source::{SourceFile, SourceScan};
+use quiver_source::{ROW_BITS, SourceFile, SourceScan};
 
 use crate::error::{Result, SparkError};
 
@@ -151,6 +151,12 @@ pub(crate) fn not_null(columns: impl Iterator<Item = String>) -> String {
         .map(|c| format!("{c} IS NOT NULL"))
         .collect::<Vec<_>>()
         .join(" AND ")
+}
+
+/// A source row's sequence as one BIGINT, from its file number and row in file: the native
+/// engine's last tie-break, in its order (`quiver_source::ROW_BITS`).
+pub(crate) fn sequence(file: &str, row: &str) -> String {
+    format!("shiftleft(CAST({file} AS BIGINT), {ROW_BITS}) | {row}")
 }
 
 /// A Spark SQL identifier, quoted.
