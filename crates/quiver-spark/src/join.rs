@@ -11,15 +11,15 @@
 //! event time, that is the last source row before the entity row (a running `last_value`);
 //! under `as_of_created`, a running `max`. Before the sort, the source rows are reduced to
 //! those some entity row may use: their key has entity rows (a broadcast join with each key's
-//! least and greatest entity time, computed here and sent as a table), and they are not newer than all of them (nor, with a ttl,
-//! too old for all of them). Only keys and versions are sorted: the winners' features are
-//! then read by sequence in a second scan of the source, the winners broadcast to it. The ttl
-//! is checked on the winner: it has the greatest event time, so if it is too old every
-//! candidate is. Times are compared as nanosecond integers (Parquet nanosecond columns read
-//! as their raw values, the others scaled from Spark's microseconds), so nothing is rounded.
-//! The last tie-break is the native engine's: files in the order `quiver-source` lists them
-//! (each file is read as its own relation, numbered), then the row's position in its file
-//! (`_metadata.row_index`).
+//! least and greatest entity time, computed here and sent as a table), and they are not newer
+//! than all of them (nor, with a ttl, too old for all of them). Only keys and versions are
+//! sorted: the winners' features are then read by sequence in a second scan of the source,
+//! the winners broadcast to it. The ttl is checked on the winner: it has the greatest event
+//! time, so if it is too old every candidate is. Times are compared as nanosecond integers
+//! (Parquet nanosecond columns read as their raw values, the others scaled from Spark's
+//! microseconds), so nothing is rounded. The last tie-break is the native engine's: files in
+//! the order `quiver-source` lists them (each file is read as its own relation, numbered),
+//! then the row's position in its file (`_metadata.row_index`).
 //!
 //! Only entity rows with a winner come back, as `(row number, features)`; they are scattered
 //! into input order and converted to the declared types, and the training set is assembled by
@@ -87,6 +87,7 @@ pub(crate) async fn training_set(
     columns.push(Arc::new(times));
     let schema = Arc::new(Schema::new(fields));
     let upload = RecordBatch::try_new(schema, columns)?;
+    // Staged files are removed when `staged` drops, after the queries.
     let mut staged = vec![upload_view(session, ENTITIES, &upload, staging).await?];
     // Every view's source opened first, then the queries run at once (up to
     // CONCURRENT_ENTITY_ROWS entity rows): the cluster overlaps their stages and fixed costs.
@@ -313,8 +314,6 @@ impl ViewPlan<'_> {
             .enumerate()
             .map(|(i, e)| format!("k{e} AS k{i}"))
             .collect();
-        let entity_key_list: Vec<String> =
-            self.entity_keys.iter().map(|e| format!("k{e}")).collect();
         // A source row is usable from its time `a` on: one newer than every entity row of
         // its key (`until`), or older than all of them by more than the ttl (`since`), is
         // never a winner, and is left out before the sort.
@@ -327,7 +326,7 @@ impl ViewPlan<'_> {
         // The winner of an entity row at `t` is the greatest `(ev, cr, s)` among its key's
         // source rows with `a <= t`, `s` the file and row in file (the last tie-break). When
         // `a` is the event time that is the last source row before the entity row in the
-        // order `(a, side, cr, s)`: a running `last_value`, which compares nothing. Under
+        // order `(a, side, cr, s)`: a running `last_value`, not a maximum of versions. Under
         // `as_of_created` a later `a` may have an earlier event time, so a running `max` of
         // the versions is kept instead.
         let (order, winner) = if self.as_of_created {
@@ -343,9 +342,9 @@ impl ViewPlan<'_> {
                  's', last_value(s, true) OVER running) AS won",
             )
         };
-        // Phase 1 sorts only keys and versions, of the source rows whose key some entity row
-        // has (a join with the entity keys, broadcast); phase 2 reads the winners' features
-        // by `s`, the winners broadcast to the source's scan (no shuffle of features).
+        // Phase 1 sorts only keys and versions, of the source rows some entity row may use (a
+        // join with the keys' bounds, broadcast); phase 2 reads the winners' features by `s`,
+        // the winners broadcast to the source's scan (no shuffle of features).
         let features = self.rows.features.len();
         let answer = if features == 0 {
             "SELECT row FROM win".to_owned()
@@ -383,7 +382,7 @@ impl ViewPlan<'_> {
                 .join(", "),
             src_sequence = sequence("f", "r"),
             src_keys = not_null(keys.iter().map(|k| format!("src.{k}"))),
-            ent_keys = not_null(entity_key_list.iter().cloned()),
+            ent_keys = not_null(self.entity_keys.iter().map(|e| format!("k{e}"))),
             entity_keys = entity_keys.join(", "),
             bounds = self.bounds,
             same_keys = keys
