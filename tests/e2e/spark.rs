@@ -170,9 +170,7 @@ fn spark_materializes_the_native_store_in_process_and_through_the_server() {
     );
 
     // With a server holding the store the CLI goes through it, and --engine with it.
-    let day_before = chrono::DateTime::from_timestamp_micros(end_us - 86_400_000_000)
-        .expect("a time in range")
-        .to_rfc3339();
+    let day_before = quiver_e2e::rfc3339(end_us - 86_400_000_000);
     let server = Server::start(spark.path());
     for engine in ["spark", "native"] {
         let run = quiver_ok(

@@ -345,15 +345,18 @@ pub fn rfc3339_ago(seconds: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// RFC 3339 (UTC) of a time in µs since the epoch.
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .expect("a time in range")
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// The start of the current hour, in µs since the epoch and as RFC 3339: the end of test
 /// data that stays inside its views' ttl, so the store's purge of expired rows keeps it.
 pub fn this_hour() -> (i64, String) {
     let micros = (now_micros() / 3_600_000_000) * 3_600_000_000;
-    let at = chrono::DateTime::from_timestamp_micros(micros).expect("a time in range");
-    (
-        micros,
-        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    )
+    (micros, rfc3339(micros))
 }
 
 /// A minimal HTTP/1.1 client: sends `method path` with an optional JSON body to `base`

@@ -621,9 +621,8 @@ impl Instance {
     }
 
     /// Compacts the view's key range down to the last level (callers flush first), where
-    /// merge operands are folded into values: a
-    /// read then finds one whole row instead of merging operands on every request (which
-    /// makes a 100-key read about 40% slower).
+    /// merge operands are folded into values: a read then finds one whole row instead of
+    /// merging operands on every request (which makes a 100-key read about 40% slower).
     fn compact_view(&self, view: &ViewId) -> Result<()> {
         let prefix = view.prefix();
         let mut options = CompactOptions::default();
