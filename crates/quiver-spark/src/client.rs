@@ -2,6 +2,7 @@
 //! entity tables uploaded as local relations (cached as artifacts when large), interrupts.
 
 use std::io::Cursor;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -82,13 +83,24 @@ pub(crate) fn uuid() -> String {
     )
 }
 
-/// One Spark Connect session; released when the work is done.
+/// One Spark Connect session, shared by the requests of an engine (the cluster compiles a
+/// query's code once per session). Each request works on its own copy ([`Session::request`]):
+/// its operations carry the request's tag, so a cancel interrupts only them, and its temporary
+/// views are named after the tag and dropped when it ends ([`Session::finish`]).
+#[derive(Clone)]
 pub(crate) struct Session {
     client: SparkConnectServiceClient<Channel>,
     id: String,
     user: pb::UserContext,
     /// The endpoint, for messages.
     cluster: String,
+    /// The server's id of the session, sent with every request: a server that restarted (and
+    /// lost the session's settings) refuses the session instead of running without them.
+    server_side: Option<String>,
+    /// The tag of this request's operations.
+    tag: String,
+    /// The temporary views this request created.
+    views: Arc<Mutex<Vec<String>>>,
 }
 
 impl Session {
@@ -110,7 +122,7 @@ impl Session {
         let client = SparkConnectServiceClient::new(channel)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
-        let session = Self {
+        let mut session = Self {
             client,
             id: uuid(),
             user: pb::UserContext {
@@ -119,22 +131,64 @@ impl Session {
                 extensions: Vec::new(),
             },
             cluster,
+            server_side: None,
+            tag: uuid(),
+            views: Arc::default(),
         };
         let pairs = SESSION_CONF
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .chain(settings.conf.clone())
             .collect();
-        session.set_conf(pairs).await?;
+        session.server_side = Some(session.set_conf(pairs).await?);
         Ok(session)
     }
 
-    /// Sets session settings.
-    async fn set_conf(&self, pairs: Vec<(String, String)>) -> Result<()> {
+    /// A copy of the session for one request: a tag and a list of views of its own.
+    pub(crate) fn request(&self) -> Self {
+        Self {
+            tag: uuid(),
+            views: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The session's id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The name of this request's temporary view `base`.
+    pub(crate) fn view_name(&self, base: &str) -> String {
+        format!("{base}_{}", self.tag.replace('-', "_"))
+    }
+
+    /// Drops the temporary views this request created.
+    pub(crate) async fn finish(&self) {
+        let views = std::mem::take(&mut *self.views.lock().unwrap_or_else(PoisonError::into_inner));
+        for view in views {
+            let drop = format!("DROP VIEW IF EXISTS {view}");
+            if let Err(e) = self.sql(drop, &uuid(), None).await {
+                tracing::debug!(cluster = %self.cluster, %view, error = %e, "dropping a temporary view failed");
+            }
+        }
+    }
+
+    /// Records `name` as one of this request's temporary views.
+    pub(crate) fn created_view(&self, name: &str) {
+        self.views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(name.to_owned());
+    }
+
+    /// Sets session settings; the server's id of the session.
+    async fn set_conf(&self, pairs: Vec<(String, String)>) -> Result<String> {
         let request = pb::ConfigRequest {
             session_id: self.id.clone(),
             user_context: Some(self.user.clone()),
             client_type: Some(CLIENT_TYPE.into()),
+            client_observed_server_side_session_id: self.server_side.clone(),
             operation: Some(pb::config_request::Operation {
                 op_type: Some(pb::config_request::operation::OpType::Set(
                     pb::config_request::Set {
@@ -149,14 +203,14 @@ impl Session {
                     },
                 )),
             }),
-            ..Default::default()
         };
-        self.client
+        let response = self
+            .client
             .clone()
             .config(request)
             .await
             .map_err(|s| self.failed(None, &s))?;
-        Ok(())
+        Ok(response.into_inner().server_side_session_id)
     }
 
     /// Runs a SQL query as operation `operation_id`; its result as record batches.
@@ -220,7 +274,9 @@ impl Session {
                 )),
             })),
         };
-        self.execute(plan, &uuid(), None).await.map(drop)
+        self.execute(plan, &uuid(), None).await?;
+        self.created_view(name);
+        Ok(())
     }
 
     /// Uploads chunks as cached artifacts (`cache/<sha-256>`); their hashes, in order.
@@ -276,7 +332,7 @@ impl Session {
             user_context: Some(self.user.clone()),
             client_type: Some(CLIENT_TYPE.into()),
             payload: Some(payload),
-            ..Default::default()
+            client_observed_server_side_session_id: self.server_side.clone(),
         }
     }
 
@@ -331,6 +387,8 @@ impl Session {
             operation_id: Some(operation_id.to_owned()),
             plan: Some(plan),
             client_type: Some(CLIENT_TYPE.into()),
+            tags: vec![self.tag.clone()],
+            client_observed_server_side_session_id: self.server_side.clone(),
             ..Default::default()
         };
         Ok(self
@@ -342,21 +400,24 @@ impl Session {
             .into_inner())
     }
 
-    /// Interrupts every operation of the session.
+    /// Interrupts this request's operations (those with its tag).
     pub(crate) async fn interrupt(&self) {
         let request = pb::InterruptRequest {
             session_id: self.id.clone(),
             user_context: Some(self.user.clone()),
             client_type: Some(CLIENT_TYPE.into()),
-            interrupt_type: pb::interrupt_request::InterruptType::All.into(),
-            ..Default::default()
+            interrupt_type: pb::interrupt_request::InterruptType::Tag.into(),
+            interrupt: Some(pb::interrupt_request::Interrupt::OperationTag(
+                self.tag.clone(),
+            )),
+            client_observed_server_side_session_id: self.server_side.clone(),
         };
         if let Err(e) = self.client.clone().interrupt(request).await {
             tracing::warn!(cluster = %self.cluster, error = %e.message(), "interrupting Spark operations failed");
         }
     }
 
-    /// Releases the session (its views and cached uploads).
+    /// Releases the session (its views and cached uploads), for every request using it.
     pub(crate) async fn release(self) {
         let request = pb::ReleaseSessionRequest {
             session_id: self.id.clone(),

@@ -80,3 +80,11 @@ impl HasKind for SparkError {
         }
     }
 }
+
+impl SparkError {
+    /// The server no longer has the session: it expired, was released, or the server
+    /// restarted. A new session may do the work.
+    pub(crate) fn session_gone(&self) -> bool {
+        matches!(self, Self::Failed { message, .. } if message.contains("INVALID_HANDLE.SESSION_"))
+    }
+}

@@ -44,20 +44,15 @@ use crate::client::{INLINE_BYTES, Session, uuid};
 use crate::error::{Result, SparkError};
 use crate::source::{SourceRows, ident, literal, not_null, sequence};
 
-/// The temporary view of a session's entity rows.
-const ENTITIES: &str = "quiver_entities";
-
 /// Up to this many entity rows, a training set's views are queried at once.
 const CONCURRENT_ENTITY_ROWS: usize = 250_000;
 
-/// Joins `join`'s features onto `entities` on the cluster of `session`; a large entity table
-/// is written to `staging` for the cluster to read, when there is one.
-pub(crate) async fn training_set(
-    session: &Session,
+/// The entity rows as the cluster gets them: `row` (the input position), the join keys
+/// `k0, k1, …` in their declared types, and `t`, the event time in ns.
+pub(crate) fn entity_rows(
     join: &PointInTimeJoin<'_>,
-    entities: RecordBatch,
-    staging: Option<&Path>,
-) -> Result<TrainingSet> {
+    entities: &RecordBatch,
+) -> Result<RecordBatch> {
     join.output_schema(entities.schema_ref())?;
     let keys = join.join_keys()?;
     let times = nanos(entities.column(event_timestamp_column(entities.schema_ref())?)).ok_or_else(
@@ -85,10 +80,27 @@ pub(crate) async fn training_set(
     }
     fields.push(Field::new("t", DataType::Int64, true));
     columns.push(Arc::new(times));
-    let schema = Arc::new(Schema::new(fields));
-    let upload = RecordBatch::try_new(schema, columns)?;
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Joins `join`'s features onto `entities` (whose [`entity_rows`] are `upload`) on the cluster
+/// of `session`; a large entity table is written to `staging` for the cluster to read, when
+/// there is one.
+pub(crate) async fn training_set(
+    session: &Session,
+    join: &PointInTimeJoin<'_>,
+    entities: RecordBatch,
+    upload: &RecordBatch,
+    staging: Option<&Path>,
+) -> Result<TrainingSet> {
+    let keys = join.join_keys()?;
+    let n = entities.num_rows();
+    let entity_view = session.view_name("quiver_entities");
     // Staged files are removed when `staged` drops, after the queries.
-    let mut staged = vec![upload_view(session, ENTITIES, &upload, staging).await?];
+    let mut staged = vec![upload_view(session, &entity_view, upload, staging).await?];
     // Every view's source opened first, then the queries run at once (up to
     // CONCURRENT_ENTITY_ROWS entity rows): the cluster overlaps their stages and fixed costs.
     let mut opened = Vec::new();
@@ -115,8 +127,8 @@ pub(crate) async fn training_set(
             .collect();
         // Each key's entity-time bounds are computed here, where the entity rows are, and
         // sent as a table: the cluster broadcasts it without a job of its own.
-        let bounds_view = format!("quiver_bounds_{}", opened.len());
-        let bounds = key_bounds(&view.name, &upload, &entity_keys).await?;
+        let bounds_view = session.view_name(&format!("quiver_bounds_{}", opened.len()));
+        let bounds = key_bounds(&view.name, upload, &entity_keys).await?;
         staged.push(upload_view(session, &bounds_view, &bounds, staging).await?);
         opened.push((view, features, scan, entity_keys, bounds_view));
     }
@@ -128,6 +140,7 @@ pub(crate) async fn training_set(
                 scan,
                 features,
             },
+            entities: entity_view.clone(),
             entity_keys: entity_keys.clone(),
             bounds: bounds.clone(),
             as_of_created: join.options().as_of_created,
@@ -220,6 +233,7 @@ async fn stage(session: &Session, dir: &Path, name: &str, table: &RecordBatch) -
             None,
         )
         .await?;
+    session.created_view(name);
     Ok(staged)
 }
 
@@ -291,6 +305,8 @@ async fn key_bounds(
 /// The query of one view.
 pub(crate) struct ViewPlan<'a> {
     rows: SourceRows<'a>,
+    /// The temporary view of the entity rows ([`entity_rows`]).
+    entities: String,
     /// For each of the view's keys (canonical order), its column `k<i>` of the entity view.
     entity_keys: Vec<usize>,
     /// The temporary view of each key's least and greatest entity time ([`key_bounds`]).
@@ -369,7 +385,7 @@ impl ViewPlan<'_> {
                    WHERE ev IS NOT NULL AND {src_keys} AND {available} <= e.until{since} \
                    UNION ALL \
                    SELECT {entity_keys}, t AS a, 1 AS side, NULL, NULL, NULL, row, t \
-                   FROM {ENTITIES} WHERE t IS NOT NULL AND {ent_keys}\
+                   FROM {entities} WHERE t IS NOT NULL AND {ent_keys}\
                  ) WINDOW running AS (PARTITION BY {key_list} ORDER BY {order} \
                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)\
                ) WHERE side = 1 AND won.s IS NOT NULL{ttl}\
@@ -385,6 +401,7 @@ impl ViewPlan<'_> {
             ent_keys = not_null(self.entity_keys.iter().map(|e| format!("k{e}"))),
             entity_keys = entity_keys.join(", "),
             bounds = self.bounds,
+            entities = self.entities,
             same_keys = keys
                 .iter()
                 .map(|k| format!("src.{k} = e.{k}"))

@@ -30,6 +30,7 @@ pub(crate) mod proto {
     tonic::include_proto!("spark.connect");
 }
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -37,12 +38,12 @@ use arrow::array::RecordBatch;
 use quiver_core::{Feature, FeatureView, SparkSettings};
 use quiver_offline::{PointInTimeJoin, TrainingSet};
 use quiver_source::{SourceScan, VersionedRows};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 
 pub use error::{Result, SparkError};
 pub use newest::NewestCounts;
 
-use client::{Session, uuid};
+use client::{INLINE_BYTES, Session, uuid};
 use newest::NewestPlan;
 use source::SourceRows;
 
@@ -53,6 +54,8 @@ const CANCEL_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct SparkEngine {
     settings: SparkSettings,
+    /// The session the engine's requests share, opened on first use ([`Shared`]).
+    shared: Arc<Shared>,
     /// The client's own runtime (taken when dropped: it shuts down in the background, so an
     /// engine may be dropped anywhere, inside an async server too).
     runtime: Option<tokio::runtime::Runtime>,
@@ -61,7 +64,90 @@ pub struct SparkEngine {
 impl Drop for SparkEngine {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
+            // Released when dropped outside an async context (a CLI's end); else the server
+            // expires it.
+            if let Some(session) = self
+                .shared
+                .session
+                .try_lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                && tokio::runtime::Handle::try_current().is_err()
+            {
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(RELEASE, session.release()).await;
+                });
+            }
             runtime.shutdown_background();
+        }
+    }
+}
+
+/// How long a dropped engine waits for the server to release its session.
+const RELEASE: Duration = Duration::from_secs(2);
+
+/// One Spark Connect session shared by an engine's requests, so that the cluster compiles a
+/// query's code once, not once per request (a new session recompiles every plan's code on
+/// every executor). Reopened when the server no longer has it.
+#[derive(Default)]
+struct Shared {
+    session: Mutex<Option<Session>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A request's copy of the shared session, opened first when there is none.
+    async fn request(&self, settings: &SparkSettings) -> Result<Session> {
+        let mut slot = self.session.lock().await;
+        if let Some(session) = slot.as_ref() {
+            return Ok(session.request());
+        }
+        let session = Session::open(settings).await?;
+        let request = session.request();
+        *slot = Some(session);
+        Ok(request)
+    }
+
+    /// Forgets the shared session if it is still `gone`'s (the server no longer has it).
+    async fn forget(&self, gone: &Session) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| s.id() == gone.id()) {
+            *slot = None;
+        }
+    }
+
+    /// Runs `work` on a request's copy of the shared session, once more on a new session
+    /// when the server no longer had it; [`SparkError::Cancelled`] when `cancel` is set while
+    /// a session is opened (`work` watches it after that).
+    async fn run<T, F, W>(
+        &self,
+        settings: &SparkSettings,
+        cancel: Option<&AtomicBool>,
+        work: W,
+    ) -> Result<T>
+    where
+        W: Fn(Session) -> F,
+        F: Future<Output = (Session, Result<T>)>,
+    {
+        let mut retried = false;
+        loop {
+            let session = tokio::select! {
+                s = self.request(settings) => s?,
+                () = cancelled(cancel) => return Err(SparkError::Cancelled),
+            };
+            match work(session).await {
+                (session, Err(e)) if e.session_gone() && !retried => {
+                    tracing::info!(error = %e, "the Spark session is gone; opening a new one");
+                    self.forget(&session).await;
+                    retried = true;
+                }
+                (_, result) => return result,
+            }
         }
     }
 }
@@ -82,6 +168,7 @@ impl SparkEngine {
             })?;
         Ok(Self {
             settings,
+            shared: Arc::default(),
             runtime: Some(runtime),
         })
     }
@@ -98,25 +185,49 @@ impl SparkEngine {
         let Some(runtime) = &self.runtime else {
             return Err(SparkError::Cancelled);
         };
-        runtime.block_on(async {
-            let session = tokio::select! {
-                s = Session::open(&self.settings) => s?,
-                () = cancelled(cancel) => return Err(SparkError::Cancelled),
-            };
-            let result = tokio::select! {
-                r = join::training_set(&session, join, entities, self.settings.staging.as_deref()) => r,
-                () = cancelled(cancel) => Err(SparkError::Cancelled),
-            };
-            if matches!(result, Err(SparkError::Cancelled)) {
-                // The caller returns at once; a busy cluster acknowledges in the background.
-                tokio::spawn(async move {
-                    session.interrupt().await;
-                    session.release().await;
-                });
-            } else {
-                session.release().await;
+        let upload = join::entity_rows(join, &entities)?;
+        let staging = self.settings.staging.as_deref();
+        // An entity table uploaded as cached chunks would stay in the shared session until
+        // it ends: such a request has a session of its own, released after it.
+        let private = staging.is_none() && upload.get_array_memory_size() > INLINE_BYTES;
+        let upload = &upload;
+        let work = move |session: Session| {
+            let entities = entities.clone();
+            async move {
+                let result = tokio::select! {
+                    r = join::training_set(&session, join, entities, upload, staging) => r,
+                    () = cancelled(cancel) => Err(SparkError::Cancelled),
+                };
+                let ended = session.clone();
+                let cleanup = async move {
+                    ended.finish().await;
+                    if private {
+                        ended.release().await;
+                    }
+                };
+                if matches!(result, Err(SparkError::Cancelled)) {
+                    // The caller returns at once; a busy cluster acknowledges in the background.
+                    let interrupted = session.clone();
+                    tokio::spawn(async move {
+                        interrupted.interrupt().await;
+                        cleanup.await;
+                    });
+                } else {
+                    cleanup.await;
+                }
+                (session, result)
             }
-            result
+        };
+        runtime.block_on(async {
+            if private {
+                let session = tokio::select! {
+                    s = Session::open(&self.settings) => s?,
+                    () = cancelled(cancel) => return Err(SparkError::Cancelled),
+                };
+                work(session).await.1
+            } else {
+                self.shared.run(&self.settings, cancel, work).await
+            }
         })
     }
 
@@ -149,25 +260,25 @@ impl SparkEngine {
         let (tx, batches) = mpsc::channel(2);
         let settings = self.settings.clone();
         let view_name = view.name.clone();
+        let shared = Arc::clone(&self.shared);
         runtime.spawn(async move {
-            let session = match Session::open(&settings).await {
-                Ok(session) => session,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+            let work = |session: Session| {
+                let (query, tx, view_name) = (query.clone(), &tx, &view_name);
+                async move {
+                    let operation = uuid();
+                    let result = tokio::select! {
+                        r = session.sql_to(query, &operation, view_name, tx) => r,
+                        () = tx.closed() => Ok(()),
+                    };
+                    if tx.is_closed() {
+                        session.interrupt().await;
+                    }
+                    (session, result)
                 }
             };
-            let operation = uuid();
-            let result = tokio::select! {
-                r = session.sql_to(query, &operation, &view_name, &tx) => r,
-                () = tx.closed() => Ok(()),
-            };
-            if tx.is_closed() {
-                session.interrupt().await;
-            } else if let Err(e) = result {
+            if let Err(e) = shared.run(&settings, None, work).await {
                 let _ = tx.send(Err(e)).await;
             }
-            session.release().await;
         });
         Ok(NewestRows {
             plan,
@@ -245,5 +356,44 @@ async fn cancelled(cancel: Option<&AtomicBool>) {
             }
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_share_a_session_and_replace_one_the_server_no_longer_has() {
+        let engine = SparkEngine::new(SparkSettings {
+            connect: quiver_testkit::spark::shared_cluster().url(),
+            conf: Default::default(),
+            staging: None,
+        })
+        .unwrap();
+        let one = |session: Session| async move {
+            let result = session.sql("SELECT 1 AS one".into(), &uuid(), None).await;
+            (session, result)
+        };
+        let runtime = engine.runtime.as_ref().unwrap();
+        runtime.block_on(async {
+            let first = engine.shared.request(&engine.settings).await.unwrap();
+            let again = engine.shared.request(&engine.settings).await.unwrap();
+            assert_eq!(
+                again.id(),
+                first.id(),
+                "one session for the engine's requests"
+            );
+            // The server forgets the session (as when it expires); the engine still holds it.
+            first.clone().release().await;
+            let answer = engine
+                .shared
+                .run(&engine.settings, None, one)
+                .await
+                .unwrap();
+            assert_eq!(answer.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+            let now = engine.shared.request(&engine.settings).await.unwrap();
+            assert_ne!(now.id(), first.id(), "a new session replaced the one gone");
+        });
     }
 }

@@ -445,6 +445,42 @@ fn a_cancelled_spark_join_stops_promptly() {
     assert_eq!(c.values(&[at(1, 89)], JoinOptions::default()).len(), 1);
 }
 
+#[test]
+fn a_cancelled_spark_join_leaves_the_other_requests_on_its_session_running() {
+    let c = spark_case();
+    let (defs, sources) = c.dir.open(&c.defs);
+    let join = value_join(&defs, &sources);
+    let all = |set: quiver_offline::TrainingSet| {
+        let schema = set.schema();
+        let batches: Vec<RecordBatch> = set.map(Result::unwrap).collect();
+        arrow::compute::concat_batches(&schema, &batches).unwrap()
+    };
+    // Both inline (under 16 MiB), so both run in the engine's one session.
+    let cancelled: Vec<EntityRow> = (0..500_000).map(|i| at(i % 53, i % 100)).collect();
+    let other: Vec<EntityRow> = (0..300_000).map(|i| at(i % 47, i % 90)).collect();
+    let native = all(join.run(entity_table(&other), &|_| {}).unwrap());
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let spark = spark();
+    std::thread::scope(|s| {
+        let running =
+            s.spawn(|| spark.training_set(&join, entity_table(&cancelled), Some(&cancel)));
+        let other = s.spawn(|| spark.training_set(&join, entity_table(&other), None));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = running.join().unwrap();
+        assert!(
+            matches!(result, Err(quiver_spark::SparkError::Cancelled)),
+            "{:?}",
+            result.map(|s| s.num_rows())
+        );
+        let other = other
+            .join()
+            .unwrap()
+            .expect("the other request is not interrupted");
+        assert_eq!(all(other), native);
+    });
+}
+
 crate::each_setup!(
     everywhere: [
         a_row_at_exactly_t_counts_and_a_later_row_never_leaks,
