@@ -175,7 +175,7 @@ impl SparkEngine {
 
     /// Joins `join`'s features onto `entities` on the cluster (blocking; call it from a
     /// thread that may block). When `cancel` becomes true [`SparkError::Cancelled`] is
-    /// returned at once; the session's Spark jobs are interrupted in the background.
+    /// returned at once; the request's Spark jobs are interrupted in the background.
     pub fn training_set(
         &self,
         join: &PointInTimeJoin<'_>,
